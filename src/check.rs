@@ -1,0 +1,1 @@
+//! `pullprobe --check`: probe every target once and explain.

@@ -1,0 +1,647 @@
+//! The configuration file: a strict YAML model, validated and resolved at load time.
+//!
+//! Loading happens in three steps, as blackbox_exporter does it: decode (unknown keys are
+//! rejected), validate every rule and collect *all* problems, then resolve into [`Config`] with
+//! files read (CA bundles, docker config files) so that a probe never meets a bad setting.
+//! Every error names the file, the key and how to fix it. Relative paths are relative to the
+//! directory of the config file, as in Prometheus.
+
+use std::collections::HashSet;
+use std::fmt;
+use std::net::{IpAddr, SocketAddr};
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+use std::time::Duration;
+
+use rustls_pki_types::CertificateDer;
+use rustls_pki_types::pem::PemObject as _;
+use serde::Deserialize;
+
+use crate::credentials::Keyring;
+use crate::reference::ImageRef;
+
+/// The configuration used when no `--config.file` is given: well-known public registries.
+pub const DEFAULT_CONFIG_YAML: &str = include_str!("default-config.yaml");
+
+/// Where the embedded default config says it comes from in messages.
+pub const DEFAULT_CONFIG_NAME: &str = "<embedded default config>";
+
+pub const DEFAULT_INTERVAL: Duration = Duration::from_secs(15 * 60);
+pub const DEFAULT_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// A loaded, validated configuration.
+#[derive(Clone, Debug)]
+pub struct Config {
+    /// Where it came from: a path, or [`DEFAULT_CONFIG_NAME`].
+    pub source: String,
+    pub interval: Duration,
+    pub timeout: Duration,
+    pub dns: DnsSettings,
+    /// The default credentials for targets without their own `docker_config`.
+    pub docker_config: Option<Arc<CredentialsFile>>,
+    pub targets: Vec<Target>,
+}
+
+/// Which resolver to ask.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum DnsSettings {
+    /// The node's `/etc/resolv.conf`.
+    System,
+    /// `dns.nameservers`, asked in order.
+    Nameservers(Vec<SocketAddr>),
+}
+
+/// A credentials file and its parsed content.
+#[derive(Clone, Debug)]
+pub struct CredentialsFile {
+    pub path: PathBuf,
+    pub keyring: Keyring,
+}
+
+/// TLS settings of a target; they apply to the registry host and its token realm host.
+#[derive(Clone, Debug, Default)]
+pub struct TlsSettings {
+    pub ca_file: Option<PathBuf>,
+    /// The certificates read from `ca_file`, added to the system trust store.
+    pub extra_roots: Vec<CertificateDer<'static>>,
+    pub insecure_skip_verify: bool,
+}
+
+/// One thing to probe: an image and how to reach its registry.
+#[derive(Clone, Debug)]
+pub struct Target {
+    /// Unique within the config; the `target` label.
+    pub name: String,
+    pub image: ImageRef,
+    pub plain_http: bool,
+    pub tls: Arc<TlsSettings>,
+    pub credentials: Option<Arc<CredentialsFile>>,
+}
+
+/// A configuration problem: the file, the key, what is wrong, and what to do.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ConfigIssue {
+    pub key: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+/// Why a configuration could not be loaded. Lists every problem found.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ConfigError {
+    pub source_name: String,
+    pub issues: Vec<ConfigIssue>,
+}
+
+impl fmt::Display for ConfigError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "invalid configuration in {}:", self.source_name)?;
+        for i in &self.issues {
+            write!(f, "\n  {}: {}\n    fix: {}", i.key, i.problem, i.fix)?;
+        }
+        Ok(())
+    }
+}
+
+impl ConfigError {
+    fn single(
+        source_name: &str,
+        key: &str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) -> Self {
+        ConfigError {
+            source_name: source_name.to_owned(),
+            issues: vec![ConfigIssue {
+                key: key.to_owned(),
+                problem: problem.into(),
+                fix: fix.into(),
+            }],
+        }
+    }
+}
+
+// ---- the file format -------------------------------------------------------------------
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawConfig {
+    /// How often the agent probes every target.
+    #[serde(default)]
+    interval: Option<String>,
+    /// The deadline of one probe, all phases together.
+    #[serde(default)]
+    timeout: Option<String>,
+    #[serde(default)]
+    dns: Option<RawDns>,
+    #[serde(default)]
+    docker_config: Option<PathBuf>,
+    #[serde(default)]
+    targets: Vec<RawTarget>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawDns {
+    #[serde(default)]
+    nameservers: Option<Vec<String>>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTarget {
+    #[serde(default)]
+    name: Option<String>,
+    image: String,
+    #[serde(default)]
+    docker_config: Option<PathBuf>,
+    #[serde(default)]
+    plain_http: bool,
+    #[serde(default)]
+    tls: Option<RawTls>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawTls {
+    #[serde(default)]
+    ca_file: Option<PathBuf>,
+    #[serde(default)]
+    insecure_skip_verify: bool,
+}
+
+/// The one place that knows the YAML crate, so swapping it touches one function.
+fn from_yaml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+}
+
+// ---- loading -----------------------------------------------------------------------------
+
+impl Config {
+    /// Reads and validates a config file.
+    ///
+    /// # Errors
+    /// When the file cannot be read, is not valid YAML, has unknown keys or invalid values, or
+    /// names CA or credentials files that cannot be used.
+    pub fn load(path: &Path) -> Result<Self, ConfigError> {
+        let name = path.display().to_string();
+        let text = std::fs::read_to_string(path).map_err(|e| {
+            ConfigError::single(
+                &name,
+                "(file)",
+                format!("cannot read the file: {e}"),
+                "pass the path of a readable YAML file to --config.file",
+            )
+        })?;
+        let base = path.parent().map(Path::to_owned).unwrap_or_default();
+        Self::from_yaml(&name, &text, &base)
+    }
+
+    /// The embedded default configuration.
+    pub fn embedded_default() -> Self {
+        Self::from_yaml(DEFAULT_CONFIG_NAME, DEFAULT_CONFIG_YAML, Path::new("/"))
+            .expect("the embedded default config is valid (tested)")
+    }
+
+    /// Parses and validates YAML text; relative paths are resolved against `base_dir`.
+    ///
+    /// # Errors
+    /// As [`Config::load`].
+    pub fn from_yaml(source_name: &str, text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
+        let raw: RawConfig = from_yaml_str(text).map_err(|e| {
+            ConfigError::single(
+                source_name,
+                "(yaml)",
+                e.trim().to_owned(),
+                "fix the YAML at the position shown; the keys are documented in docs/configuration.md and examples/config.yaml",
+            )
+        })?;
+        Resolver {
+            base_dir,
+            issues: Vec::new(),
+        }
+        .resolve(source_name, raw)
+    }
+
+    /// Targets for `--check IMAGE...`: each image, lending tls/docker_config/plain_http from the
+    /// first configured target on the same registry host.
+    ///
+    /// # Errors
+    /// When an image reference is invalid (the key is `IMAGE[n]`).
+    pub fn targets_for_images(&self, images: &[String]) -> Result<Vec<Target>, ConfigError> {
+        let mut out = Vec::with_capacity(images.len());
+        let mut issues = Vec::new();
+        for (i, text) in images.iter().enumerate() {
+            let image = match ImageRef::parse(text) {
+                Ok(r) => r,
+                Err(e) => {
+                    issues.push(ConfigIssue {
+                        key: format!("IMAGE[{i}]"),
+                        problem: e.to_string(),
+                        fix: "use a reference like nginx:1.27, ghcr.io/org/app:v1 or registry.example.com:5000/team/app@sha256:…".to_owned(),
+                    });
+                    continue;
+                }
+            };
+            let lender = self
+                .targets
+                .iter()
+                .find(|t| t.image.api_authority() == image.api_authority());
+            out.push(Target {
+                name: unique_name(text.trim(), &out),
+                plain_http: lender.is_some_and(|t| t.plain_http),
+                tls: lender.map(|t| t.tls.clone()).unwrap_or_default(),
+                credentials: lender
+                    .map_or_else(|| self.docker_config.clone(), |t| t.credentials.clone()),
+                image,
+            });
+        }
+        if issues.is_empty() {
+            Ok(out)
+        } else {
+            Err(ConfigError {
+                source_name: "the command line".to_owned(),
+                issues,
+            })
+        }
+    }
+}
+
+fn unique_name(base: &str, existing: &[Target]) -> String {
+    let mut name = base.to_owned();
+    let mut n = 2;
+    while existing.iter().any(|t| t.name == name) {
+        name = format!("{base} ({n})");
+        n += 1;
+    }
+    name
+}
+
+struct Resolver<'a> {
+    base_dir: &'a Path,
+    issues: Vec<ConfigIssue>,
+}
+
+impl Resolver<'_> {
+    fn issue(
+        &mut self,
+        key: impl Into<String>,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.issues.push(ConfigIssue {
+            key: key.into(),
+            problem: problem.into(),
+            fix: fix.into(),
+        });
+    }
+
+    fn path(&self, p: &Path) -> PathBuf {
+        if p.is_absolute() {
+            p.to_owned()
+        } else {
+            self.base_dir.join(p)
+        }
+    }
+
+    fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
+        let Some(text) = value else { return default };
+        match humantime::parse_duration(text.trim()) {
+            Ok(d) if d.is_zero() => {
+                self.issue(
+                    key,
+                    "must be greater than zero",
+                    format!(
+                        "use a duration like {}",
+                        humantime::format_duration(default)
+                    ),
+                );
+                default
+            }
+            Ok(d) => d,
+            Err(e) => {
+                self.issue(
+                    key,
+                    format!("{text:?} is not a duration: {e}"),
+                    "write a number with a unit, like 10s, 5m or 1h30m",
+                );
+                default
+            }
+        }
+    }
+
+    fn credentials(&mut self, key: &str, path: &Path) -> Option<Arc<CredentialsFile>> {
+        let path = self.path(path);
+        match Keyring::load(&path) {
+            Ok(keyring) => Some(Arc::new(CredentialsFile { path, keyring })),
+            Err(e) => {
+                self.issue(
+                    key,
+                    e.to_string(),
+                    "point it at a docker config.json or the .dockerconfigjson key of a kubernetes.io/dockerconfigjson Secret: {\"auths\": {\"registry.example.com\": {\"auth\": \"base64(user:password)\"}}}",
+                );
+                None
+            }
+        }
+    }
+
+    fn tls(&mut self, key: &str, raw: Option<RawTls>, plain_http: bool) -> TlsSettings {
+        let Some(raw) = raw else {
+            return TlsSettings::default();
+        };
+        if plain_http {
+            self.issue(
+                key,
+                "tls settings have no effect together with plain_http: true",
+                "remove the tls block, or set plain_http: false for a registry that speaks HTTPS",
+            );
+        }
+        let mut settings = TlsSettings {
+            insecure_skip_verify: raw.insecure_skip_verify,
+            ..TlsSettings::default()
+        };
+        if let Some(ca) = raw.ca_file {
+            let path = self.path(&ca);
+            let ca_key = format!("{key}.ca_file");
+            match std::fs::read(&path) {
+                Err(e) => self.issue(
+                    ca_key,
+                    format!("cannot read {}: {e}", path.display()),
+                    "mount the CA bundle and give its path",
+                ),
+                Ok(bytes) => {
+                    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
+                    match certs {
+                        Ok(certs) if !certs.is_empty() => settings.extra_roots = certs,
+                        Ok(_) => self.issue(
+                            ca_key,
+                            format!("{} contains no PEM certificate", path.display()),
+                            "give a file with one or more -----BEGIN CERTIFICATE----- blocks",
+                        ),
+                        Err(e) => self.issue(
+                            ca_key,
+                            format!("{} is not a valid PEM file: {e}", path.display()),
+                            "give a file with one or more -----BEGIN CERTIFICATE----- blocks",
+                        ),
+                    }
+                }
+            }
+            settings.ca_file = Some(path);
+        }
+        settings
+    }
+
+    fn resolve(mut self, source_name: &str, raw: RawConfig) -> Result<Config, ConfigError> {
+        let interval = self.duration("interval", raw.interval.as_deref(), DEFAULT_INTERVAL);
+        let timeout = self.duration("timeout", raw.timeout.as_deref(), DEFAULT_TIMEOUT);
+        if timeout > interval {
+            self.issue(
+                "timeout",
+                format!(
+                    "timeout ({}) is longer than interval ({})",
+                    humantime::format_duration(timeout),
+                    humantime::format_duration(interval)
+                ),
+                "make timeout shorter than interval so that probes of one target never overlap",
+            );
+        }
+
+        let dns = match raw.dns.and_then(|d| d.nameservers) {
+            None => DnsSettings::System,
+            Some(list) if list.is_empty() => {
+                self.issue(
+                    "dns.nameservers",
+                    "is empty",
+                    "list at least one address like 10.0.0.10 or 127.0.0.1:5353, or remove dns to use /etc/resolv.conf",
+                );
+                DnsSettings::System
+            }
+            Some(list) => {
+                let mut addrs = Vec::with_capacity(list.len());
+                for (i, s) in list.iter().enumerate() {
+                    match parse_nameserver(s) {
+                        Some(a) => addrs.push(a),
+                        None => self.issue(
+                            format!("dns.nameservers[{i}]"),
+                            format!("{s:?} is not an IP address or IP:port"),
+                            "write 10.0.0.10, 127.0.0.1:5353 or [fd00::10]:53 (host names cannot be used for nameservers)",
+                        ),
+                    }
+                }
+                DnsSettings::Nameservers(addrs)
+            }
+        };
+
+        let docker_config = raw
+            .docker_config
+            .as_deref()
+            .and_then(|p| self.credentials("docker_config", p));
+
+        if raw.targets.is_empty() {
+            self.issue(
+                "targets",
+                "no targets are configured",
+                "add at least one target with an image, e.g. `- image: nginx:latest`",
+            );
+        }
+        let mut names = HashSet::new();
+        let mut targets = Vec::with_capacity(raw.targets.len());
+        for (i, t) in raw.targets.into_iter().enumerate() {
+            let key = format!("targets[{i}]");
+            let image = match ImageRef::parse(&t.image) {
+                Ok(r) => Some(r),
+                Err(e) => {
+                    self.issue(
+                        format!("{key}.image"),
+                        e.to_string(),
+                        "use a reference like nginx:1.27, ghcr.io/org/app:v1 or registry.example.com:5000/team/app@sha256:…",
+                    );
+                    None
+                }
+            };
+            let name = t.name.clone().unwrap_or_else(|| t.image.trim().to_owned());
+            if name.trim().is_empty() {
+                self.issue(
+                    format!("{key}.name"),
+                    "is empty",
+                    "give the target a short unique name, or remove name to use the image",
+                );
+            } else if !names.insert(name.clone()) {
+                self.issue(
+                    format!("{key}.name"),
+                    format!("the name {name:?} is used by an earlier target"),
+                    "give each target a unique name (it becomes the `target` metric label)",
+                );
+            }
+            let credentials = match &t.docker_config {
+                Some(p) => self.credentials(&format!("{key}.docker_config"), p),
+                None => docker_config.clone(),
+            };
+            let tls = self.tls(&format!("{key}.tls"), t.tls, t.plain_http);
+            if let Some(image) = image {
+                targets.push(Target {
+                    name,
+                    image,
+                    plain_http: t.plain_http,
+                    tls: Arc::new(tls),
+                    credentials,
+                });
+            }
+        }
+
+        if !self.issues.is_empty() {
+            return Err(ConfigError {
+                source_name: source_name.to_owned(),
+                issues: self.issues,
+            });
+        }
+        Ok(Config {
+            source: source_name.to_owned(),
+            interval,
+            timeout,
+            dns,
+            docker_config,
+            targets,
+        })
+    }
+}
+
+fn parse_nameserver(s: &str) -> Option<SocketAddr> {
+    let s = s.trim();
+    if let Ok(ip) = s.parse::<IpAddr>() {
+        return Some(SocketAddr::new(ip, 53));
+    }
+    s.parse::<SocketAddr>().ok().filter(|a| a.port() != 0)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn load(yaml: &str) -> Result<Config, ConfigError> {
+        Config::from_yaml("test.yaml", yaml, Path::new("/nonexistent"))
+    }
+
+    #[test]
+    fn embedded_default_is_valid_and_has_seven_public_targets() {
+        let c = Config::embedded_default();
+        assert_eq!(c.targets.len(), 7);
+        assert_eq!(c.dns, DnsSettings::System);
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+        let hub: Vec<_> = c
+            .targets
+            .iter()
+            .filter(|t| t.image.is_docker_hub())
+            .collect();
+        assert_eq!(
+            hub.len(),
+            1,
+            "one Docker Hub target keeps the fleet's request rate low"
+        );
+        assert_eq!(hub[0].image.repository(), "ratelimitpreview/test");
+    }
+
+    #[test]
+    fn full_example() {
+        let c = load(
+            "interval: 5m\ntimeout: 7s\ndns:\n  nameservers: [\"10.0.0.10\", \"127.0.0.1:5353\", \"[::1]:53\"]\n\
+             targets:\n  - name: hub\n    image: docker.io/ratelimitpreview/test:latest\n  - image: localhost:5000/app\n    plain_http: true\n",
+        )
+        .unwrap();
+        assert_eq!(c.interval, Duration::from_secs(300));
+        assert_eq!(c.timeout, Duration::from_secs(7));
+        assert_eq!(
+            c.dns,
+            DnsSettings::Nameservers(vec![
+                "10.0.0.10:53".parse().unwrap(),
+                "127.0.0.1:5353".parse().unwrap(),
+                "[::1]:53".parse().unwrap()
+            ])
+        );
+        assert_eq!(c.targets[0].name, "hub");
+        assert_eq!(c.targets[1].name, "localhost:5000/app");
+        assert!(c.targets[1].plain_http);
+    }
+
+    #[test]
+    fn every_problem_is_reported_with_its_key() {
+        let err = load(concat!(
+            "interval: 5 minutes please\ntimeout: 0s\ndns:\n  nameservers: [\"dns.example.com\"]\n",
+            "docker_config: missing.json\ntargets:\n  - image: \"nginx/UPPER\"\n  - name: a\n    image: nginx\n",
+            "  - name: a\n    image: redis\n  - image: localhost/x\n    plain_http: true\n    tls:\n      ca_file: nope.pem\n",
+        ))
+        .unwrap_err();
+        let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(
+            keys,
+            [
+                "interval",
+                "timeout",
+                "dns.nameservers[0]",
+                "docker_config",
+                "targets[0].image",
+                "targets[2].name",
+                "targets[3].tls",
+                "targets[3].tls.ca_file"
+            ]
+        );
+        let text = err.to_string();
+        assert!(
+            text.starts_with("invalid configuration in test.yaml:"),
+            "{text}"
+        );
+        assert!(
+            text.contains("/nonexistent/missing.json"),
+            "relative paths resolve against the config dir: {text}"
+        );
+        assert!(text.contains("fix: "), "{text}");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_yaml_name_the_position() {
+        let err = load("targets:\n  - image: nginx\n    tls:\n      ca_fil: x\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("unknown field `ca_fil`"), "{text}");
+        assert!(text.contains("line 4"), "{text}");
+        let err = load("targets: [").unwrap_err();
+        assert_eq!(err.issues[0].key, "(yaml)");
+        let err = load("targets:\n  - name: x\n").unwrap_err();
+        assert!(err.to_string().contains("image"), "{err}");
+    }
+
+    #[test]
+    fn timeout_longer_than_interval_is_rejected() {
+        let err = load("interval: 5s\ntimeout: 10s\ntargets: [{image: nginx}]\n").unwrap_err();
+        assert_eq!(err.issues[0].key, "timeout");
+    }
+
+    #[test]
+    fn check_images_borrow_settings_from_a_configured_target_on_the_same_host() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(
+            dir.path().join("creds.json"),
+            r#"{"auths":{"localhost:5000":{"username":"u","password":"p"}}}"#,
+        )
+        .unwrap();
+        let c = Config::from_yaml(
+            "t.yaml",
+            "targets:\n  - image: localhost:5000/app\n    plain_http: true\n    docker_config: creds.json\n",
+            dir.path(),
+        )
+        .unwrap();
+        let t = c
+            .targets_for_images(&[
+                "localhost:5000/other:v2".into(),
+                "nginx".into(),
+                "nginx".into(),
+            ])
+            .unwrap();
+        assert!(t[0].plain_http);
+        assert!(t[0].credentials.is_some());
+        assert!(!t[1].plain_http);
+        assert!(t[1].credentials.is_none());
+        assert_eq!(t[2].name, "nginx (2)");
+        let err = c.targets_for_images(&["Bad Ref".into()]).unwrap_err();
+        assert_eq!(err.issues[0].key, "IMAGE[0]");
+    }
+}
