@@ -1,1 +1,293 @@
-//! `pullprobe --check`: probe every target once and explain.
+//! `pullprobe --check`: probe every target once, concurrently, and explain the result.
+//!
+//! Text output is a table (one row per target: phase timings and the result) followed by, for
+//! each failure, what failed, why and what to do. JSON output is one object with a `results`
+//! array (see the README for the schema). Exit status: 0 all ok, 1 a target failed, 2 usage or
+//! configuration error.
+
+use std::fmt::Write as _;
+use std::time::Duration;
+
+use serde::Serialize;
+
+use crate::cli::{Cli, EXIT_OK, EXIT_PROBE_FAILED, EXIT_USAGE, OutputFormat};
+use crate::config::{Config, Target};
+use crate::outcome::{Phase, Reason};
+use crate::probe::{ProbeReport, Prober};
+
+/// Runs `--check` and returns the exit status. Output goes to stdout, errors to stderr.
+pub async fn run(cli: &Cli) -> u8 {
+    let config = match &cli.config_file {
+        Some(path) => Config::load(path),
+        None => Ok(Config::embedded_default()),
+    };
+    let config = match config {
+        Ok(c) => c,
+        Err(e) => {
+            eprintln!("pullprobe: {e}");
+            return EXIT_USAGE;
+        }
+    };
+    let targets = if cli.images.is_empty() {
+        config.targets.clone()
+    } else {
+        match config.targets_for_images(&cli.images) {
+            Ok(t) => t,
+            Err(e) => {
+                eprintln!("pullprobe: {e}");
+                return EXIT_USAGE;
+            }
+        }
+    };
+    tracing::debug!(config = %config.source, targets = targets.len(), timeout = ?config.timeout, "Checking targets");
+    let reports = probe_all(&Prober::from_config(&config), targets).await;
+    let out = match cli.output {
+        OutputFormat::Text => render_text(&reports),
+        OutputFormat::Json => render_json(&reports),
+    };
+    print!("{out}");
+    if reports.iter().all(ProbeReport::ok) {
+        EXIT_OK
+    } else {
+        EXIT_PROBE_FAILED
+    }
+}
+
+/// Probes all targets concurrently; reports come back in target order.
+pub async fn probe_all(prober: &Prober, targets: Vec<Target>) -> Vec<ProbeReport> {
+    let mut set = tokio::task::JoinSet::new();
+    for (i, t) in targets.into_iter().enumerate() {
+        let prober = prober.clone();
+        set.spawn(async move { (i, prober.probe(&t).await) });
+    }
+    let mut out: Vec<(usize, ProbeReport)> = Vec::with_capacity(set.len());
+    while let Some(r) = set.join_next().await {
+        match r {
+            Ok(pair) => out.push(pair),
+            Err(e) => tracing::error!(error = %e, "A probe task panicked"),
+        }
+    }
+    out.sort_by_key(|(i, _)| *i);
+    out.into_iter().map(|(_, r)| r).collect()
+}
+
+// ---- JSON --------------------------------------------------------------------------------
+
+#[derive(Serialize)]
+struct JsonOutput<'a> {
+    results: Vec<JsonResult<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonResult<'a> {
+    target: &'a str,
+    image: &'a str,
+    registry: &'a str,
+    ok: bool,
+    phase: Option<Phase>,
+    reason: Reason,
+    message: String,
+    remedy: Option<&'static str>,
+    duration_seconds: f64,
+    phases: Vec<JsonPhase>,
+    address: Option<String>,
+    tls: Option<JsonTls>,
+    digest: Option<&'a str>,
+    rate_limit: Option<JsonRateLimit<'a>>,
+}
+
+#[derive(Serialize)]
+struct JsonPhase {
+    phase: Phase,
+    seconds: f64,
+}
+
+#[derive(Serialize)]
+struct JsonTls {
+    version: Option<&'static str>,
+    earliest_not_after: Option<String>,
+}
+
+#[derive(Serialize)]
+struct JsonRateLimit<'a> {
+    limit: u64,
+    remaining: u64,
+    window_seconds: Option<u64>,
+    source: Option<&'a str>,
+}
+
+fn seconds(d: Duration) -> f64 {
+    (d.as_secs_f64() * 1e6).round() / 1e6
+}
+
+fn success_message(r: &ProbeReport) -> String {
+    match &r.digest {
+        Some(d) => format!("{} resolves to {d}", r.image),
+        None => format!(
+            "{} exists (the registry sent no Docker-Content-Digest)",
+            r.image
+        ),
+    }
+}
+
+fn rfc3339(unix: i64) -> Option<String> {
+    let secs = u64::try_from(unix).ok()?;
+    Some(
+        humantime::format_rfc3339_seconds(std::time::UNIX_EPOCH + Duration::from_secs(secs))
+            .to_string(),
+    )
+}
+
+/// Renders reports as the JSON document of `--output json`.
+pub fn render_json(reports: &[ProbeReport]) -> String {
+    let results = reports
+        .iter()
+        .map(|r| JsonResult {
+            target: &r.target,
+            image: &r.image,
+            registry: &r.registry,
+            ok: r.ok(),
+            phase: r.phase(),
+            reason: r.reason(),
+            message: r
+                .failure
+                .as_ref()
+                .map_or_else(|| success_message(r), |f| f.message.clone()),
+            remedy: r.reason().remedy(),
+            duration_seconds: seconds(r.duration),
+            phases: r
+                .phases
+                .iter()
+                .map(|p| JsonPhase {
+                    phase: p.phase,
+                    seconds: seconds(p.duration),
+                })
+                .collect(),
+            address: r.address.map(|a| a.to_string()),
+            tls: r.tls.as_ref().map(|t| JsonTls {
+                version: t.version,
+                earliest_not_after: t.earliest_not_after.and_then(rfc3339),
+            }),
+            digest: r.digest.as_deref(),
+            rate_limit: r.rate_limit.as_ref().map(|l| JsonRateLimit {
+                limit: l.limit,
+                remaining: l.remaining,
+                window_seconds: l.window_seconds,
+                source: l.source.as_deref(),
+            }),
+        })
+        .collect();
+    let mut s = serde_json::to_string_pretty(&JsonOutput { results })
+        .expect("serialising plain data cannot fail");
+    s.push('\n');
+    s
+}
+
+// ---- text --------------------------------------------------------------------------------
+
+fn millis(d: Duration) -> String {
+    format!("{}ms", d.as_millis())
+}
+
+/// Renders reports as the table and explanations of `--output text`.
+pub fn render_text(reports: &[ProbeReport]) -> String {
+    let mut rows: Vec<Vec<String>> = vec![
+        [
+            "TARGET", "REGISTRY", "DNS", "CONNECT", "TLS", "AUTH", "MANIFEST", "RESULT",
+        ]
+        .iter()
+        .map(|s| (*s).to_owned())
+        .collect(),
+    ];
+    for r in reports {
+        let mut row = vec![r.target.clone(), r.registry.clone()];
+        for phase in Phase::ALL {
+            let cell = match (r.phase_duration(phase), r.phase()) {
+                (Some(d), Some(p)) if p == phase => format!("{} FAIL", millis(d)),
+                (Some(d), _) => millis(d),
+                (None, _) => "-".to_owned(),
+            };
+            row.push(cell);
+        }
+        row.push(if r.ok() {
+            "ok".to_owned()
+        } else {
+            format!("FAIL {}", r.reason())
+        });
+        rows.push(row);
+    }
+    let widths: Vec<usize> = (0..rows[0].len())
+        .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
+        .collect();
+    let mut out = String::new();
+    for row in &rows {
+        let line: Vec<String> = row
+            .iter()
+            .zip(&widths)
+            .map(|(cell, w)| format!("{cell:<w$}"))
+            .collect();
+        let _ = writeln!(out, "{}", line.join("  ").trim_end());
+    }
+
+    for r in reports {
+        let _ = writeln!(out);
+        match &r.failure {
+            None => {
+                let _ = writeln!(out, "ok  {} ({})", r.target, r.image);
+                let _ = writeln!(out, "    {}", success_message(r));
+            }
+            Some(f) => {
+                let _ = writeln!(out, "FAIL  {} ({} via {})", r.target, r.image, r.registry);
+                let _ = writeln!(out, "    failed step: {}", f.phase);
+                let _ = writeln!(out, "    what:        {}", f.message);
+                let _ = writeln!(
+                    out,
+                    "    why:         {} — {}",
+                    f.reason,
+                    f.reason.meaning()
+                );
+                if let Some(remedy) = f.reason.remedy() {
+                    let _ = writeln!(out, "    what to do:  {remedy}");
+                }
+            }
+        }
+        if let Some(a) = r.address {
+            let _ = writeln!(out, "    address:     {a}");
+        }
+        if let Some(t) = &r.tls {
+            let expiry = t
+                .earliest_not_after
+                .and_then(rfc3339)
+                .unwrap_or_else(|| "unknown".to_owned());
+            let _ = writeln!(
+                out,
+                "    tls:         {} (chain valid until {expiry})",
+                t.version.unwrap_or("handshake not completed")
+            );
+        }
+        if let Some(l) = &r.rate_limit {
+            let window = l
+                .window_seconds
+                .map(|w| {
+                    format!(
+                        " per {}",
+                        humantime::format_duration(Duration::from_secs(w))
+                    )
+                })
+                .unwrap_or_default();
+            let source = l
+                .source
+                .as_deref()
+                .map(|s| format!(", counted against {s}"))
+                .unwrap_or_default();
+            let _ = writeln!(
+                out,
+                "    rate limit:  {} of {} pulls left{window}{source}",
+                l.remaining, l.limit
+            );
+        }
+    }
+    let ok = reports.iter().filter(|r| r.ok()).count();
+    let _ = writeln!(out, "\n{ok} of {} targets ok", reports.len());
+    out
+}

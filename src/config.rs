@@ -65,6 +65,8 @@ pub struct TlsSettings {
     /// The certificates read from `ca_file`, added to the system trust store.
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub insecure_skip_verify: bool,
+    /// The verifier built from these settings, on first use (see `probe::tls::trust_for`).
+    pub(crate) trust_cache: std::sync::OnceLock<Result<crate::probe::Trust, String>>,
 }
 
 /// One thing to probe: an image and how to reach its registry.

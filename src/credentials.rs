@@ -162,7 +162,7 @@ impl Keyring {
                     "must be an object of string fields (auth, username, password, identitytoken)",
                 )
             })?;
-            let Some(cred) = credential_from(raw).map_err(|d| entry_err(d))? else {
+            let Some(cred) = credential_from(raw).map_err(&entry_err)? else {
                 continue; // an entry without credentials (e.g. only "email") is ignored, as docker does
             };
             let match_key = MatchKey::parse(&key)

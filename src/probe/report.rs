@@ -26,7 +26,7 @@ pub struct RateLimit {
 }
 
 /// What the TLS handshake showed, also when verification failed.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug, Default, PartialEq, Eq)]
 pub struct TlsReport {
     /// `TLSv1.3`, `TLSv1.2`; `None` when the handshake did not finish.
     pub version: Option<&'static str>,

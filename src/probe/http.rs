@@ -1,0 +1,276 @@
+//! HTTP/1.1 over connections the engine built itself, one per host, kept for the probe.
+//!
+//! A [`Session`] lives for one probe. It reuses a connection per `scheme://host:port` (as an
+//! HTTP client with keep-alive does), opens new ones for other hosts (token realms,
+//! redirects) through the same DNS → TCP → TLS steps, follows a bounded number of redirects
+//! without carrying `Authorization` to another host, and caps what it reads: response heads
+//! by hyper's buffer limit, bodies by an explicit byte limit. Dropping the session aborts its
+//! connection tasks, so a cancelled probe leaves nothing behind.
+
+use std::collections::HashMap;
+use std::net::IpAddr;
+
+use bytes::Bytes;
+use http::header::{AUTHORIZATION, HOST, LOCATION, USER_AGENT};
+use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http_body_util::{BodyExt, Full, Limited};
+use hyper::body::Incoming;
+use hyper::client::conn::http1;
+use hyper_util::rt::TokioIo;
+use tokio::io::{AsyncRead, AsyncWrite};
+use tokio::task::JoinSet;
+use tokio::time::Instant;
+use url::Url;
+
+use super::dns::Dns;
+use super::tls;
+use super::{StepError, tcp};
+use crate::config::TlsSettings;
+use crate::outcome::Reason;
+
+/// The largest response head (status line and headers) accepted.
+pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+/// At most this many redirects are followed, like registry clients do.
+pub(crate) const MAX_REDIRECTS: usize = 5;
+
+pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
+impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
+
+const USER_AGENT_VALUE: &str = concat!("pullprobe/", env!("CARGO_PKG_VERSION"));
+
+/// `scheme://host:port`, the key of a connection.
+fn origin(url: &Url) -> Option<String> {
+    Some(format!(
+        "{}://{}:{}",
+        url.scheme(),
+        url.host_str()?,
+        url.port_or_known_default()?
+    ))
+}
+
+/// `host[:port]` for the `Host` header.
+fn host_header(url: &Url) -> String {
+    let host = url.host_str().unwrap_or_default();
+    match url.port() {
+        Some(p) => format!("{host}:{p}"),
+        None => host.to_owned(),
+    }
+}
+
+pub(crate) struct Session<'a> {
+    dns: &'a Dns,
+    tls: &'a TlsSettings,
+    deadline: Instant,
+    conns: HashMap<String, http1::SendRequest<Full<Bytes>>>,
+    tasks: JoinSet<()>,
+}
+
+impl<'a> Session<'a> {
+    pub(crate) fn new(dns: &'a Dns, tls: &'a TlsSettings, deadline: Instant) -> Self {
+        Session {
+            dns,
+            tls,
+            deadline,
+            conns: HashMap::new(),
+            tasks: JoinSet::new(),
+        }
+    }
+
+    /// Adopts an established transport to `url`'s origin.
+    pub(crate) async fn attach(&mut self, url: &Url, io: Box<dyn Io>) -> Result<(), StepError> {
+        let key = origin(url).ok_or_else(|| {
+            StepError::new(Reason::ProtocolError, format!("{url}: not an http(s) URL"))
+        })?;
+        let sender = self.handshake(io).await?;
+        self.conns.insert(key, sender);
+        Ok(())
+    }
+
+    async fn handshake(
+        &mut self,
+        io: Box<dyn Io>,
+    ) -> Result<http1::SendRequest<Full<Bytes>>, StepError> {
+        let (sender, conn) = http1::Builder::new()
+            .max_buf_size(MAX_HEAD_BYTES)
+            .handshake(TokioIo::new(io))
+            .await
+            .map_err(|e| {
+                StepError::new(
+                    Reason::ProtocolError,
+                    format!("HTTP/1.1 handshake failed: {e}"),
+                )
+            })?;
+        self.tasks.spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(sender)
+    }
+
+    /// Opens a connection to `url`'s origin: DNS, TCP and (for https) TLS, each failure with
+    /// its own reason. The caller decides which phase it counts in.
+    async fn open(&mut self, url: &Url) -> Result<http1::SendRequest<Full<Bytes>>, StepError> {
+        let host = url
+            .host_str()
+            .ok_or_else(|| StepError::new(Reason::ProtocolError, format!("{url}: no host")))?;
+        let bare = host.trim_start_matches('[').trim_end_matches(']');
+        let port = url.port_or_known_default().ok_or_else(|| {
+            StepError::new(Reason::ProtocolError, format!("{url}: unsupported scheme"))
+        })?;
+        let addrs = match bare.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => self.dns.resolve(bare).await?,
+        };
+        let addrs = tcp::sort_addresses(addrs, port).await;
+        let (stream, _addr) = tcp::connect(&addrs, port, self.deadline).await?;
+        let io: Box<dyn Io> = match url.scheme() {
+            "http" => Box::new(stream),
+            "https" => {
+                let trust = tls::trust_for(self.tls)
+                    .map_err(|e| StepError::new(Reason::TlsUntrusted, e))?;
+                let (tls, _report) = trust.handshake(stream, bare).await.map_err(|(e, _)| e)?;
+                Box::new(tls)
+            }
+            other => {
+                return Err(StepError::new(
+                    Reason::ProtocolError,
+                    format!("{url}: unsupported scheme {other:?}"),
+                ));
+            }
+        };
+        self.handshake(io).await
+    }
+
+    /// Sends one request on the origin's connection (reopening it once if the server closed it).
+    async fn send_once(
+        &mut self,
+        method: &Method,
+        url: &Url,
+        headers: &HeaderMap,
+        body: &Bytes,
+    ) -> Result<Response<Incoming>, StepError> {
+        let key = origin(url).ok_or_else(|| {
+            StepError::new(Reason::ProtocolError, format!("{url}: not an http(s) URL"))
+        })?;
+        let mut sender = match self.conns.remove(&key) {
+            Some(s) if !s.is_closed() => s,
+            _ => self.open(url).await?,
+        };
+        if sender.ready().await.is_err() {
+            sender = self.open(url).await?;
+            sender.ready().await.map_err(|e| {
+                StepError::new(
+                    Reason::ProtocolError,
+                    format!("{}: connection unusable: {e}", host_header(url)),
+                )
+            })?;
+        }
+        let path = match url.query() {
+            Some(q) => format!("{}?{q}", url.path()),
+            None => url.path().to_owned(),
+        };
+        let mut req = Request::builder()
+            .method(method.clone())
+            .uri(path)
+            .body(Full::new(body.clone()))
+            .map_err(|e| {
+                StepError::new(
+                    Reason::ProtocolError,
+                    format!("cannot build request for {url}: {e}"),
+                )
+            })?;
+        let h = req.headers_mut();
+        h.extend(headers.clone());
+        if let Ok(v) = HeaderValue::from_str(&host_header(url)) {
+            h.insert(HOST, v);
+        }
+        h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        let resp = sender.send_request(req).await.map_err(|e| {
+            StepError::new(
+                Reason::ProtocolError,
+                format!("{method} {}: no valid HTTP response: {e}", redact_url(url)),
+            )
+        })?;
+        self.conns.insert(key, sender);
+        Ok(resp)
+    }
+
+    /// Sends a request and follows up to [`MAX_REDIRECTS`] redirects. `Authorization` is only
+    /// sent to the origin it was meant for.
+    pub(crate) async fn fetch(
+        &mut self,
+        method: Method,
+        url: &Url,
+        headers: HeaderMap,
+        body: Bytes,
+    ) -> Result<(Response<Incoming>, Url), StepError> {
+        let (mut method, mut url, mut headers, mut body) = (method, url.clone(), headers, body);
+        let first_origin = origin(&url);
+        for _ in 0..=MAX_REDIRECTS {
+            let resp = self.send_once(&method, &url, &headers, &body).await?;
+            let status = resp.status();
+            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
+                return Ok((resp, url));
+            }
+            let location = resp
+                .headers()
+                .get(LOCATION)
+                .and_then(|v| v.to_str().ok())
+                .ok_or_else(|| {
+                    StepError::new(
+                        Reason::ProtocolError,
+                        format!("{method} {}: {status} without a Location", redact_url(&url)),
+                    )
+                })?;
+            let next = url.join(location).map_err(|_| {
+                StepError::new(
+                    Reason::ProtocolError,
+                    format!("{}: redirect to an invalid URL", redact_url(&url)),
+                )
+            })?;
+            // Drain what is left of the redirect body so the connection can be reused.
+            let _ = read_body(resp, 16 * 1024).await;
+            if status == StatusCode::SEE_OTHER && method != Method::HEAD {
+                method = Method::GET;
+                body = Bytes::new();
+            }
+            if origin(&next) != first_origin {
+                headers.remove(AUTHORIZATION);
+            }
+            url = next;
+        }
+        Err(StepError::new(
+            Reason::ProtocolError,
+            format!(
+                "more than {MAX_REDIRECTS} redirects, last to {}",
+                redact_url(&url)
+            ),
+        ))
+    }
+}
+
+/// Reads a body of at most `limit` bytes.
+///
+/// # Errors
+/// `protocol_error` when the body is larger or the transfer breaks.
+pub(crate) async fn read_body(resp: Response<Incoming>, limit: usize) -> Result<Bytes, StepError> {
+    match Limited::new(resp.into_body(), limit).collect().await {
+        Ok(c) => Ok(c.to_bytes()),
+        Err(e) if e.is::<http_body_util::LengthLimitError>() => Err(StepError::new(
+            Reason::ProtocolError,
+            format!("the response body is larger than {limit} bytes"),
+        )),
+        Err(e) => Err(StepError::new(
+            Reason::ProtocolError,
+            format!("the response body broke off: {e}"),
+        )),
+    }
+}
+
+/// A URL for messages: without query string and user info (they may carry tokens).
+pub(crate) fn redact_url(url: &Url) -> String {
+    let mut u = url.clone();
+    u.set_query(None);
+    let _ = u.set_username("");
+    let _ = u.set_password(None);
+    u.to_string()
+}
