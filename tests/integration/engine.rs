@@ -1,0 +1,603 @@
+//! The real engine against the in-process fakes: every reason of the contract is produced by at
+//! least one test here (plus `docker_registry.rs`, `unbound.rs`), each asserting phase and reason.
+
+use std::net::{IpAddr, SocketAddr};
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use pullprobe::config::Config;
+use pullprobe::outcome::{Phase, Reason};
+use pullprobe::probe::{ProbeReport, Prober};
+
+use crate::support::dns::{DnsBehavior, FakeDns};
+use crate::support::registry::{Auth, FakeRegistry, RateLimitHeaders, ServerKind, StatusOverride, TokenBehavior};
+use crate::support::tls::{TestCa, TlsReset, TlsStall, Validity, server_config};
+use crate::support::{closed_port, init, silent_listener};
+
+const REPO: &str = "library/alpine";
+
+/// Probes every target of a YAML config (relative paths resolve against `dir`).
+async fn probe_config(dir: &Path, yaml: &str) -> Vec<ProbeReport> {
+    init();
+    let config = Config::from_yaml("test.yaml", yaml, dir).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let prober = Prober::from_config(&config);
+    pullprobe::check::probe_all(&prober, config.targets.clone()).await
+}
+
+async fn probe_one(dir: &Path, yaml: &str) -> ProbeReport {
+    probe_config(dir, yaml).await.remove(0)
+}
+
+fn assert_failure(r: &ProbeReport, phase: Phase, reason: Reason) {
+    let got = r.failure.as_ref().map(|f| (f.phase, f.reason));
+    assert_eq!(got, Some((phase, reason)), "{:#?}", r.failure);
+}
+
+fn image(addr: SocketAddr, repo: &str, tag: &str) -> String {
+    format!("127.0.0.1:{}/{repo}:{tag}", addr.port())
+}
+
+struct Tls {
+    ca: TestCa,
+    dir: tempfile::TempDir,
+}
+
+impl Tls {
+    fn new() -> Tls {
+        Tls {
+            ca: TestCa::new("pullprobe test CA"),
+            dir: tempfile::tempdir().unwrap(),
+        }
+    }
+
+    fn server(&self, names: &[&str], validity: Validity) -> std::sync::Arc<rustls::ServerConfig> {
+        server_config(&self.ca.leaf(names, validity))
+    }
+
+    fn ca_file(&self) -> String {
+        self.ca.write_ca_pem(self.dir.path()).display().to_string()
+    }
+
+    fn docker_config(&self, key: &str, user: &str, pass: &str) -> String {
+        use base64::Engine as _;
+        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+        let path = self.dir.path().join(format!("creds-{user}-{}.json", pass.len()));
+        std::fs::write(&path, format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+        path.display().to_string()
+    }
+}
+
+fn bearer(user_pass: Option<(&str, &str)>) -> Auth {
+    Auth::Bearer {
+        user_pass: user_pass.map(|(u, p)| (u.to_owned(), p.to_owned())),
+        service: "fake-registry".to_owned(),
+    }
+}
+
+// ---- success -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn ok_over_tls_with_bearer_token_rate_limit_and_token_reuse() {
+    let tls = Tls::new();
+    let leaf = tls.ca.leaf(&["127.0.0.1"], Validity::Valid);
+    let reg = FakeRegistry::builder()
+        .tls(server_config(&leaf))
+        .auth(bearer(None))
+        .repo(REPO, &["3.20", "latest"])
+        .rate_limit(Some(RateLimitHeaders { limit: 100, remaining: 76, window: 21600, source: Some("192.0.2.1".into()) }))
+        .start()
+        .await;
+    let yaml = format!(
+        "targets:\n  - name: hub\n    image: {}\n    tls:\n      ca_file: {}\n",
+        image(reg.addr, REPO, "3.20"),
+        tls.ca_file()
+    );
+    init();
+    let config = Config::from_yaml("t.yaml", &yaml, tls.dir.path()).unwrap();
+    let prober = Prober::from_config(&config);
+    let r = prober.probe(&config.targets[0]).await;
+    assert!(r.ok(), "{:#?}", r.failure);
+    assert_eq!(r.reason(), Reason::Ok);
+    assert_eq!(r.digest, reg.digest(REPO, "3.20"));
+    let rl = r.rate_limit.clone().expect("rate-limit headers parsed");
+    assert_eq!((rl.limit, rl.remaining, rl.window_seconds, rl.source.as_deref()), (100, 76, Some(21600), Some("192.0.2.1")));
+    let tls_report = r.tls.clone().unwrap();
+    assert_eq!(tls_report.version, Some("TLSv1.3"));
+    assert_eq!(tls_report.earliest_not_after, Some(leaf.not_after_unix));
+    assert_eq!(r.address, Some(reg.addr));
+    let phases: Vec<Phase> = r.phases.iter().map(|p| p.phase).collect();
+    assert_eq!(phases, [Phase::Connect, Phase::Tls, Phase::Auth, Phase::Manifest]);
+
+    // A second probe walks the whole path again but reuses the token.
+    let r2 = prober.probe(&config.targets[0]).await;
+    assert!(r2.ok());
+    assert_eq!(reg.token_requests_count(), 1, "the token is reused until it expires");
+    let reqs = reg.requests();
+    let heads: Vec<_> = reqs.iter().filter(|q| q.method == http::Method::HEAD).collect();
+    assert_eq!(heads.len(), 2);
+    let accept = heads[0].accept.as_deref().unwrap();
+    for t in [
+        "application/vnd.docker.distribution.manifest.v2+json",
+        "application/vnd.docker.distribution.manifest.list.v2+json",
+        "application/vnd.oci.image.manifest.v1+json",
+        "application/vnd.oci.image.index.v1+json",
+    ] {
+        assert!(accept.contains(t), "{accept}");
+    }
+    assert_eq!(reg.manifest_gets_count(), 0, "a manifest is never fetched with GET");
+    assert_eq!(reqs.iter().filter(|q| q.server == ServerKind::Registry && q.path_and_query == "/v2/").count(), 2);
+}
+
+#[tokio::test]
+async fn ok_plain_http_without_auth_has_no_rate_limit_and_no_tls() {
+    let reg = FakeRegistry::builder().auth(Auth::None).repo(REPO, &["latest"]).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = probe_one(
+        dir.path(),
+        &format!("targets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest")),
+    )
+    .await;
+    assert!(r.ok(), "{:#?}", r.failure);
+    assert_eq!(r.rate_limit, None);
+    assert_eq!(r.tls, None);
+    assert!(r.phase_duration(Phase::Tls).is_none());
+}
+
+#[tokio::test]
+async fn credentials_are_used_for_basic_and_bearer() {
+    let tls = Tls::new();
+    for auth in [Auth::Basic { user: "u".into(), pass: "p".into() }, bearer(Some(("u", "p")))] {
+        let reg = FakeRegistry::builder()
+            .tls(tls.server(&["127.0.0.1"], Validity::Valid))
+            .auth(auth.clone())
+            .repo(REPO, &["latest"])
+            .start()
+            .await;
+        let key = format!("127.0.0.1:{}", reg.addr.port());
+        let yaml = format!(
+            "targets:\n  - name: good\n    image: {img}\n    docker_config: {good}\n    tls: {{ca_file: {ca}}}\n\
+             \x20 - name: wrong\n    image: {img}\n    docker_config: {bad}\n    tls: {{ca_file: {ca}}}\n\
+             \x20 - name: none\n    image: {img}\n    tls: {{ca_file: {ca}}}\n",
+            img = image(reg.addr, REPO, "latest"),
+            good = tls.docker_config(&key, "u", "p"),
+            bad = tls.docker_config(&key, "u", "wrong"),
+            ca = tls.ca_file(),
+        );
+        let r = probe_config(tls.dir.path(), &yaml).await;
+        assert!(r[0].ok(), "{auth:?}: {:#?}", r[0].failure);
+        assert_failure(&r[1], Phase::Auth, Reason::AuthFailed);
+        assert_failure(&r[2], Phase::Auth, Reason::AuthRequired);
+    }
+}
+
+// ---- dns ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn dns_answers_are_classified_and_never_cached() {
+    let reg = FakeRegistry::builder().auth(Auth::None).repo(REPO, &["latest"]).start().await;
+    let lo: IpAddr = "127.0.0.1".parse().unwrap();
+    let dns = FakeDns::start(vec![
+        ("registry.test", DnsBehavior::Answer(vec![lo])),
+        ("nodata.test", DnsBehavior::NoData),
+        ("servfail.test", DnsBehavior::ServFail),
+        ("refused.test", DnsBehavior::Refused),
+        ("silent.test", DnsBehavior::Silent),
+        ("truncated.test", DnsBehavior::Truncate(vec![lo])),
+        ("many.test", DnsBehavior::Many(300)),
+    ])
+    .await;
+    let port = reg.addr.port();
+    let names = ["registry", "missing", "nodata", "servfail", "refused", "silent", "truncated", "many"];
+    let mut yaml = format!("timeout: 3s\ndns:\n  nameservers: [\"{}\"]\ntargets:\n", dns.addr);
+    for n in names {
+        yaml += &format!("  - name: {n}\n    image: {n}.test:{port}/{REPO}:latest\n    plain_http: true\n");
+    }
+    let dir = tempfile::tempdir().unwrap();
+    let r = probe_config(dir.path(), &yaml).await;
+    assert!(r[0].ok(), "{:#?}", r[0].failure);
+    assert!(r[0].phase_duration(Phase::Dns).is_some());
+    assert_failure(&r[1], Phase::Dns, Reason::DnsNxdomain);
+    assert_failure(&r[2], Phase::Dns, Reason::DnsNoRecords);
+    assert_failure(&r[3], Phase::Dns, Reason::DnsServfail);
+    assert_failure(&r[4], Phase::Dns, Reason::DnsServfail);
+    assert_failure(&r[5], Phase::Dns, Reason::DnsTimeout);
+    assert!(r[6].ok(), "a truncated UDP answer is retried over TCP: {:#?}", r[6].failure);
+    // Hundreds of records: the probe stays bounded; 127.0.0.x addresses without the registry port refuse
+    // until one is the registry's address (127.0.0.1).
+    assert!(r[7].duration < Duration::from_secs(3), "{:?}", r[7].duration);
+
+    let before = dns.queries();
+    let again = probe_config(dir.path(), &yaml.replace("timeout: 3s", "timeout: 1s")).await;
+    assert!(again[0].ok());
+    assert!(dns.queries() > before, "every probe really asks the DNS server");
+}
+
+#[tokio::test]
+async fn dns_error_when_no_resolver_answers_at_all() {
+    // A nameserver on a closed UDP/TCP port: the resolver gets connection errors, not answers.
+    let closed = closed_port();
+    let dir = tempfile::tempdir().unwrap();
+    let r = probe_one(
+        dir.path(),
+        &format!("timeout: 3s\ndns:\n  nameservers: [\"{closed}\"]\ntargets:\n  - image: registry.test/app\n"),
+    )
+    .await;
+    let f = r.failure.as_ref().unwrap();
+    assert_eq!(f.phase, Phase::Dns);
+    assert!(matches!(f.reason, Reason::DnsError | Reason::DnsTimeout), "{f:?}");
+}
+
+// ---- connect -----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn connect_refused_and_timeout() {
+    let dir = tempfile::tempdir().unwrap();
+    let closed = closed_port();
+    let r = probe_one(dir.path(), &format!("targets:\n  - image: {}\n", image(closed, "a", "b"))).await;
+    assert_failure(&r, Phase::Connect, Reason::ConnectRefused);
+    assert!(r.failure.unwrap().message.contains(&closed.to_string()));
+
+    // A listener whose accept queue is full drops further SYNs: the connection never completes.
+    let sock = tokio::net::TcpSocket::new_v4().unwrap();
+    sock.bind("127.0.0.1:0".parse().unwrap()).unwrap();
+    let listener = sock.listen(1).unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut fillers = Vec::new();
+    for _ in 0..8 {
+        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+            fillers.push(s);
+        }
+    }
+    let r = probe_one(dir.path(), &format!("timeout: 1s\ntargets:\n  - image: {}\n", image(addr, "a", "b"))).await;
+    assert_failure(&r, Phase::Connect, Reason::ConnectTimeout);
+    drop(listener);
+}
+
+/// `unshare` gives the binary a network namespace of its own, where loopback is down: 127.0.0.1
+/// has no route (`connect_unreachable`) and ::1 cannot be used as a source (`connect_error`).
+/// Names come from a bind-mounted hosts file inside the same namespace.
+#[test]
+fn connect_unreachable_and_error_in_an_empty_network_namespace() {
+    let Some(unshare) = crate::docker_registry::require_tool("unshare") else { return };
+    let dir = tempfile::tempdir().unwrap();
+    let hosts = dir.path().join("hosts");
+    std::fs::write(&hosts, "127.0.0.1 v4only.test\n::1 v6only.test\n").unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, "timeout: 3s\ntargets:\n  - image: v4only.test:5000/app\n    plain_http: true\n  - image: v6only.test:5000/app\n    plain_http: true\n").unwrap();
+    let script = format!(
+        "mount --bind {} /etc/hosts && exec {} --check --output json --config.file {}",
+        hosts.display(),
+        env!("CARGO_BIN_EXE_pullprobe"),
+        config.display()
+    );
+    let out = Command::new(unshare).args(["--net", "--mount", "sh", "-c", &script]).output().unwrap();
+    if !out.status.success() && out.status.code() != Some(1) {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(std::env::var_os("PULLPROBE_REQUIRE_TOOLS").is_none(), "unshare failed: {msg}");
+        eprintln!("SKIP: cannot create a network namespace here: {msg}");
+        return;
+    }
+    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    let got: Vec<_> = json["results"].as_array().unwrap().iter().map(|r| (r["phase"].clone(), r["reason"].clone())).collect();
+    assert_eq!(got, [("connect".into(), "connect_unreachable".into()), ("connect".into(), "connect_error".into())]);
+}
+
+// ---- tls ---------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn tls_failures_are_told_apart_and_expiry_is_reported() {
+    let tls = Tls::new();
+    let other_ca = TestCa::new("unknown CA");
+    let expired_leaf = tls.ca.leaf(&["127.0.0.1"], Validity::Expired);
+    let servers = [
+        (server_config(&other_ca.leaf(&["127.0.0.1"], Validity::Valid)), Reason::TlsUntrusted),
+        (server_config(&expired_leaf), Reason::TlsExpired),
+        (tls.server(&["127.0.0.1"], Validity::NotYetValid), Reason::TlsExpired),
+        (tls.server(&["registry.other.test"], Validity::Valid), Reason::TlsNameMismatch),
+    ];
+    for (i, (config, want)) in servers.into_iter().enumerate() {
+        let reg = FakeRegistry::builder().tls(config).auth(Auth::None).repo(REPO, &["latest"]).start().await;
+        let r = probe_one(
+            tls.dir.path(),
+            &format!("targets:\n  - image: {}\n    tls:\n      ca_file: {}\n", image(reg.addr, REPO, "latest"), tls.ca_file()),
+        )
+        .await;
+        assert_failure(&r, Phase::Tls, want);
+        if i == 1 {
+            assert_eq!(r.tls.unwrap().earliest_not_after, Some(expired_leaf.not_after_unix), "expiry known despite the failure");
+        }
+    }
+
+    // insecure_skip_verify accepts the untrusted certificate, as containerd's skip_verify does.
+    let reg = FakeRegistry::builder()
+        .tls(server_config(&other_ca.leaf(&["127.0.0.1"], Validity::Valid)))
+        .auth(Auth::None)
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
+    let r = probe_one(
+        tls.dir.path(),
+        &format!("targets:\n  - image: {}\n    tls:\n      insecure_skip_verify: true\n", image(reg.addr, REPO, "latest")),
+    )
+    .await;
+    assert!(r.ok(), "{:#?}", r.failure);
+}
+
+#[tokio::test]
+async fn tls_handshake_reset_plain_http_peer_and_stall() {
+    let dir = tempfile::tempdir().unwrap();
+    let reset = TlsReset::start().await;
+    let r = probe_one(dir.path(), &format!("targets:\n  - image: {}\n", image(reset.addr, "a", "b"))).await;
+    assert_failure(&r, Phase::Tls, Reason::TlsHandshake);
+
+    let plain = FakeRegistry::builder().auth(Auth::None).repo(REPO, &["latest"]).start().await;
+    let r = probe_one(dir.path(), &format!("targets:\n  - image: {}\n", image(plain.addr, REPO, "latest"))).await;
+    assert_failure(&r, Phase::Tls, Reason::TlsHandshake);
+
+    let stall = TlsStall::start().await;
+    let r = probe_one(dir.path(), &format!("timeout: 1s\ntargets:\n  - image: {}\n", image(stall.addr, "a", "b"))).await;
+    assert_failure(&r, Phase::Tls, Reason::Timeout);
+    assert!(r.duration < Duration::from_secs(3));
+}
+
+// ---- auth --------------------------------------------------------------------------------
+
+#[tokio::test]
+async fn token_server_answers_are_classified() {
+    let cases = [
+        (TokenBehavior::NotJson, Reason::ProtocolError),
+        (TokenBehavior::NoTokenField, Reason::ProtocolError),
+        (TokenBehavior::Status(429), Reason::RateLimited),
+        (TokenBehavior::Status(503), Reason::ServerError),
+        (TokenBehavior::Hang, Reason::Timeout),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (behavior, want) in cases {
+        let reg = FakeRegistry::builder().auth(bearer(None)).token_behavior(behavior.clone()).repo(REPO, &["latest"]).start().await;
+        let r = probe_one(
+            dir.path(),
+            &format!("timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest")),
+        )
+        .await;
+        assert_failure(&r, Phase::Auth, want);
+    }
+    for ok in [TokenBehavior::TokenOnly, TokenBehavior::AccessTokenOnly, TokenBehavior::Ok { expires_in: None }] {
+        let reg = FakeRegistry::builder().auth(bearer(None)).token_behavior(ok.clone()).repo(REPO, &["latest"]).start().await;
+        let r = probe_one(dir.path(), &format!("targets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest"))).await;
+        assert!(r.ok(), "{ok:?}: {:#?}", r.failure);
+    }
+}
+
+#[tokio::test]
+async fn v2_endpoint_answers_are_classified() {
+    let cases = [
+        (StatusOverride::Garbage, Reason::ProtocolError),
+        (StatusOverride::Status(404), Reason::ProtocolError),
+        (StatusOverride::Status(502), Reason::ServerError),
+        (StatusOverride::TooManyRequests, Reason::RateLimited),
+        (StatusOverride::Hang, Reason::Timeout),
+    ];
+    let dir = tempfile::tempdir().unwrap();
+    for (status, want) in cases {
+        let reg = FakeRegistry::builder().auth(bearer(None)).v2_status(status.clone()).repo(REPO, &["latest"]).start().await;
+        let r = probe_one(
+            dir.path(),
+            &format!("timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest")),
+        )
+        .await;
+        assert_failure(&r, Phase::Auth, want);
+    }
+}
+
+#[tokio::test]
+async fn token_realm_on_another_host_reports_its_own_dns_and_tls_failures_under_auth() {
+    let tls = Tls::new();
+    let dns = FakeDns::start(vec![("registry.test", DnsBehavior::Answer(vec!["127.0.0.1".parse().unwrap()]))]).await;
+    // The realm host name does not exist.
+    let reg = FakeRegistry::builder()
+        .tls(tls.server(&["registry.test"], Validity::Valid))
+        .auth(bearer(None))
+        .token_realm_host("auth.test")
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
+    let yaml = |port: u16| {
+        format!(
+            "timeout: 3s\ndns:\n  nameservers: [\"{}\"]\ntargets:\n  - image: registry.test:{port}/{REPO}:latest\n    tls:\n      ca_file: {}\n",
+            dns.addr,
+            tls.ca_file()
+        )
+    };
+    let r = probe_one(tls.dir.path(), &yaml(reg.addr.port())).await;
+    assert_failure(&r, Phase::Auth, Reason::DnsNxdomain);
+
+    // The realm host serves an expired certificate.
+    let reg = FakeRegistry::builder()
+        .tls(tls.server(&["registry.test"], Validity::Valid))
+        .token_tls(tls.server(&["127.0.0.1"], Validity::Expired))
+        .auth(bearer(None))
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
+    let r = probe_one(tls.dir.path(), &yaml(reg.addr.port())).await;
+    assert_failure(&r, Phase::Auth, Reason::TlsExpired);
+}
+
+// ---- manifest ----------------------------------------------------------------------------
+
+#[tokio::test]
+async fn missing_tag_missing_repo_and_hub_ambiguity() {
+    let dir = tempfile::tempdir().unwrap();
+    let reg = FakeRegistry::builder().auth(bearer(None)).repo("library/nginx", &["1.27", "1.27.3", "latest", "mainline"]).start().await;
+    let yaml = format!(
+        "targets:\n  - image: {}\n    plain_http: true\n  - image: {}\n    plain_http: true\n",
+        image(reg.addr, "library/nginx", "invalidtag"),
+        image(reg.addr, "library/nosuch", "latest"),
+    );
+    let r = probe_config(dir.path(), &yaml).await;
+    assert_failure(&r[0], Phase::Manifest, Reason::ManifestUnknown);
+    let msg = &r[0].failure.as_ref().unwrap().message;
+    assert!(msg.starts_with("tag `invalidtag` not found in"), "{msg}");
+    assert!(msg.contains("the repository exists and has tags") && msg.contains("1.27.3") && msg.contains("latest"), "{msg}");
+    assert_failure(&r[1], Phase::Manifest, Reason::NameUnknown);
+    assert_eq!(reg.manifest_gets_count(), 0);
+
+    let hub = FakeRegistry::builder().auth(bearer(None)).hub_semantics(true).repo(REPO, &["latest"]).start().await;
+    let r = probe_one(
+        dir.path(),
+        &format!("targets:\n  - image: {}\n    plain_http: true\n", image(hub.addr, "someone/private", "latest")),
+    )
+    .await;
+    assert_failure(&r, Phase::Manifest, Reason::AuthRequired);
+}
+
+#[tokio::test]
+async fn manifest_answers_are_classified_and_rate_limit_headers_kept_on_429() {
+    let dir = tempfile::tempdir().unwrap();
+    let cases = [
+        (StatusOverride::TooManyRequests, Reason::RateLimited),
+        (StatusOverride::TooManyRequestsPlain, Reason::RateLimited),
+        (StatusOverride::Status(500), Reason::ServerError),
+        (StatusOverride::Status(403), Reason::AuthRequired),
+        (StatusOverride::Garbage, Reason::ProtocolError),
+        (StatusOverride::Hang, Reason::Timeout),
+    ];
+    for (status, want) in cases {
+        let reg = FakeRegistry::builder()
+            .auth(bearer(None))
+            .manifest_status(status.clone())
+            .rate_limit(Some(RateLimitHeaders { limit: 100, remaining: 0, window: 21600, source: Some("192.0.2.9".into()) }))
+            .repo(REPO, &["latest"])
+            .start()
+            .await;
+        let r = probe_one(
+            dir.path(),
+            &format!("timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest")),
+        )
+        .await;
+        assert_failure(&r, Phase::Manifest, want);
+        if matches!(status, StatusOverride::TooManyRequests) {
+            assert_eq!(r.rate_limit.as_ref().map(|l| l.remaining), Some(0), "{:?}", r.rate_limit);
+            assert!(r.failure.unwrap().message.contains("remaining 0 of 100"));
+        }
+    }
+}
+
+#[tokio::test]
+async fn a_hanging_registry_never_holds_a_probe_past_its_deadline() {
+    let (addr, _guard) = silent_listener().await;
+    let dir = tempfile::tempdir().unwrap();
+    let r = probe_one(
+        dir.path(),
+        &format!("timeout: 1s\ntargets:\n  - image: {}\n    plain_http: true\n", image(addr, "a", "b")),
+    )
+    .await;
+    assert_failure(&r, Phase::Auth, Reason::Timeout);
+    assert!(r.duration >= Duration::from_millis(900) && r.duration < Duration::from_secs(3), "{:?}", r.duration);
+}
+
+// ---- the binary: exit codes, config errors, secrets ----------------------------------------
+
+#[tokio::test(flavor = "multi_thread")]
+async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
+    let tls = Tls::new();
+    let reg = FakeRegistry::builder()
+        .tls(tls.server(&["127.0.0.1"], Validity::Valid))
+        .auth(bearer(Some(("robot", "hunter2-secret"))))
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
+    let key = format!("127.0.0.1:{}", reg.addr.port());
+    let config = tls.dir.path().join("c.yaml");
+    std::fs::write(
+        &config,
+        format!(
+            "targets:\n  - image: {}\n    docker_config: {}\n    tls: {{ca_file: {}}}\n",
+            image(reg.addr, REPO, "latest"),
+            tls.docker_config(&key, "robot", "hunter2-secret"),
+            tls.ca_file()
+        ),
+    )
+    .unwrap();
+    for format in ["text", "json"] {
+        let out = tokio::task::spawn_blocking({
+            let config = config.clone();
+            move || {
+                Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+                    .args(["--check", "--log.level", "trace", "--log.format", format, "--output", format, "--config.file"])
+                    .arg(&config)
+                    .output()
+                    .unwrap()
+            }
+        })
+        .await
+        .unwrap();
+        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        assert_eq!(out.status.code(), Some(0), "{all}");
+        let tokens: Vec<String> = reg
+            .requests()
+            .iter()
+            .filter_map(|q| q.authorization.as_deref()?.strip_prefix("Bearer ").map(str::to_owned))
+            .collect();
+        assert!(!tokens.is_empty(), "the registry saw bearer tokens");
+        assert!(!all.contains("hunter2-secret"), "password leaked:\n{all}");
+        for t in &tokens {
+            assert!(!all.contains(t.as_str()), "token leaked:\n{all}");
+        }
+    }
+}
+
+#[test]
+fn exit_codes_and_config_errors_name_file_key_and_fix() {
+    let dir = tempfile::tempdir().unwrap();
+    let bad = dir.path().join("bad.yaml");
+    std::fs::write(&bad, "timeout: 10s\ntargets:\n  - image: nginx\n    tls:\n      ca_fil: /x\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe")).args(["--check", "--config.file"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains(&bad.display().to_string()) && err.contains("ca_fil") && err.contains("fix:"), "{err}");
+    assert!(out.stdout.is_empty());
+
+    let bad = dir.path().join("bad2.yaml");
+    std::fs::write(&bad, "targets:\n  - image: nginx\n    docker_config: nope.json\n").unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe")).args(["--check", "--config.file"]).arg(&bad).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    let err = String::from_utf8_lossy(&out.stderr);
+    assert!(err.contains("targets[0].docker_config") && err.contains("nope.json"), "{err}");
+
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe")).args(["--check", "--output", "yaml"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe")).args(["--check", "Not A Ref"]).output().unwrap();
+    assert_eq!(out.status.code(), Some(2));
+    assert!(String::from_utf8_lossy(&out.stderr).contains("IMAGE[0]"));
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_exit_codes_follow_the_results() {
+    let ok = FakeRegistry::builder().auth(Auth::None).repo(REPO, &["latest"]).start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, format!("targets:\n  - image: {}\n    plain_http: true\n", image(ok.addr, REPO, "latest"))).unwrap();
+    let run = |images: Vec<String>| {
+        let config = config.clone();
+        tokio::task::spawn_blocking(move || {
+            Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+                .args(["--check", "--config.file"])
+                .arg(&config)
+                .args(images)
+                .output()
+                .unwrap()
+        })
+    };
+    let out = run(vec![]).await.unwrap();
+    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    let text = String::from_utf8_lossy(&out.stdout);
+    assert!(text.contains("1 of 1 targets ok"), "{text}");
+    let out = run(vec![image(ok.addr, REPO, "nope")]).await.unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let text = String::from_utf8_lossy(&out.stdout);
+    for want in ["FAIL manifest_unknown", "failed step: manifest", "why:", "what to do:"] {
+        assert!(text.contains(want), "{want} in\n{text}");
+    }
+}
