@@ -2,6 +2,7 @@
 //! rustls, reqwest), that a fake behaves as the engine tests will assume.
 
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr};
+use std::sync::Arc;
 use std::time::Duration;
 
 use hickory_resolver::config::{ResolveHosts, ResolverOpts};
@@ -11,9 +12,14 @@ use hickory_resolver::net::{DnsError, NetError};
 use hickory_resolver::proto::op::{Message, Query, ResponseCode};
 use hickory_resolver::proto::rr::{Name, RecordType};
 use hickory_resolver::{Resolver, TokioResolver};
-use tokio::net::UdpSocket;
+use rustls_pki_types::ServerName;
+use tokio::io::AsyncReadExt;
+use tokio::net::{TcpListener, TcpStream, UdpSocket};
+use tokio_rustls::{TlsAcceptor, TlsConnector};
 
 use crate::support::dns::{DnsBehavior, FakeDns};
+use crate::support::tls::{Leaf, TestCa, TlsReset, TlsStall, Validity, server_config};
+use crate::support::{closed_port, silent_listener};
 
 const V4: IpAddr = IpAddr::V4(Ipv4Addr::new(127, 0, 0, 7));
 const V6: IpAddr = IpAddr::V6(Ipv6Addr::LOCALHOST);
@@ -155,4 +161,150 @@ async fn dns_truncation_falls_back_to_tcp() {
     let many = ips(r.ipv4_lookup("many.test.").await);
     assert_eq!(many.len(), 60);
     assert_eq!(many[59], Ipv4Addr::new(127, 0, 0, 60));
+}
+
+// ---------------------------------------------------------------- TLS
+
+/// Serves one TLS handshake with `leaf` and returns the client's result for `name`.
+async fn handshake(trust: &TestCa, leaf: &Leaf, name: &str) -> Result<(), rustls::Error> {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let acceptor = TlsAcceptor::from(server_config(leaf));
+    tokio::spawn(async move {
+        let (tcp, _) = listener.accept().await.unwrap();
+        let _ = acceptor.accept(tcp).await;
+    });
+    let connector = TlsConnector::from(Arc::new(trust.client_config()));
+    let tcp = TcpStream::connect(addr).await.unwrap();
+    let name = ServerName::try_from(name.to_owned()).unwrap();
+    match connector.connect(name, tcp).await {
+        Ok(stream) => {
+            assert_eq!(stream.get_ref().1.alpn_protocol(), Some(&b"http/1.1"[..]));
+            Ok(())
+        }
+        Err(e) => Err(e
+            .into_inner()
+            .unwrap()
+            .downcast::<rustls::Error>()
+            .map(|b| *b)
+            .unwrap()),
+    }
+}
+
+#[tokio::test]
+async fn tls_certificates_are_accepted_or_rejected_as_built() {
+    use rustls::CertificateError as C;
+    let ca = TestCa::new("pullprobe test CA");
+    let other = TestCa::new("someone else");
+    let valid = ca.leaf(&["registry.test", "127.0.0.1"], Validity::Valid);
+    type ExpectedErr = fn(&C) -> bool;
+    let cases: [(&str, Leaf, &str, ExpectedErr); 6] = [
+        (
+            "valid by name",
+            ca.leaf(&["registry.test"], Validity::Valid),
+            "registry.test",
+            |_| false,
+        ),
+        (
+            "valid by IP",
+            ca.leaf(&["127.0.0.1"], Validity::Valid),
+            "127.0.0.1",
+            |_| false,
+        ),
+        (
+            "expired",
+            ca.leaf(&["registry.test"], Validity::Expired),
+            "registry.test",
+            |e| matches!(e, C::ExpiredContext { .. }),
+        ),
+        (
+            "not yet valid",
+            ca.leaf(&["registry.test"], Validity::NotYetValid),
+            "registry.test",
+            |e| matches!(e, C::NotValidYetContext { .. }),
+        ),
+        (
+            "wrong name",
+            ca.leaf(&["other.test"], Validity::Valid),
+            "registry.test",
+            |e| matches!(e, C::NotValidForNameContext { .. }),
+        ),
+        (
+            "unknown CA",
+            other.leaf(&["registry.test"], Validity::Valid),
+            "registry.test",
+            |e| matches!(e, C::UnknownIssuer),
+        ),
+    ];
+    for (case, leaf, name, expect_err) in cases {
+        match handshake(&ca, &leaf, name).await {
+            Ok(()) => assert!(case.starts_with("valid"), "{case}: handshake should fail"),
+            Err(rustls::Error::InvalidCertificate(e)) => assert!(expect_err(&e), "{case}: {e:?}"),
+            Err(e) => panic!("{case}: unexpected {e:?}"),
+        }
+    }
+    assert!(valid.cert_pem.starts_with("-----BEGIN CERTIFICATE-----"));
+    assert!(valid.key_pem.contains("PRIVATE KEY"));
+    let dir = tempfile::tempdir().unwrap();
+    let written = std::fs::read_to_string(ca.write_ca_pem(dir.path())).unwrap();
+    assert_eq!(written, ca.ca_pem());
+}
+
+#[test]
+fn leaf_not_after_is_the_earliest_in_the_chain() {
+    let now = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs() as i64;
+    let ca = TestCa::new("ca");
+    for (validity, lo, hi) in [
+        (Validity::Valid, now + 29 * 86_400, now + 31 * 86_400),
+        (Validity::Expired, now - 2 * 86_400, now),
+        (Validity::NotYetValid, now + 29 * 86_400, now + 31 * 86_400),
+    ] {
+        let leaf = ca.leaf(&["registry.test"], validity);
+        let not_afters: Vec<i64> = leaf
+            .chain_der
+            .iter()
+            .map(|der| {
+                let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+                cert.validity().not_after.timestamp()
+            })
+            .collect();
+        assert_eq!(not_afters.len(), 2, "leaf + CA");
+        assert!(
+            not_afters[1] > now + 365 * 86_400,
+            "the CA outlives the leaf"
+        );
+        assert_eq!(leaf.not_after_unix, *not_afters.iter().min().unwrap());
+        assert!((lo..hi).contains(&leaf.not_after_unix), "{validity:?}");
+    }
+}
+
+#[tokio::test]
+async fn broken_endpoints_stall_reset_refuse() {
+    let ca = TestCa::new("ca");
+    let connector = TlsConnector::from(Arc::new(ca.client_config()));
+    let name = || ServerName::try_from("registry.test").unwrap();
+
+    let stall = TlsStall::start().await;
+    let tcp = TcpStream::connect(stall.addr).await.unwrap();
+    let attempt = tokio::time::timeout(Duration::from_millis(300), connector.connect(name(), tcp));
+    assert!(
+        attempt.await.is_err(),
+        "the stall endpoint must never finish the handshake"
+    );
+
+    let reset = TlsReset::start().await;
+    let tcp = TcpStream::connect(reset.addr).await.unwrap();
+    let err = connector.connect(name(), tcp).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionReset, "{err:?}");
+
+    let (addr, _guard) = silent_listener().await;
+    let mut tcp = TcpStream::connect(addr).await.unwrap();
+    let read = tokio::time::timeout(Duration::from_millis(200), tcp.read(&mut [0u8; 1])).await;
+    assert!(read.is_err(), "the silent listener must not send or close");
+
+    let err = TcpStream::connect(closed_port()).await.unwrap_err();
+    assert_eq!(err.kind(), std::io::ErrorKind::ConnectionRefused);
 }

@@ -1,11 +1,12 @@
-//! In-process fakes for the integration tests: DNS ([`dns`]), and loopback TCP helpers;
-//! the TLS and registry fakes follow.
+//! In-process fakes for the integration tests: DNS ([`dns`]), certificates and broken TLS
+//! endpoints ([`tls`]), and an OCI registry with its token server ([`registry`]).
 //!
 //! Everything listens on loopback port 0 and stops when its handle is dropped: each fake owns a
 //! `CancellationToken` drop guard, and every task it spawns runs until that token is cancelled.
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod tls;
 
 use std::net::{Ipv4Addr, SocketAddr};
 
