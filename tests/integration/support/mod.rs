@@ -6,6 +6,7 @@
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod registry;
 pub mod tls;
 
 use std::net::{Ipv4Addr, SocketAddr};
