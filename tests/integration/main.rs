@@ -1,0 +1,2 @@
+mod fakes;
+mod support;

@@ -1,0 +1,58 @@
+//! In-process fakes for the integration tests: DNS ([`dns`]), certificates and broken TLS
+//! endpoints ([`tls`]), and an OCI registry with its token server ([`registry`]).
+//!
+//! Everything listens on loopback port 0 and stops when its handle is dropped: each fake owns a
+//! `CancellationToken` drop guard, and every task it spawns runs until that token is cancelled.
+#![allow(dead_code)]
+
+pub mod dns;
+pub mod registry;
+pub mod tls;
+
+use std::net::{Ipv4Addr, SocketAddr};
+
+use tokio::net::TcpListener;
+use tokio_util::sync::{CancellationToken, DropGuard};
+
+/// Installs the ring crypto provider for code that uses the process default (reqwest, the engine).
+pub fn init() {
+    pullprobe::install_crypto_provider();
+}
+
+/// Spawns `fut` on the current runtime; it is dropped as soon as `stop` is cancelled.
+pub(crate) fn spawn_until<F>(stop: &CancellationToken, fut: F)
+where
+    F: Future + Send + 'static,
+{
+    let stop = stop.clone();
+    tokio::spawn(async move {
+        stop.run_until_cancelled_owned(fut).await;
+    });
+}
+
+/// Keeps a [`silent_listener`] running; dropping it closes the port and its connections.
+pub struct SilentGuard(DropGuard);
+
+/// A loopback TCP port that accepts connections and never sends a byte.
+pub async fn silent_listener() -> (SocketAddr, SilentGuard) {
+    let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let stop = CancellationToken::new();
+    let token = stop.clone();
+    spawn_until(&stop, async move {
+        while let Ok((stream, _)) = listener.accept().await {
+            // Hold the connection open until the guard is dropped.
+            spawn_until(&token, async move {
+                let _stream = stream;
+                std::future::pending::<()>().await;
+            });
+        }
+    });
+    (addr, SilentGuard(stop.drop_guard()))
+}
+
+/// A loopback address with nothing listening (bound, then released), so connecting is refused.
+pub fn closed_port() -> SocketAddr {
+    let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
+    listener.local_addr().unwrap()
+}
