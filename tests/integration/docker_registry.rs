@@ -18,14 +18,20 @@ const PASSWORD: &str = "s3cret-Pa55word";
 
 /// Finds a tool, or says why the test cannot run. On CI a missing tool is a failure.
 pub fn require_tool(name: &str) -> Option<PathBuf> {
-    let found = std::env::var_os("PATH")
-        .and_then(|paths| std::env::split_paths(&paths).map(|d| d.join(name)).find(|p| p.is_file()));
+    let found = std::env::var_os("PATH").and_then(|paths| {
+        std::env::split_paths(&paths)
+            .map(|d| d.join(name))
+            .find(|p| p.is_file())
+    });
     if found.is_none() {
         assert!(
-            std::env::var_os("CI").is_none() && std::env::var_os("PULLPROBE_REQUIRE_TOOLS").is_none(),
+            std::env::var_os("CI").is_none()
+                && std::env::var_os("PULLPROBE_REQUIRE_TOOLS").is_none(),
             "{name} is not installed; the test command (scripts/test) installs it"
         );
-        eprintln!("SKIP: {name} is not installed (run scripts/test to install the test dependencies)");
+        eprintln!(
+            "SKIP: {name} is not installed (run scripts/test to install the test dependencies)"
+        );
     }
     found
 }
@@ -44,7 +50,11 @@ impl Drop for Registry {
 }
 
 fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port()
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
 }
 
 fn start_registry(bin: &Path, ca: &TestCa) -> Registry {
@@ -52,7 +62,10 @@ fn start_registry(bin: &Path, ca: &TestCa) -> Registry {
     let leaf = ca.leaf(&["127.0.0.1", "localhost"], Validity::Valid);
     std::fs::write(dir.path().join("cert.pem"), &leaf.cert_pem).unwrap();
     std::fs::write(dir.path().join("key.pem"), &leaf.key_pem).unwrap();
-    let htpasswd = Command::new("htpasswd").args(["-Bbn", USER, PASSWORD]).output().expect("htpasswd (apache2-utils) runs");
+    let htpasswd = Command::new("htpasswd")
+        .args(["-Bbn", USER, PASSWORD])
+        .output()
+        .expect("htpasswd (apache2-utils) runs");
     assert!(htpasswd.status.success());
     std::fs::write(dir.path().join("htpasswd"), htpasswd.stdout).unwrap();
     let port = free_port();
@@ -72,7 +85,10 @@ fn start_registry(bin: &Path, ca: &TestCa) -> Registry {
         .expect("docker-registry starts");
     let started = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(started.elapsed() < Duration::from_secs(20), "docker-registry did not listen on {port}");
+        assert!(
+            started.elapsed() < Duration::from_secs(20),
+            "docker-registry did not listen on {port}"
+        );
         std::thread::sleep(Duration::from_millis(50));
     }
     Registry { child, port, dir }
@@ -104,7 +120,11 @@ async fn push_blob(http: &reqwest::Client, base: &str, repo: &str, data: &[u8]) 
         .unwrap();
     assert_eq!(start.status(), 202, "upload start");
     let location = start.headers()["location"].to_str().unwrap().to_owned();
-    let location = if location.starts_with("http") { location } else { format!("{base}{location}") };
+    let location = if location.starts_with("http") {
+        location
+    } else {
+        format!("{base}{location}")
+    };
     let sep = if location.contains('?') { '&' } else { '?' };
     let put = http
         .put(format!("{location}{sep}digest={digest}"))
@@ -120,9 +140,12 @@ async fn push_blob(http: &reqwest::Client, base: &str, repo: &str, data: &[u8]) 
 
 /// Pushes a one-layer OCI image and returns its manifest digest.
 async fn push_image(http: &reqwest::Client, base: &str, repo: &str, tag: &str) -> String {
-    let layer = b"pullprobe test layer: not a real tarball, the registry does not look inside".to_vec();
+    let layer =
+        b"pullprobe test layer: not a real tarball, the registry does not look inside".to_vec();
     let layer_digest = push_blob(http, base, repo, &layer).await;
-    let config = br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#.to_vec();
+    let config =
+        br#"{"architecture":"amd64","os":"linux","rootfs":{"type":"layers","diff_ids":[]}}"#
+            .to_vec();
     let config_digest = push_blob(http, base, repo, &config).await;
     let manifest = serde_json::json!({
         "schemaVersion": 2,
@@ -139,15 +162,20 @@ async fn push_image(http: &reqwest::Client, base: &str, repo: &str, tag: &str) -
         .send()
         .await
         .unwrap();
-    assert_eq!(resp.status(), 201, "manifest upload: {:?}", resp.text().await);
+    assert_eq!(
+        resp.status(),
+        201,
+        "manifest upload: {:?}",
+        resp.text().await
+    );
     sha256(manifest.as_bytes())
 }
 
-struct Run {
-    code: i32,
-    stdout: String,
-    stderr: String,
-    json: serde_json::Value,
+pub struct Run {
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    pub json: serde_json::Value,
 }
 
 /// Runs `pullprobe --check --output json` with a config and images.
@@ -172,13 +200,19 @@ pub fn run_check(config: &Path, images: &[&str], extra: &[&str]) -> Run {
 fn auth_file(dir: &Path, name: &str, key: &str, user: &str, pass: &str) -> PathBuf {
     let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
     let path = dir.join(name);
-    std::fs::write(&path, format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+    std::fs::write(
+        &path,
+        format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
     path
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn real_docker_registry_with_tls_and_htpasswd() {
-    let Some(bin) = require_tool("docker-registry") else { return };
+    let Some(bin) = require_tool("docker-registry") else {
+        return;
+    };
     if require_tool("htpasswd").is_none() {
         return;
     }
@@ -194,7 +228,7 @@ async fn real_docker_registry_with_tls_and_htpasswd() {
     let ca_file = ca.write_ca_pem(dir);
     let authority = format!("127.0.0.1:{}", reg.port);
     let good = auth_file(dir, "good.json", &authority, USER, PASSWORD);
-    let bad = auth_file(dir, "bad.json", &authority, USER, "wrong-password");
+    let bad = auth_file(dir, "bad.json", &authority, USER, "not-the-Pa55word");
     let config = dir.join("pullprobe.yaml");
     std::fs::write(
         &config,
@@ -202,7 +236,7 @@ async fn real_docker_registry_with_tls_and_htpasswd() {
             "timeout: 10s\ntargets:\n\
              - name: good\n  image: {authority}/team/app:v1.2.3\n  docker_config: {}\n  tls:\n    ca_file: {}\n\
              - name: anonymous\n  image: {authority}/team/app:v1.2.3\n  tls:\n    ca_file: {}\n\
-             - name: wrong-password\n  image: {authority}/team/app:v1.2.3\n  docker_config: {}\n  tls:\n    ca_file: {}\n",
+             - name: bad-creds\n  image: {authority}/team/app:v1.2.3\n  docker_config: {}\n  tls:\n    ca_file: {}\n",
             good.display(),
             ca_file.display(),
             ca_file.display(),
@@ -213,41 +247,98 @@ async fn real_docker_registry_with_tls_and_htpasswd() {
     .unwrap();
 
     let run = run_check(&config, &[], &["--log.level", "debug"]);
-    assert_eq!(run.code, 1, "one target fails: {}\n{}", run.stdout, run.stderr);
+    assert_eq!(
+        run.code, 1,
+        "one target fails: {}\n{}",
+        run.stdout, run.stderr
+    );
     let results = run.json["results"].as_array().expect("results array");
-    let by_name = |n: &str| results.iter().find(|r| r["target"] == n).unwrap_or_else(|| panic!("{n} in {results:?}"));
+    let by_name = |n: &str| {
+        results
+            .iter()
+            .find(|r| r["target"] == n)
+            .unwrap_or_else(|| panic!("{n} in {results:?}"))
+    };
 
     let good = by_name("good");
     assert_eq!(good["ok"], true, "{good}");
     assert_eq!(good["reason"], "ok");
     assert_eq!(good["phase"], serde_json::Value::Null);
-    assert_eq!(good["digest"], digest.as_str(), "the digest is the one pushed");
-    assert_eq!(good["rate_limit"], serde_json::Value::Null, "no rate-limit headers means unlimited");
-    let phases: Vec<_> = good["phases"].as_array().unwrap().iter().map(|p| p["phase"].as_str().unwrap().to_owned()).collect();
-    assert_eq!(phases, ["connect", "tls", "auth", "manifest"], "an IP literal skips dns");
+    assert_eq!(
+        good["digest"],
+        digest.as_str(),
+        "the digest is the one pushed"
+    );
+    assert_eq!(
+        good["rate_limit"],
+        serde_json::Value::Null,
+        "no rate-limit headers means unlimited"
+    );
+    let phases: Vec<_> = good["phases"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|p| p["phase"].as_str().unwrap().to_owned())
+        .collect();
+    assert_eq!(
+        phases,
+        ["connect", "tls", "auth", "manifest"],
+        "an IP literal skips dns"
+    );
     assert_eq!(good["tls"]["version"], "TLSv1.3");
 
     let anon = by_name("anonymous");
-    assert_eq!((anon["phase"].as_str(), anon["reason"].as_str()), (Some("auth"), Some("auth_required")), "{anon}");
-    let wrong = by_name("wrong-password");
-    assert_eq!((wrong["phase"].as_str(), wrong["reason"].as_str()), (Some("auth"), Some("auth_failed")), "{wrong}");
-    assert!(wrong["message"].as_str().unwrap().contains(USER), "the message names the user: {wrong}");
+    assert_eq!(
+        (anon["phase"].as_str(), anon["reason"].as_str()),
+        (Some("auth"), Some("auth_required")),
+        "{anon}"
+    );
+    let wrong = by_name("bad-creds");
+    assert_eq!(
+        (wrong["phase"].as_str(), wrong["reason"].as_str()),
+        (Some("auth"), Some("auth_failed")),
+        "{wrong}"
+    );
+    assert!(
+        wrong["message"].as_str().unwrap().contains(USER),
+        "the message names the user: {wrong}"
+    );
 
-    for secret in [PASSWORD, "wrong-password"] {
+    for secret in [PASSWORD, "not-the-Pa55word"] {
         assert!(!run.stdout.contains(secret), "stdout leaks a password");
-        assert!(!run.stderr.contains(secret), "the debug log leaks a password");
+        assert!(
+            !run.stderr.contains(secret),
+            "the debug log leaks a password"
+        );
     }
     let b64 = base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"));
-    assert!(!run.stderr.contains(&b64) && !run.stdout.contains(&b64), "the Basic header leaks");
-    assert!(run.stderr.contains("DEBUG"), "debug logging was on: {}", run.stderr);
+    assert!(
+        !run.stderr.contains(&b64) && !run.stdout.contains(&b64),
+        "the Basic header leaks"
+    );
+    assert!(
+        run.stderr.contains("DEBUG"),
+        "debug logging was on: {}",
+        run.stderr
+    );
 
     // IMAGE arguments borrow the settings of the configured target on the same host.
-    let run = run_check(&config, &[&format!("{authority}/team/app:v1.3"), &format!("{authority}/team/nope:v1")], &[]);
+    let run = run_check(
+        &config,
+        &[
+            &format!("{authority}/team/app:v1.3"),
+            &format!("{authority}/team/nope:v1"),
+        ],
+        &[],
+    );
     assert_eq!(run.code, 1);
     let r = &run.json["results"];
     assert_eq!(r[0]["reason"], "manifest_unknown", "{r}");
     let msg = r[0]["message"].as_str().unwrap();
-    assert!(msg.contains("`v1.3`") && msg.contains("v1.2.3, v1.2") || msg.contains("v1.2, v1.2.3"), "{msg}");
+    assert!(
+        msg.contains("`v1.3`") && msg.contains("v1.2.3, v1.2") || msg.contains("v1.2, v1.2.3"),
+        "{msg}"
+    );
     assert_eq!(r[1]["reason"], "name_unknown", "{r}");
 
     let run = run_check(&config, &[&format!("{authority}/team/app@{digest}")], &[]);

@@ -11,7 +11,9 @@ use pullprobe::outcome::{Phase, Reason};
 use pullprobe::probe::{ProbeReport, Prober};
 
 use crate::support::dns::{DnsBehavior, FakeDns};
-use crate::support::registry::{Auth, FakeRegistry, RateLimitHeaders, ServerKind, StatusOverride, TokenBehavior};
+use crate::support::registry::{
+    Auth, FakeRegistry, RateLimitHeaders, ServerKind, StatusOverride, TokenBehavior,
+};
 use crate::support::tls::{TestCa, TlsReset, TlsStall, Validity, server_config};
 use crate::support::{closed_port, init, silent_listener};
 
@@ -20,7 +22,8 @@ const REPO: &str = "library/alpine";
 /// Probes every target of a YAML config (relative paths resolve against `dir`).
 async fn probe_config(dir: &Path, yaml: &str) -> Vec<ProbeReport> {
     init();
-    let config = Config::from_yaml("test.yaml", yaml, dir).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+    let config =
+        Config::from_yaml("test.yaml", yaml, dir).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
     let prober = Prober::from_config(&config);
     pullprobe::check::probe_all(&prober, config.targets.clone()).await
 }
@@ -62,8 +65,15 @@ impl Tls {
     fn docker_config(&self, key: &str, user: &str, pass: &str) -> String {
         use base64::Engine as _;
         let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-        let path = self.dir.path().join(format!("creds-{user}-{}.json", pass.len()));
-        std::fs::write(&path, format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#)).unwrap();
+        let path = self
+            .dir
+            .path()
+            .join(format!("creds-{user}-{}.json", pass.len()));
+        std::fs::write(
+            &path,
+            format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#),
+        )
+        .unwrap();
         path.display().to_string()
     }
 }
@@ -85,7 +95,12 @@ async fn ok_over_tls_with_bearer_token_rate_limit_and_token_reuse() {
         .tls(server_config(&leaf))
         .auth(bearer(None))
         .repo(REPO, &["3.20", "latest"])
-        .rate_limit(Some(RateLimitHeaders { limit: 100, remaining: 76, window: 21600, source: Some("192.0.2.1".into()) }))
+        .rate_limit(Some(RateLimitHeaders {
+            limit: 100,
+            remaining: 76,
+            window: 21600,
+            source: Some("192.0.2.1".into()),
+        }))
         .start()
         .await;
     let yaml = format!(
@@ -101,20 +116,38 @@ async fn ok_over_tls_with_bearer_token_rate_limit_and_token_reuse() {
     assert_eq!(r.reason(), Reason::Ok);
     assert_eq!(r.digest, reg.digest(REPO, "3.20"));
     let rl = r.rate_limit.clone().expect("rate-limit headers parsed");
-    assert_eq!((rl.limit, rl.remaining, rl.window_seconds, rl.source.as_deref()), (100, 76, Some(21600), Some("192.0.2.1")));
+    assert_eq!(
+        (
+            rl.limit,
+            rl.remaining,
+            rl.window_seconds,
+            rl.source.as_deref()
+        ),
+        (100, 76, Some(21600), Some("192.0.2.1"))
+    );
     let tls_report = r.tls.clone().unwrap();
     assert_eq!(tls_report.version, Some("TLSv1.3"));
     assert_eq!(tls_report.earliest_not_after, Some(leaf.not_after_unix));
     assert_eq!(r.address, Some(reg.addr));
     let phases: Vec<Phase> = r.phases.iter().map(|p| p.phase).collect();
-    assert_eq!(phases, [Phase::Connect, Phase::Tls, Phase::Auth, Phase::Manifest]);
+    assert_eq!(
+        phases,
+        [Phase::Connect, Phase::Tls, Phase::Auth, Phase::Manifest]
+    );
 
     // A second probe walks the whole path again but reuses the token.
     let r2 = prober.probe(&config.targets[0]).await;
     assert!(r2.ok());
-    assert_eq!(reg.token_requests_count(), 1, "the token is reused until it expires");
+    assert_eq!(
+        reg.token_requests_count(),
+        1,
+        "the token is reused until it expires"
+    );
     let reqs = reg.requests();
-    let heads: Vec<_> = reqs.iter().filter(|q| q.method == http::Method::HEAD).collect();
+    let heads: Vec<_> = reqs
+        .iter()
+        .filter(|q| q.method == http::Method::HEAD)
+        .collect();
     assert_eq!(heads.len(), 2);
     let accept = heads[0].accept.as_deref().unwrap();
     for t in [
@@ -125,17 +158,33 @@ async fn ok_over_tls_with_bearer_token_rate_limit_and_token_reuse() {
     ] {
         assert!(accept.contains(t), "{accept}");
     }
-    assert_eq!(reg.manifest_gets_count(), 0, "a manifest is never fetched with GET");
-    assert_eq!(reqs.iter().filter(|q| q.server == ServerKind::Registry && q.path_and_query == "/v2/").count(), 2);
+    assert_eq!(
+        reg.manifest_gets_count(),
+        0,
+        "a manifest is never fetched with GET"
+    );
+    assert_eq!(
+        reqs.iter()
+            .filter(|q| q.server == ServerKind::Registry && q.path_and_query == "/v2/")
+            .count(),
+        2
+    );
 }
 
 #[tokio::test]
 async fn ok_plain_http_without_auth_has_no_rate_limit_and_no_tls() {
-    let reg = FakeRegistry::builder().auth(Auth::None).repo(REPO, &["latest"]).start().await;
+    let reg = FakeRegistry::builder()
+        .auth(Auth::None)
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let r = probe_one(
         dir.path(),
-        &format!("targets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest")),
+        &format!(
+            "targets:\n  - image: {}\n    plain_http: true\n",
+            image(reg.addr, REPO, "latest")
+        ),
     )
     .await;
     assert!(r.ok(), "{:#?}", r.failure);
@@ -147,7 +196,13 @@ async fn ok_plain_http_without_auth_has_no_rate_limit_and_no_tls() {
 #[tokio::test]
 async fn credentials_are_used_for_basic_and_bearer() {
     let tls = Tls::new();
-    for auth in [Auth::Basic { user: "u".into(), pass: "p".into() }, bearer(Some(("u", "p")))] {
+    for auth in [
+        Auth::Basic {
+            user: "u".into(),
+            pass: "p".into(),
+        },
+        bearer(Some(("u", "p"))),
+    ] {
         let reg = FakeRegistry::builder()
             .tls(tls.server(&["127.0.0.1"], Validity::Valid))
             .auth(auth.clone())
@@ -175,7 +230,11 @@ async fn credentials_are_used_for_basic_and_bearer() {
 
 #[tokio::test]
 async fn dns_answers_are_classified_and_never_cached() {
-    let reg = FakeRegistry::builder().auth(Auth::None).repo(REPO, &["latest"]).start().await;
+    let reg = FakeRegistry::builder()
+        .auth(Auth::None)
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
     let lo: IpAddr = "127.0.0.1".parse().unwrap();
     let dns = FakeDns::start(vec![
         ("registry.test", DnsBehavior::Answer(vec![lo])),
@@ -188,10 +247,24 @@ async fn dns_answers_are_classified_and_never_cached() {
     ])
     .await;
     let port = reg.addr.port();
-    let names = ["registry", "missing", "nodata", "servfail", "refused", "silent", "truncated", "many"];
-    let mut yaml = format!("timeout: 3s\ndns:\n  nameservers: [\"{}\"]\ntargets:\n", dns.addr);
+    let names = [
+        "registry",
+        "missing",
+        "nodata",
+        "servfail",
+        "refused",
+        "silent",
+        "truncated",
+        "many",
+    ];
+    let mut yaml = format!(
+        "timeout: 3s\ndns:\n  nameservers: [\"{}\"]\ntargets:\n",
+        dns.addr
+    );
     for n in names {
-        yaml += &format!("  - name: {n}\n    image: {n}.test:{port}/{REPO}:latest\n    plain_http: true\n");
+        yaml += &format!(
+            "  - name: {n}\n    image: {n}.test:{port}/{REPO}:latest\n    plain_http: true\n"
+        );
     }
     let dir = tempfile::tempdir().unwrap();
     let r = probe_config(dir.path(), &yaml).await;
@@ -202,15 +275,26 @@ async fn dns_answers_are_classified_and_never_cached() {
     assert_failure(&r[3], Phase::Dns, Reason::DnsServfail);
     assert_failure(&r[4], Phase::Dns, Reason::DnsServfail);
     assert_failure(&r[5], Phase::Dns, Reason::DnsTimeout);
-    assert!(r[6].ok(), "a truncated UDP answer is retried over TCP: {:#?}", r[6].failure);
+    assert!(
+        r[6].ok(),
+        "a truncated UDP answer is retried over TCP: {:#?}",
+        r[6].failure
+    );
     // Hundreds of records: the probe stays bounded; 127.0.0.x addresses without the registry port refuse
     // until one is the registry's address (127.0.0.1).
-    assert!(r[7].duration < Duration::from_secs(3), "{:?}", r[7].duration);
+    assert!(
+        r[7].duration < Duration::from_secs(3),
+        "{:?}",
+        r[7].duration
+    );
 
     let before = dns.queries();
     let again = probe_config(dir.path(), &yaml.replace("timeout: 3s", "timeout: 1s")).await;
     assert!(again[0].ok());
-    assert!(dns.queries() > before, "every probe really asks the DNS server");
+    assert!(
+        dns.queries() > before,
+        "every probe really asks the DNS server"
+    );
 }
 
 #[tokio::test]
@@ -225,7 +309,10 @@ async fn dns_error_when_no_resolver_answers_at_all() {
     .await;
     let f = r.failure.as_ref().unwrap();
     assert_eq!(f.phase, Phase::Dns);
-    assert!(matches!(f.reason, Reason::DnsError | Reason::DnsTimeout), "{f:?}");
+    assert!(
+        matches!(f.reason, Reason::DnsError | Reason::DnsTimeout),
+        "{f:?}"
+    );
 }
 
 // ---- connect -----------------------------------------------------------------------------
@@ -234,7 +321,11 @@ async fn dns_error_when_no_resolver_answers_at_all() {
 async fn connect_refused_and_timeout() {
     let dir = tempfile::tempdir().unwrap();
     let closed = closed_port();
-    let r = probe_one(dir.path(), &format!("targets:\n  - image: {}\n", image(closed, "a", "b"))).await;
+    let r = probe_one(
+        dir.path(),
+        &format!("targets:\n  - image: {}\n", image(closed, "a", "b")),
+    )
+    .await;
     assert_failure(&r, Phase::Connect, Reason::ConnectRefused);
     assert!(r.failure.unwrap().message.contains(&closed.to_string()));
 
@@ -245,11 +336,23 @@ async fn connect_refused_and_timeout() {
     let addr = listener.local_addr().unwrap();
     let mut fillers = Vec::new();
     for _ in 0..8 {
-        if let Ok(Ok(s)) = tokio::time::timeout(Duration::from_millis(200), tokio::net::TcpStream::connect(addr)).await {
+        if let Ok(Ok(s)) = tokio::time::timeout(
+            Duration::from_millis(200),
+            tokio::net::TcpStream::connect(addr),
+        )
+        .await
+        {
             fillers.push(s);
         }
     }
-    let r = probe_one(dir.path(), &format!("timeout: 1s\ntargets:\n  - image: {}\n", image(addr, "a", "b"))).await;
+    let r = probe_one(
+        dir.path(),
+        &format!(
+            "timeout: 1s\ntargets:\n  - image: {}\n",
+            image(addr, "a", "b")
+        ),
+    )
+    .await;
     assert_failure(&r, Phase::Connect, Reason::ConnectTimeout);
     drop(listener);
 }
@@ -259,7 +362,9 @@ async fn connect_refused_and_timeout() {
 /// Names come from a bind-mounted hosts file inside the same namespace.
 #[test]
 fn connect_unreachable_and_error_in_an_empty_network_namespace() {
-    let Some(unshare) = crate::docker_registry::require_tool("unshare") else { return };
+    let Some(unshare) = crate::docker_registry::require_tool("unshare") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, "127.0.0.1 v4only.test\n::1 v6only.test\n").unwrap();
@@ -271,16 +376,33 @@ fn connect_unreachable_and_error_in_an_empty_network_namespace() {
         env!("CARGO_BIN_EXE_pullprobe"),
         config.display()
     );
-    let out = Command::new(unshare).args(["--net", "--mount", "sh", "-c", &script]).output().unwrap();
+    let out = Command::new(unshare)
+        .args(["--net", "--mount", "sh", "-c", &script])
+        .output()
+        .unwrap();
     if !out.status.success() && out.status.code() != Some(1) {
         let msg = String::from_utf8_lossy(&out.stderr);
-        assert!(std::env::var_os("PULLPROBE_REQUIRE_TOOLS").is_none(), "unshare failed: {msg}");
+        assert!(
+            std::env::var_os("PULLPROBE_REQUIRE_TOOLS").is_none(),
+            "unshare failed: {msg}"
+        );
         eprintln!("SKIP: cannot create a network namespace here: {msg}");
         return;
     }
     let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    let got: Vec<_> = json["results"].as_array().unwrap().iter().map(|r| (r["phase"].clone(), r["reason"].clone())).collect();
-    assert_eq!(got, [("connect".into(), "connect_unreachable".into()), ("connect".into(), "connect_error".into())]);
+    let got: Vec<_> = json["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["phase"].clone(), r["reason"].clone()))
+        .collect();
+    assert_eq!(
+        got,
+        [
+            ("connect".into(), "connect_unreachable".into()),
+            ("connect".into(), "connect_error".into())
+        ]
+    );
 }
 
 // ---- tls ---------------------------------------------------------------------------------
@@ -291,34 +413,61 @@ async fn tls_failures_are_told_apart_and_expiry_is_reported() {
     let other_ca = TestCa::new("unknown CA");
     let expired_leaf = tls.ca.leaf(&["127.0.0.1"], Validity::Expired);
     let servers = [
-        (server_config(&other_ca.leaf(&["127.0.0.1"], Validity::Valid)), Reason::TlsUntrusted),
+        (
+            server_config(&other_ca.leaf(&["127.0.0.1"], Validity::Valid)),
+            Reason::TlsUntrusted,
+        ),
         (server_config(&expired_leaf), Reason::TlsExpired),
-        (tls.server(&["127.0.0.1"], Validity::NotYetValid), Reason::TlsExpired),
-        (tls.server(&["registry.other.test"], Validity::Valid), Reason::TlsNameMismatch),
+        (
+            tls.server(&["127.0.0.1"], Validity::NotYetValid),
+            Reason::TlsExpired,
+        ),
+        (
+            tls.server(&["registry.other.test"], Validity::Valid),
+            Reason::TlsNameMismatch,
+        ),
     ];
     for (i, (config, want)) in servers.into_iter().enumerate() {
-        let reg = FakeRegistry::builder().tls(config).auth(Auth::None).repo(REPO, &["latest"]).start().await;
+        let reg = FakeRegistry::builder()
+            .tls(config)
+            .auth(Auth::None)
+            .repo(REPO, &["latest"])
+            .start()
+            .await;
         let r = probe_one(
             tls.dir.path(),
-            &format!("targets:\n  - image: {}\n    tls:\n      ca_file: {}\n", image(reg.addr, REPO, "latest"), tls.ca_file()),
+            &format!(
+                "targets:\n  - image: {}\n    tls:\n      ca_file: {}\n",
+                image(reg.addr, REPO, "latest"),
+                tls.ca_file()
+            ),
         )
         .await;
         assert_failure(&r, Phase::Tls, want);
         if i == 1 {
-            assert_eq!(r.tls.unwrap().earliest_not_after, Some(expired_leaf.not_after_unix), "expiry known despite the failure");
+            assert_eq!(
+                r.tls.unwrap().earliest_not_after,
+                Some(expired_leaf.not_after_unix),
+                "expiry known despite the failure"
+            );
         }
     }
 
     // insecure_skip_verify accepts the untrusted certificate, as containerd's skip_verify does.
     let reg = FakeRegistry::builder()
-        .tls(server_config(&other_ca.leaf(&["127.0.0.1"], Validity::Valid)))
+        .tls(server_config(
+            &other_ca.leaf(&["127.0.0.1"], Validity::Valid),
+        ))
         .auth(Auth::None)
         .repo(REPO, &["latest"])
         .start()
         .await;
     let r = probe_one(
         tls.dir.path(),
-        &format!("targets:\n  - image: {}\n    tls:\n      insecure_skip_verify: true\n", image(reg.addr, REPO, "latest")),
+        &format!(
+            "targets:\n  - image: {}\n    tls:\n      insecure_skip_verify: true\n",
+            image(reg.addr, REPO, "latest")
+        ),
     )
     .await;
     assert!(r.ok(), "{:#?}", r.failure);
@@ -328,15 +477,37 @@ async fn tls_failures_are_told_apart_and_expiry_is_reported() {
 async fn tls_handshake_reset_plain_http_peer_and_stall() {
     let dir = tempfile::tempdir().unwrap();
     let reset = TlsReset::start().await;
-    let r = probe_one(dir.path(), &format!("targets:\n  - image: {}\n", image(reset.addr, "a", "b"))).await;
+    let r = probe_one(
+        dir.path(),
+        &format!("targets:\n  - image: {}\n", image(reset.addr, "a", "b")),
+    )
+    .await;
     assert_failure(&r, Phase::Tls, Reason::TlsHandshake);
 
-    let plain = FakeRegistry::builder().auth(Auth::None).repo(REPO, &["latest"]).start().await;
-    let r = probe_one(dir.path(), &format!("targets:\n  - image: {}\n", image(plain.addr, REPO, "latest"))).await;
+    let plain = FakeRegistry::builder()
+        .auth(Auth::None)
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
+    let r = probe_one(
+        dir.path(),
+        &format!(
+            "targets:\n  - image: {}\n",
+            image(plain.addr, REPO, "latest")
+        ),
+    )
+    .await;
     assert_failure(&r, Phase::Tls, Reason::TlsHandshake);
 
     let stall = TlsStall::start().await;
-    let r = probe_one(dir.path(), &format!("timeout: 1s\ntargets:\n  - image: {}\n", image(stall.addr, "a", "b"))).await;
+    let r = probe_one(
+        dir.path(),
+        &format!(
+            "timeout: 1s\ntargets:\n  - image: {}\n",
+            image(stall.addr, "a", "b")
+        ),
+    )
+    .await;
     assert_failure(&r, Phase::Tls, Reason::Timeout);
     assert!(r.duration < Duration::from_secs(3));
 }
@@ -354,17 +525,41 @@ async fn token_server_answers_are_classified() {
     ];
     let dir = tempfile::tempdir().unwrap();
     for (behavior, want) in cases {
-        let reg = FakeRegistry::builder().auth(bearer(None)).token_behavior(behavior.clone()).repo(REPO, &["latest"]).start().await;
+        let reg = FakeRegistry::builder()
+            .auth(bearer(None))
+            .token_behavior(behavior.clone())
+            .repo(REPO, &["latest"])
+            .start()
+            .await;
         let r = probe_one(
             dir.path(),
-            &format!("timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest")),
+            &format!(
+                "timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n",
+                image(reg.addr, REPO, "latest")
+            ),
         )
         .await;
         assert_failure(&r, Phase::Auth, want);
     }
-    for ok in [TokenBehavior::TokenOnly, TokenBehavior::AccessTokenOnly, TokenBehavior::Ok { expires_in: None }] {
-        let reg = FakeRegistry::builder().auth(bearer(None)).token_behavior(ok.clone()).repo(REPO, &["latest"]).start().await;
-        let r = probe_one(dir.path(), &format!("targets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest"))).await;
+    for ok in [
+        TokenBehavior::TokenOnly,
+        TokenBehavior::AccessTokenOnly,
+        TokenBehavior::Ok { expires_in: None },
+    ] {
+        let reg = FakeRegistry::builder()
+            .auth(bearer(None))
+            .token_behavior(ok.clone())
+            .repo(REPO, &["latest"])
+            .start()
+            .await;
+        let r = probe_one(
+            dir.path(),
+            &format!(
+                "targets:\n  - image: {}\n    plain_http: true\n",
+                image(reg.addr, REPO, "latest")
+            ),
+        )
+        .await;
         assert!(r.ok(), "{ok:?}: {:#?}", r.failure);
     }
 }
@@ -380,10 +575,18 @@ async fn v2_endpoint_answers_are_classified() {
     ];
     let dir = tempfile::tempdir().unwrap();
     for (status, want) in cases {
-        let reg = FakeRegistry::builder().auth(bearer(None)).v2_status(status.clone()).repo(REPO, &["latest"]).start().await;
+        let reg = FakeRegistry::builder()
+            .auth(bearer(None))
+            .v2_status(status.clone())
+            .repo(REPO, &["latest"])
+            .start()
+            .await;
         let r = probe_one(
             dir.path(),
-            &format!("timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest")),
+            &format!(
+                "timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n",
+                image(reg.addr, REPO, "latest")
+            ),
         )
         .await;
         assert_failure(&r, Phase::Auth, want);
@@ -393,7 +596,11 @@ async fn v2_endpoint_answers_are_classified() {
 #[tokio::test]
 async fn token_realm_on_another_host_reports_its_own_dns_and_tls_failures_under_auth() {
     let tls = Tls::new();
-    let dns = FakeDns::start(vec![("registry.test", DnsBehavior::Answer(vec!["127.0.0.1".parse().unwrap()]))]).await;
+    let dns = FakeDns::start(vec![(
+        "registry.test",
+        DnsBehavior::Answer(vec!["127.0.0.1".parse().unwrap()]),
+    )])
+    .await;
     // The realm host name does not exist.
     let reg = FakeRegistry::builder()
         .tls(tls.server(&["registry.test"], Validity::Valid))
@@ -429,7 +636,11 @@ async fn token_realm_on_another_host_reports_its_own_dns_and_tls_failures_under_
 #[tokio::test]
 async fn missing_tag_missing_repo_and_hub_ambiguity() {
     let dir = tempfile::tempdir().unwrap();
-    let reg = FakeRegistry::builder().auth(bearer(None)).repo("library/nginx", &["1.27", "1.27.3", "latest", "mainline"]).start().await;
+    let reg = FakeRegistry::builder()
+        .auth(bearer(None))
+        .repo("library/nginx", &["1.27", "1.27.3", "latest", "mainline"])
+        .start()
+        .await;
     let yaml = format!(
         "targets:\n  - image: {}\n    plain_http: true\n  - image: {}\n    plain_http: true\n",
         image(reg.addr, "library/nginx", "invalidtag"),
@@ -439,14 +650,27 @@ async fn missing_tag_missing_repo_and_hub_ambiguity() {
     assert_failure(&r[0], Phase::Manifest, Reason::ManifestUnknown);
     let msg = &r[0].failure.as_ref().unwrap().message;
     assert!(msg.starts_with("tag `invalidtag` not found in"), "{msg}");
-    assert!(msg.contains("the repository exists and has tags") && msg.contains("1.27.3") && msg.contains("latest"), "{msg}");
+    assert!(
+        msg.contains("the repository exists and has tags")
+            && msg.contains("1.27.3")
+            && msg.contains("latest"),
+        "{msg}"
+    );
     assert_failure(&r[1], Phase::Manifest, Reason::NameUnknown);
     assert_eq!(reg.manifest_gets_count(), 0);
 
-    let hub = FakeRegistry::builder().auth(bearer(None)).hub_semantics(true).repo(REPO, &["latest"]).start().await;
+    let hub = FakeRegistry::builder()
+        .auth(bearer(None))
+        .hub_semantics(true)
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
     let r = probe_one(
         dir.path(),
-        &format!("targets:\n  - image: {}\n    plain_http: true\n", image(hub.addr, "someone/private", "latest")),
+        &format!(
+            "targets:\n  - image: {}\n    plain_http: true\n",
+            image(hub.addr, "someone/private", "latest")
+        ),
     )
     .await;
     assert_failure(&r, Phase::Manifest, Reason::AuthRequired);
@@ -467,18 +691,31 @@ async fn manifest_answers_are_classified_and_rate_limit_headers_kept_on_429() {
         let reg = FakeRegistry::builder()
             .auth(bearer(None))
             .manifest_status(status.clone())
-            .rate_limit(Some(RateLimitHeaders { limit: 100, remaining: 0, window: 21600, source: Some("192.0.2.9".into()) }))
+            .rate_limit(Some(RateLimitHeaders {
+                limit: 100,
+                remaining: 0,
+                window: 21600,
+                source: Some("192.0.2.9".into()),
+            }))
             .repo(REPO, &["latest"])
             .start()
             .await;
         let r = probe_one(
             dir.path(),
-            &format!("timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n", image(reg.addr, REPO, "latest")),
+            &format!(
+                "timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n",
+                image(reg.addr, REPO, "latest")
+            ),
         )
         .await;
         assert_failure(&r, Phase::Manifest, want);
         if matches!(status, StatusOverride::TooManyRequests) {
-            assert_eq!(r.rate_limit.as_ref().map(|l| l.remaining), Some(0), "{:?}", r.rate_limit);
+            assert_eq!(
+                r.rate_limit.as_ref().map(|l| l.remaining),
+                Some(0),
+                "{:?}",
+                r.rate_limit
+            );
             assert!(r.failure.unwrap().message.contains("remaining 0 of 100"));
         }
     }
@@ -490,11 +727,18 @@ async fn a_hanging_registry_never_holds_a_probe_past_its_deadline() {
     let dir = tempfile::tempdir().unwrap();
     let r = probe_one(
         dir.path(),
-        &format!("timeout: 1s\ntargets:\n  - image: {}\n    plain_http: true\n", image(addr, "a", "b")),
+        &format!(
+            "timeout: 1s\ntargets:\n  - image: {}\n    plain_http: true\n",
+            image(addr, "a", "b")
+        ),
     )
     .await;
     assert_failure(&r, Phase::Auth, Reason::Timeout);
-    assert!(r.duration >= Duration::from_millis(900) && r.duration < Duration::from_secs(3), "{:?}", r.duration);
+    assert!(
+        r.duration >= Duration::from_millis(900) && r.duration < Duration::from_secs(3),
+        "{:?}",
+        r.duration
+    );
 }
 
 // ---- the binary: exit codes, config errors, secrets ----------------------------------------
@@ -525,7 +769,16 @@ async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
             let config = config.clone();
             move || {
                 Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-                    .args(["--check", "--log.level", "trace", "--log.format", format, "--output", format, "--config.file"])
+                    .args([
+                        "--check",
+                        "--log.level",
+                        "trace",
+                        "--log.format",
+                        format,
+                        "--output",
+                        format,
+                        "--config.file",
+                    ])
                     .arg(&config)
                     .output()
                     .unwrap()
@@ -533,12 +786,21 @@ async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
         })
         .await
         .unwrap();
-        let all = format!("{}{}", String::from_utf8_lossy(&out.stdout), String::from_utf8_lossy(&out.stderr));
+        let all = format!(
+            "{}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
         assert_eq!(out.status.code(), Some(0), "{all}");
         let tokens: Vec<String> = reg
             .requests()
             .iter()
-            .filter_map(|q| q.authorization.as_deref()?.strip_prefix("Bearer ").map(str::to_owned))
+            .filter_map(|q| {
+                q.authorization
+                    .as_deref()?
+                    .strip_prefix("Bearer ")
+                    .map(str::to_owned)
+            })
             .collect();
         assert!(!tokens.is_empty(), "the registry saw bearer tokens");
         assert!(!all.contains("hunter2-secret"), "password leaked:\n{all}");
@@ -552,33 +814,72 @@ async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
 fn exit_codes_and_config_errors_name_file_key_and_fix() {
     let dir = tempfile::tempdir().unwrap();
     let bad = dir.path().join("bad.yaml");
-    std::fs::write(&bad, "timeout: 10s\ntargets:\n  - image: nginx\n    tls:\n      ca_fil: /x\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe")).args(["--check", "--config.file"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "timeout: 10s\ntargets:\n  - image: nginx\n    tls:\n      ca_fil: /x\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args(["--check", "--config.file"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains(&bad.display().to_string()) && err.contains("ca_fil") && err.contains("fix:"), "{err}");
+    assert!(
+        err.contains(&bad.display().to_string()) && err.contains("ca_fil") && err.contains("fix:"),
+        "{err}"
+    );
     assert!(out.stdout.is_empty());
 
     let bad = dir.path().join("bad2.yaml");
-    std::fs::write(&bad, "targets:\n  - image: nginx\n    docker_config: nope.json\n").unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe")).args(["--check", "--config.file"]).arg(&bad).output().unwrap();
+    std::fs::write(
+        &bad,
+        "targets:\n  - image: nginx\n    docker_config: nope.json\n",
+    )
+    .unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args(["--check", "--config.file"])
+        .arg(&bad)
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     let err = String::from_utf8_lossy(&out.stderr);
-    assert!(err.contains("targets[0].docker_config") && err.contains("nope.json"), "{err}");
+    assert!(
+        err.contains("targets[0].docker_config") && err.contains("nope.json"),
+        "{err}"
+    );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe")).args(["--check", "--output", "yaml"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args(["--check", "--output", "yaml"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe")).args(["--check", "Not A Ref"]).output().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args(["--check", "Not A Ref"])
+        .output()
+        .unwrap();
     assert_eq!(out.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&out.stderr).contains("IMAGE[0]"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
 async fn check_exit_codes_follow_the_results() {
-    let ok = FakeRegistry::builder().auth(Auth::None).repo(REPO, &["latest"]).start().await;
+    let ok = FakeRegistry::builder()
+        .auth(Auth::None)
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
     let dir = tempfile::tempdir().unwrap();
     let config = dir.path().join("c.yaml");
-    std::fs::write(&config, format!("targets:\n  - image: {}\n    plain_http: true\n", image(ok.addr, REPO, "latest"))).unwrap();
+    std::fs::write(
+        &config,
+        format!(
+            "targets:\n  - image: {}\n    plain_http: true\n",
+            image(ok.addr, REPO, "latest")
+        ),
+    )
+    .unwrap();
     let run = |images: Vec<String>| {
         let config = config.clone();
         tokio::task::spawn_blocking(move || {
@@ -591,13 +892,23 @@ async fn check_exit_codes_follow_the_results() {
         })
     };
     let out = run(vec![]).await.unwrap();
-    assert_eq!(out.status.code(), Some(0), "{}", String::from_utf8_lossy(&out.stdout));
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stdout)
+    );
     let text = String::from_utf8_lossy(&out.stdout);
     assert!(text.contains("1 of 1 targets ok"), "{text}");
     let out = run(vec![image(ok.addr, REPO, "nope")]).await.unwrap();
     assert_eq!(out.status.code(), Some(1));
     let text = String::from_utf8_lossy(&out.stdout);
-    for want in ["FAIL manifest_unknown", "failed step: manifest", "why:", "what to do:"] {
+    for want in [
+        "FAIL manifest_unknown",
+        "failed step: manifest",
+        "why:",
+        "what to do:",
+    ] {
         assert!(text.contains(want), "{want} in\n{text}");
     }
 }

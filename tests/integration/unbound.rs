@@ -29,7 +29,8 @@ fn free_udp_port() -> u16 {
 fn dig_ready(port: u16) -> bool {
     // A raw query for "ready.test. A" over UDP; any answer means unbound is serving.
     let sock = std::net::UdpSocket::bind("127.0.0.1:0").unwrap();
-    sock.set_read_timeout(Some(Duration::from_millis(200))).unwrap();
+    sock.set_read_timeout(Some(Duration::from_millis(200)))
+        .unwrap();
     let mut q = vec![0x12, 0x34, 0x01, 0x00, 0, 1, 0, 0, 0, 0, 0, 0];
     for label in ["ready", "test"] {
         q.push(u8::try_from(label.len()).unwrap());
@@ -43,10 +44,16 @@ fn dig_ready(port: u16) -> bool {
 
 #[test]
 fn unbound_answers_are_classified() {
-    let Some(bin) = require_tool("unbound") else { return };
+    let Some(bin) = require_tool("unbound") else {
+        return;
+    };
     let dir = tempfile::tempdir().unwrap();
     let port = free_udp_port();
-    let closed = std::net::TcpListener::bind("127.0.0.1:0").unwrap().local_addr().unwrap().port();
+    let closed = std::net::TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
     let conf = dir.path().join("unbound.conf");
     std::fs::write(
         &conf,
@@ -73,7 +80,10 @@ fn unbound_answers_are_classified() {
     let _guard = Unbound(child);
     let started = Instant::now();
     while !dig_ready(port) {
-        assert!(started.elapsed() < Duration::from_secs(15), "unbound did not answer on port {port}");
+        assert!(
+            started.elapsed() < Duration::from_secs(15),
+            "unbound did not answer on port {port}"
+        );
     }
 
     let config = dir.path().join("pullprobe.yaml");
@@ -95,7 +105,12 @@ fn unbound_answers_are_classified() {
         .as_array()
         .unwrap()
         .iter()
-        .map(|r| (r["phase"].as_str().unwrap_or("none").to_owned(), r["reason"].as_str().unwrap().to_owned()))
+        .map(|r| {
+            (
+                r["phase"].as_str().unwrap_or("none").to_owned(),
+                r["reason"].as_str().unwrap().to_owned(),
+            )
+        })
         .collect();
     let want = [
         ("connect", "connect_refused"), // resolved through unbound, then nothing listens
@@ -103,6 +118,9 @@ fn unbound_answers_are_classified() {
         ("dns", "dns_no_records"),
         ("dns", "dns_servfail"),
     ];
-    let want: Vec<(String, String)> = want.iter().map(|(a, b)| ((*a).to_owned(), (*b).to_owned())).collect();
+    let want: Vec<(String, String)> = want
+        .iter()
+        .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
+        .collect();
     assert_eq!(got, want, "{}", run.stdout);
 }
