@@ -297,22 +297,58 @@ async fn dns_answers_are_classified_and_never_cached() {
     );
 }
 
-#[tokio::test]
-async fn dns_error_when_no_resolver_answers_at_all() {
-    // A nameserver on a closed UDP/TCP port: the resolver gets connection errors, not answers.
-    let closed = closed_port();
+#[test]
+fn dns_error_without_a_usable_resolver_configuration() {
+    // The node's /etc/resolv.conf lists no nameserver (bind-mounted in a private mount namespace).
     let dir = tempfile::tempdir().unwrap();
-    let r = probe_one(
-        dir.path(),
-        &format!("timeout: 3s\ndns:\n  nameservers: [\"{closed}\"]\ntargets:\n  - image: registry.test/app\n"),
-    )
-    .await;
-    let f = r.failure.as_ref().unwrap();
-    assert_eq!(f.phase, Phase::Dns);
-    assert!(
-        matches!(f.reason, Reason::DnsError | Reason::DnsTimeout),
-        "{f:?}"
+    let resolv = dir.path().join("resolv.conf");
+    std::fs::write(&resolv, "# no nameserver lines\n").unwrap();
+    let config = dir.path().join("c.yaml");
+    std::fs::write(&config, "targets:\n  - image: registry.test/app\n").unwrap();
+    let Some(json) = run_isolated(false, &[(&resolv, "/etc/resolv.conf")], &config) else {
+        return;
+    };
+    let r = &json["results"][0];
+    assert_eq!(
+        (r["phase"].as_str(), r["reason"].as_str()),
+        (Some("dns"), Some("dns_error")),
+        "{r}"
     );
+    assert!(
+        r["message"].as_str().unwrap().contains("/etc/resolv.conf"),
+        "{r}"
+    );
+}
+
+/// Runs `pullprobe --check --output json` under `unshare`: with `net`, in an empty network
+/// namespace (loopback down); always in a private mount namespace with `mounts` bind-mounted.
+/// `None` (a skip) where namespaces cannot be created and the tools are not required.
+fn run_isolated(net: bool, mounts: &[(&Path, &str)], config: &Path) -> Option<serde_json::Value> {
+    let unshare = crate::docker_registry::require_tool("unshare")?;
+    let mut script = String::new();
+    for (src, dst) in mounts {
+        script += &format!("mount --bind {} {dst} && ", src.display());
+    }
+    script += &format!(
+        "exec {} --check --output json --config.file {}",
+        env!("CARGO_BIN_EXE_pullprobe"),
+        config.display()
+    );
+    let mut cmd = Command::new(unshare);
+    if net {
+        cmd.arg("--net");
+    }
+    let out = cmd.args(["--mount", "sh", "-c", &script]).output().unwrap();
+    if !matches!(out.status.code(), Some(0 | 1)) {
+        let msg = String::from_utf8_lossy(&out.stderr);
+        assert!(
+            std::env::var_os("PULLPROBE_REQUIRE_TOOLS").is_none(),
+            "unshare failed: {msg}"
+        );
+        eprintln!("SKIP: cannot create namespaces here: {msg}");
+        return None;
+    }
+    Some(serde_json::from_slice(&out.stdout).unwrap())
 }
 
 // ---- connect -----------------------------------------------------------------------------
@@ -362,34 +398,18 @@ async fn connect_refused_and_timeout() {
 /// Names come from a bind-mounted hosts file inside the same namespace.
 #[test]
 fn connect_unreachable_and_error_in_an_empty_network_namespace() {
-    let Some(unshare) = crate::docker_registry::require_tool("unshare") else {
-        return;
-    };
     let dir = tempfile::tempdir().unwrap();
     let hosts = dir.path().join("hosts");
     std::fs::write(&hosts, "127.0.0.1 v4only.test\n::1 v6only.test\n").unwrap();
     let config = dir.path().join("c.yaml");
-    std::fs::write(&config, "timeout: 3s\ntargets:\n  - image: v4only.test:5000/app\n    plain_http: true\n  - image: v6only.test:5000/app\n    plain_http: true\n").unwrap();
-    let script = format!(
-        "mount --bind {} /etc/hosts && exec {} --check --output json --config.file {}",
-        hosts.display(),
-        env!("CARGO_BIN_EXE_pullprobe"),
-        config.display()
-    );
-    let out = Command::new(unshare)
-        .args(["--net", "--mount", "sh", "-c", &script])
-        .output()
-        .unwrap();
-    if !out.status.success() && out.status.code() != Some(1) {
-        let msg = String::from_utf8_lossy(&out.stderr);
-        assert!(
-            std::env::var_os("PULLPROBE_REQUIRE_TOOLS").is_none(),
-            "unshare failed: {msg}"
-        );
-        eprintln!("SKIP: cannot create a network namespace here: {msg}");
+    std::fs::write(
+        &config,
+        "timeout: 3s\ntargets:\n  - image: v4only.test:5000/app\n    plain_http: true\n  - image: v6only.test:5000/app\n    plain_http: true\n",
+    )
+    .unwrap();
+    let Some(json) = run_isolated(true, &[(&hosts, "/etc/hosts")], &config) else {
         return;
-    }
-    let json: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
+    };
     let got: Vec<_> = json["results"]
         .as_array()
         .unwrap()
