@@ -544,6 +544,18 @@ mod tests {
     }
 
     #[test]
+    fn shipped_example_parses() {
+        let c = Config::from_yaml(
+            "examples/config.yaml",
+            include_str!("../examples/config.yaml"),
+            Path::new("examples"),
+        )
+        .unwrap();
+        assert_eq!(c.targets.len(), 3);
+        assert_eq!(c.interval, DEFAULT_INTERVAL);
+    }
+
+    #[test]
     fn full_example() {
         let c = load(
             "interval: 5m\ntimeout: 7s\ndns:\n  nameservers: [\"10.0.0.10\", \"127.0.0.1:5353\", \"[::1]:53\"]\n\
