@@ -11,8 +11,7 @@
 use base64::Engine as _;
 use bytes::Bytes;
 use http::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
-use hyper::body::Incoming;
+use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use url::Url;
 
@@ -276,7 +275,7 @@ pub(crate) async fn head_manifest(
     match status {
         StatusCode::NOT_FOUND => Err(explain_not_found(session, base, target, &auth, &shown).await),
         StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Err(denied(resp, target, &auth, &shown, status))
+            Err(denied(resp.headers(), target, &auth, &shown, status))
         }
         StatusCode::TOO_MANY_REQUESTS => {
             let quota = match &out.rate_limit {
@@ -323,14 +322,13 @@ fn is_digest(d: &str) -> bool {
 
 /// 401/403 on the manifest after the auth phase: missing access, or Hub's ambiguous answer.
 fn denied(
-    resp: Response<Incoming>,
+    headers: &HeaderMap,
     target: &Target,
     auth: &Authorization,
     shown: &str,
     status: StatusCode,
 ) -> StepError {
-    let insufficient_scope = resp
-        .headers()
+    let insufficient_scope = headers
         .get(WWW_AUTHENTICATE)
         .and_then(|v| v.to_str().ok())
         .and_then(|v| challenge::parse(v).ok())
@@ -507,6 +505,61 @@ mod tests {
         assert_eq!(nearest_tags("1.27.4", &tags, 2), ["1.27.3", "1.27"]);
         assert_eq!(nearest_tags("lastest", &tags, 1), ["latest"]);
         assert!(nearest_tags("x", &[], 3).is_empty());
+    }
+
+    fn target(image: &str) -> Target {
+        let yaml = format!("targets:\n  - image: {image}\n");
+        crate::config::Config::from_yaml("t.yaml", &yaml, std::path::Path::new("/"))
+            .unwrap()
+            .targets
+            .remove(0)
+    }
+
+    #[test]
+    fn docker_hub_insufficient_scope_is_reported_as_ambiguous() {
+        let mut h = HeaderMap::new();
+        h.insert(
+            WWW_AUTHENTICATE,
+            HeaderValue::from_static(
+                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:someone/private:pull",error="insufficient_scope""#,
+            ),
+        );
+        let hub = target("someone/private");
+        let e = denied(
+            &h,
+            &hub,
+            &Authorization::None,
+            "docker.io/someone/private",
+            StatusCode::UNAUTHORIZED,
+        );
+        assert_eq!(e.reason, Reason::AuthRequired);
+        assert!(
+            e.message.contains("does not exist, or it is private"),
+            "{}",
+            e.message
+        );
+        assert!(e.message.contains("does not reveal which"), "{}", e.message);
+
+        // Elsewhere, the same answer without credentials is a plain auth_required.
+        let other = target("ghcr.io/org/private");
+        let e = denied(
+            &h,
+            &other,
+            &Authorization::None,
+            "ghcr.io/org/private",
+            StatusCode::UNAUTHORIZED,
+        );
+        assert_eq!(e.reason, Reason::AuthRequired);
+        assert!(!e.message.contains("Docker Hub"), "{}", e.message);
+        // A 403 on Docker Hub is not the ambiguous case.
+        let e = denied(
+            &HeaderMap::new(),
+            &hub,
+            &Authorization::None,
+            "docker.io/someone/private",
+            StatusCode::FORBIDDEN,
+        );
+        assert!(!e.message.contains("does not reveal"), "{}", e.message);
     }
 
     #[test]
