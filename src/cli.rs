@@ -129,4 +129,23 @@ mod tests {
         );
         assert!(Cli::try_parse_from(["pullprobe", "--check", "--output", "xml"]).is_err());
     }
+
+    #[test]
+    fn agent_flags() {
+        let c = Cli::try_parse_from(["pullprobe"]).unwrap();
+        assert_eq!(c.config_watch_interval, Duration::from_secs(5));
+        assert_eq!(c.probe_concurrency, 16);
+        let c = Cli::try_parse_from([
+            "pullprobe",
+            "--config.watch-interval",
+            "0s",
+            "--probe.concurrency",
+            "4",
+        ])
+        .unwrap();
+        assert!(c.config_watch_interval.is_zero());
+        assert_eq!(c.probe_concurrency, 4);
+        assert!(Cli::try_parse_from(["pullprobe", "--probe.concurrency", "0"]).is_err());
+        assert!(Cli::try_parse_from(["pullprobe", "--config.watch-interval", "soon"]).is_err());
+    }
 }

@@ -92,14 +92,14 @@ const PHASE_DURATION: Spec = Spec {
 };
 const PROBES: Spec = Spec {
     name: "pullprobe_probes_total",
-    help: "Probes of the target since it was configured (kept across reloads that keep the target).",
+    help: "Scheduled probes of the target since it was configured (kept across reloads that keep the target).",
     kind: MetricType::COUNTER,
     labels: TR,
     cached: false,
 };
 const FAILURES: Spec = Spec {
     name: "pullprobe_probe_failures_total",
-    help: "Failed probes of the target since it was configured (kept across reloads that keep the target).",
+    help: "Failed scheduled probes of the target since it was configured (kept across reloads that keep the target).",
     kind: MetricType::COUNTER,
     labels: TR,
     cached: false,

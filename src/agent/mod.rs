@@ -6,7 +6,7 @@
 //! `127.0.0.1:0` and pass a channel. The probe engine is injected too ([`AgentOptions::probe`]),
 //! so tests can drive the agent with synthetic reports.
 //!
-//! Layout: [`store`](self) holds the latest result per target, `metrics` renders it at scrape
+//! Layout: `store` holds the latest result per target, `metrics` renders it at scrape
 //! time, `scheduler` runs one task per target, `reload` owns the running config, `server` is
 //! the HTTP front and `signal` the process signals.
 
