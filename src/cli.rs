@@ -2,6 +2,7 @@
 
 use std::net::SocketAddr;
 use std::path::PathBuf;
+use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
@@ -43,6 +44,25 @@ pub struct Cli {
     )]
     pub web_listen_address: SocketAddr,
 
+    /// How often the agent checks the config file, and the files it references, for changes
+    /// (by content, so a ConfigMap symlink swap is seen). 0s disables the check.
+    #[arg(
+        long = "config.watch-interval",
+        value_name = "DURATION",
+        default_value = "5s",
+        value_parser = humantime::parse_duration
+    )]
+    pub config_watch_interval: Duration,
+
+    /// At most this many probes run at the same time, across all targets.
+    #[arg(
+        long = "probe.concurrency",
+        value_name = "N",
+        default_value_t = 16,
+        value_parser = parse_concurrency
+    )]
+    pub probe_concurrency: usize,
+
     /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
     #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
     pub log_level: String,
@@ -55,6 +75,14 @@ pub struct Cli {
     /// the same registry host lends its tls, docker_config and plain_http settings.
     #[arg(value_name = "IMAGE", requires = "check")]
     pub images: Vec<String>,
+}
+
+/// A probe concurrency: a whole number from 1 to 1024.
+fn parse_concurrency(s: &str) -> Result<usize, String> {
+    match s.parse::<usize>() {
+        Ok(n) if (1..=1024).contains(&n) => Ok(n),
+        _ => Err(format!("{s:?} is not a whole number from 1 to 1024")),
+    }
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
@@ -100,5 +128,24 @@ mod tests {
             "IMAGE needs --check"
         );
         assert!(Cli::try_parse_from(["pullprobe", "--check", "--output", "xml"]).is_err());
+    }
+
+    #[test]
+    fn agent_flags() {
+        let c = Cli::try_parse_from(["pullprobe"]).unwrap();
+        assert_eq!(c.config_watch_interval, Duration::from_secs(5));
+        assert_eq!(c.probe_concurrency, 16);
+        let c = Cli::try_parse_from([
+            "pullprobe",
+            "--config.watch-interval",
+            "0s",
+            "--probe.concurrency",
+            "4",
+        ])
+        .unwrap();
+        assert!(c.config_watch_interval.is_zero());
+        assert_eq!(c.probe_concurrency, 4);
+        assert!(Cli::try_parse_from(["pullprobe", "--probe.concurrency", "0"]).is_err());
+        assert!(Cli::try_parse_from(["pullprobe", "--config.watch-interval", "soon"]).is_err());
     }
 }

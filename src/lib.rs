@@ -13,6 +13,7 @@
 //! - [`check`]: `pullprobe --check`, the one-shot explanation.
 //! - [`cli`], [`telemetry`]: flags and logging.
 
+pub mod agent;
 pub mod check;
 pub mod cli;
 pub mod config;

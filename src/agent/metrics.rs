@@ -1,0 +1,524 @@
+//! The `/metrics` exposition: a `prometheus` collector that renders every per-target series
+//! from a [`Store`] snapshot at scrape time.
+//!
+//! Rendering at scrape time (instead of updating gauge vectors after each probe) is what makes
+//! a removed target's series disappear (writing_exporters.md, "Collectors"). Label values come
+//! only from the config (`target`, `registry`), from closed sets (`phase`, `reason`), from the
+//! build, or — for `source` — from a header value that passed [`valid_source`]. Error text never
+//! becomes a label. No sample carries a timestamp.
+
+use std::collections::HashMap;
+use std::sync::Arc;
+
+use prometheus::core::{Collector, Desc};
+use prometheus::proto::{Counter, Gauge, LabelPair, Metric, MetricFamily, MetricType};
+use prometheus::{Encoder as _, Registry, TextEncoder};
+
+use super::store::{ReloadStatus, Store, TargetState};
+use crate::outcome::Phase;
+
+/// The `Content-Type` of a scrape.
+pub(crate) const CONTENT_TYPE: &str = prometheus::TEXT_FORMAT;
+
+/// Appended to the HELP of every per-target metric (writing_exporters.md: cached values say so).
+const CACHED: &str = "Cached from the last scheduled probe: every target is probed once per pullprobe_probe_interval_seconds (config `interval`, default 15m, with per-node offset and jitter), not at scrape time.";
+
+struct Spec {
+    name: &'static str,
+    help: &'static str,
+    kind: MetricType,
+    labels: &'static [&'static str],
+    /// Whether [`CACHED`] is appended to the help.
+    cached: bool,
+}
+
+const TR: &[&str] = &["target", "registry"];
+
+const BUILD_INFO: Spec = Spec {
+    name: "pullprobe_build_info",
+    help: "A metric with a constant '1' value labeled by the version, git revision and rustc version pullprobe was built from.",
+    kind: MetricType::GAUGE,
+    labels: &["version", "revision", "rustc_version"],
+    cached: false,
+};
+const RELOAD_OK: Spec = Spec {
+    name: "pullprobe_config_last_reload_successful",
+    help: "Whether the last configuration reload attempt succeeded (1) or failed and the previous configuration is still in use (0).",
+    kind: MetricType::GAUGE,
+    labels: &[],
+    cached: false,
+};
+const RELOAD_TS: Spec = Spec {
+    name: "pullprobe_config_last_reload_success_timestamp_seconds",
+    help: "Unix time of the last successful configuration load.",
+    kind: MetricType::GAUGE,
+    labels: &[],
+    cached: false,
+};
+const INTERVAL: Spec = Spec {
+    name: "pullprobe_probe_interval_seconds",
+    help: "The configured interval between two probes of the target (config `interval`); each probe is shifted by up to 10% random jitter.",
+    kind: MetricType::GAUGE,
+    labels: TR,
+    cached: false,
+};
+const SUCCESS: Spec = Spec {
+    name: "pullprobe_probe_success",
+    help: "Whether the last probe of the image-pull path succeeded (1) or failed (0).",
+    kind: MetricType::GAUGE,
+    labels: TR,
+    cached: true,
+};
+const RESULT: Spec = Spec {
+    name: "pullprobe_probe_result",
+    help: "The result of the last probe: 1 for the failing phase and reason (phase=\"none\", reason=\"ok\" on success); one series per target.",
+    kind: MetricType::GAUGE,
+    labels: &["target", "registry", "phase", "reason"],
+    cached: true,
+};
+const DURATION: Spec = Spec {
+    name: "pullprobe_probe_duration_seconds",
+    help: "How long the last probe took, all phases together.",
+    kind: MetricType::GAUGE,
+    labels: TR,
+    cached: true,
+};
+const PHASE_DURATION: Spec = Spec {
+    name: "pullprobe_phase_duration_seconds",
+    help: "How long each phase of the last probe took; phases that did not run have no series.",
+    kind: MetricType::GAUGE,
+    labels: &["target", "registry", "phase"],
+    cached: true,
+};
+const PROBES: Spec = Spec {
+    name: "pullprobe_probes_total",
+    help: "Scheduled probes of the target since it was configured (kept across reloads that keep the target).",
+    kind: MetricType::COUNTER,
+    labels: TR,
+    cached: false,
+};
+const FAILURES: Spec = Spec {
+    name: "pullprobe_probe_failures_total",
+    help: "Failed scheduled probes of the target since it was configured (kept across reloads that keep the target).",
+    kind: MetricType::COUNTER,
+    labels: TR,
+    cached: false,
+};
+const LAST_TS: Spec = Spec {
+    name: "pullprobe_last_probe_timestamp_seconds",
+    help: "Unix time at which the last probe of the target started.",
+    kind: MetricType::GAUGE,
+    labels: TR,
+    cached: true,
+};
+const TLS_EXPIRY: Spec = Spec {
+    name: "pullprobe_tls_cert_expiry_timestamp_seconds",
+    help: "Unix time of the earliest NotAfter in the certificate chain the registry presented in the last probe.",
+    kind: MetricType::GAUGE,
+    labels: TR,
+    cached: true,
+};
+const RL_LIMIT: Spec = Spec {
+    name: "pullprobe_ratelimit_limit",
+    help: "The pull quota of this node's egress per window (ratelimit-limit header); absent when the registry does not send it.",
+    kind: MetricType::GAUGE,
+    labels: TR,
+    cached: true,
+};
+const RL_REMAINING: Spec = Spec {
+    name: "pullprobe_ratelimit_remaining",
+    help: "Pulls left in the current window (ratelimit-remaining header); absent when the registry does not send it.",
+    kind: MetricType::GAUGE,
+    labels: TR,
+    cached: true,
+};
+const RL_WINDOW: Spec = Spec {
+    name: "pullprobe_ratelimit_window_seconds",
+    help: "The length of the rate-limit window (the w= parameter of ratelimit-limit); absent when the registry does not send it.",
+    kind: MetricType::GAUGE,
+    labels: TR,
+    cached: true,
+};
+const RL_SOURCE: Spec = Spec {
+    name: "pullprobe_ratelimit_source_info",
+    help: "1 while the registry names the address or account it counts pulls against (docker-ratelimit-source header); absent when the header is missing or not an IP address or short token.",
+    kind: MetricType::GAUGE,
+    labels: &["target", "registry", "source"],
+    cached: true,
+};
+
+const SPECS: [&Spec; 16] = [
+    &BUILD_INFO,
+    &RELOAD_OK,
+    &RELOAD_TS,
+    &INTERVAL,
+    &SUCCESS,
+    &RESULT,
+    &DURATION,
+    &PHASE_DURATION,
+    &PROBES,
+    &FAILURES,
+    &LAST_TS,
+    &TLS_EXPIRY,
+    &RL_LIMIT,
+    &RL_REMAINING,
+    &RL_WINDOW,
+    &RL_SOURCE,
+];
+
+/// The build's identity for `pullprobe_build_info`; `unknown` when build.rs could not tell.
+pub(crate) fn build_labels() -> [&'static str; 3] {
+    [
+        env!("CARGO_PKG_VERSION"),
+        option_env!("PULLPROBE_BUILD_REVISION").unwrap_or("unknown"),
+        option_env!("PULLPROBE_BUILD_RUSTC").unwrap_or("unknown"),
+    ]
+}
+
+/// Whether a `docker-ratelimit-source` value may become a label value: an IP address, or a
+/// short token of `[A-Za-z0-9._:-]`. Anything else is remote free text and is dropped.
+pub(crate) fn valid_source(s: &str) -> bool {
+    s.parse::<std::net::IpAddr>().is_ok()
+        || ((1..=64).contains(&s.len())
+            && s.bytes()
+                .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'_' | b':' | b'-')))
+}
+
+fn help(spec: &Spec) -> String {
+    if spec.cached {
+        format!("{} {CACHED}", spec.help)
+    } else {
+        spec.help.to_owned()
+    }
+}
+
+/// Renders the agent's metrics from the store at scrape time.
+pub(crate) struct AgentCollector {
+    store: Arc<Store>,
+    reload: Arc<ReloadStatus>,
+    descs: Vec<Desc>,
+}
+
+impl AgentCollector {
+    pub(crate) fn new(store: Arc<Store>, reload: Arc<ReloadStatus>) -> Self {
+        let descs = SPECS
+            .iter()
+            .map(|s| {
+                Desc::new(
+                    s.name.to_owned(),
+                    help(s),
+                    s.labels.iter().map(|&l| l.to_owned()).collect(),
+                    HashMap::new(),
+                )
+                .expect("metric specs are valid (tested)")
+            })
+            .collect();
+        AgentCollector {
+            store,
+            reload,
+            descs,
+        }
+    }
+}
+
+/// Metric families under construction, in [`SPECS`] order.
+struct Families(Vec<MetricFamily>);
+
+impl Families {
+    fn new() -> Self {
+        Families(
+            SPECS
+                .iter()
+                .map(|s| {
+                    let mut mf = MetricFamily::default();
+                    mf.set_name(s.name.to_owned());
+                    mf.set_help(help(s));
+                    mf.set_field_type(s.kind);
+                    mf
+                })
+                .collect(),
+        )
+    }
+
+    fn add(&mut self, spec: &Spec, values: &[&str], value: f64) {
+        debug_assert_eq!(spec.labels.len(), values.len(), "{}", spec.name);
+        let Some(mf) = self.0.iter_mut().find(|mf| mf.name() == spec.name) else {
+            return;
+        };
+        let labels = spec
+            .labels
+            .iter()
+            .zip(values)
+            .map(|(&name, &value)| {
+                let mut lp = LabelPair::default();
+                lp.set_name(name.to_owned());
+                lp.set_value(value.to_owned());
+                lp
+            })
+            .collect();
+        let mut m = Metric::from_label(labels);
+        if spec.kind == MetricType::COUNTER {
+            let mut c = Counter::default();
+            c.set_value(value);
+            m.set_counter(c);
+        } else {
+            let mut g = Gauge::default();
+            g.set_value(value);
+            m.set_gauge(g);
+        }
+        mf.mut_metric().push(m);
+    }
+
+    fn target(&mut self, t: &TargetState) {
+        let tr = [t.name.as_str(), t.registry.as_str()];
+        self.add(&INTERVAL, &tr, t.interval.as_secs_f64());
+        #[allow(clippy::cast_precision_loss)] // counts stay far below 2^53
+        {
+            self.add(&PROBES, &tr, t.probes_total as f64);
+            self.add(&FAILURES, &tr, t.failures_total as f64);
+        }
+        let Some(r) = &t.last else { return };
+        self.add(&SUCCESS, &tr, if r.ok() { 1.0 } else { 0.0 });
+        let phase = r.phase().map_or("none", Phase::as_str);
+        self.add(&RESULT, &[tr[0], tr[1], phase, r.reason().as_str()], 1.0);
+        self.add(&DURATION, &tr, r.duration.as_secs_f64());
+        for p in &r.phases {
+            self.add(
+                &PHASE_DURATION,
+                &[tr[0], tr[1], p.phase.as_str()],
+                p.duration.as_secs_f64(),
+            );
+        }
+        let started = r
+            .started_at
+            .duration_since(std::time::SystemTime::UNIX_EPOCH)
+            .unwrap_or_default();
+        self.add(&LAST_TS, &tr, started.as_secs_f64());
+        if let Some(not_after) = r.tls.as_ref().and_then(|t| t.earliest_not_after) {
+            #[allow(clippy::cast_precision_loss)] // Unix seconds fit in f64 exactly
+            self.add(&TLS_EXPIRY, &tr, not_after as f64);
+        }
+        if let Some(rl) = &r.rate_limit {
+            #[allow(clippy::cast_precision_loss)] // quotas stay far below 2^53
+            {
+                self.add(&RL_LIMIT, &tr, rl.limit as f64);
+                self.add(&RL_REMAINING, &tr, rl.remaining as f64);
+                if let Some(w) = rl.window_seconds {
+                    self.add(&RL_WINDOW, &tr, w as f64);
+                }
+            }
+            if let Some(source) = rl.source.as_deref().filter(|s| valid_source(s)) {
+                self.add(&RL_SOURCE, &[tr[0], tr[1], source], 1.0);
+            }
+        }
+    }
+}
+
+impl Collector for AgentCollector {
+    fn desc(&self) -> Vec<&Desc> {
+        self.descs.iter().collect()
+    }
+
+    fn collect(&self) -> Vec<MetricFamily> {
+        let mut f = Families::new();
+        f.add(&BUILD_INFO, &build_labels(), 1.0);
+        f.add(
+            &RELOAD_OK,
+            &[],
+            if self.reload.successful() { 1.0 } else { 0.0 },
+        );
+        f.add(&RELOAD_TS, &[], self.reload.last_success_seconds());
+        for t in self.store.snapshot() {
+            f.target(&t);
+        }
+        f.0
+    }
+}
+
+/// A registry holding the agent's collector.
+pub(crate) fn registry(store: Arc<Store>, reload: Arc<ReloadStatus>) -> Registry {
+    let registry = Registry::new();
+    registry
+        .register(Box::new(AgentCollector::new(store, reload)))
+        .expect("the only collector of a fresh registry registers");
+    registry
+}
+
+/// Encodes a scrape in the text format 0.0.4.
+pub(crate) fn render(registry: &Registry) -> String {
+    let mut buf = Vec::new();
+    // Encoding only fails on inconsistent families, which the specs rule out (tested).
+    if let Err(e) = TextEncoder::new().encode(&registry.gather(), &mut buf) {
+        tracing::error!(error = %e, "Cannot encode metrics");
+    }
+    String::from_utf8(buf).unwrap_or_default()
+}
+
+#[cfg(test)]
+mod tests {
+    use std::time::{Duration, SystemTime};
+
+    use super::*;
+    use crate::agent::store::tests::report;
+    use crate::agent::store::{Configured, ReloadStatus};
+    use crate::outcome::{Failure, Reason};
+    use crate::probe::{PhaseTiming, RateLimit, TlsReport};
+
+    fn scrape(reports: Vec<crate::probe::ProbeReport>, extra: &[(&str, &str)]) -> String {
+        let store = Arc::new(Store::new());
+        let mut configured: Vec<_> = reports
+            .iter()
+            .map(|r| (r.target.as_str(), r.registry.as_str()))
+            .chain(extra.iter().copied())
+            .map(|(name, registry)| Configured {
+                name: name.to_owned(),
+                registry: registry.to_owned(),
+                interval: Duration::from_secs(900),
+                task: 1,
+            })
+            .collect();
+        configured.dedup_by(|a, b| a.name == b.name);
+        store.configure(&configured);
+        for r in reports {
+            store.record(1, r);
+        }
+        let status = Arc::new(ReloadStatus::loaded_at(
+            SystemTime::UNIX_EPOCH + Duration::from_secs(1_700_000_000),
+        ));
+        render(&registry(store, status))
+    }
+
+    fn full_success() -> crate::probe::ProbeReport {
+        let mut r = report("hub", "registry-1.docker.io", None);
+        r.phases = vec![
+            PhaseTiming {
+                phase: Phase::Dns,
+                duration: Duration::from_millis(5),
+            },
+            PhaseTiming {
+                phase: Phase::Manifest,
+                duration: Duration::from_millis(40),
+            },
+        ];
+        r.tls = Some(TlsReport {
+            version: Some("TLSv1.3"),
+            earliest_not_after: Some(1_800_000_000),
+        });
+        r.rate_limit = Some(RateLimit {
+            limit: 100,
+            remaining: 76,
+            window_seconds: Some(21600),
+            source: Some("203.0.113.7".into()),
+        });
+        r
+    }
+
+    fn series<'a>(text: &'a str, target: &str) -> Vec<&'a str> {
+        let needle = format!("target=\"{target}\"");
+        text.lines()
+            .filter(|l| !l.starts_with('#') && l.contains(&needle))
+            .collect()
+    }
+
+    #[test]
+    fn success_renders_every_series_within_budget() {
+        let text = scrape(vec![full_success()], &[]);
+        let l = "target=\"hub\",registry=\"registry-1.docker.io\"";
+        for want in [
+            format!("pullprobe_probe_success{{{l}}} 1"),
+            format!("pullprobe_probe_result{{{l},phase=\"none\",reason=\"ok\"}} 1"),
+            format!("pullprobe_probe_duration_seconds{{{l}}} 0.25"),
+            format!("pullprobe_phase_duration_seconds{{{l},phase=\"dns\"}} 0.005"),
+            format!("pullprobe_phase_duration_seconds{{{l},phase=\"manifest\"}} 0.04"),
+            format!("pullprobe_probes_total{{{l}}} 1"),
+            format!("pullprobe_probe_failures_total{{{l}}} 0"),
+            format!("pullprobe_last_probe_timestamp_seconds{{{l}}} 1700000000"),
+            format!("pullprobe_tls_cert_expiry_timestamp_seconds{{{l}}} 1800000000"),
+            format!("pullprobe_ratelimit_limit{{{l}}} 100"),
+            format!("pullprobe_ratelimit_remaining{{{l}}} 76"),
+            format!("pullprobe_ratelimit_window_seconds{{{l}}} 21600"),
+            format!("pullprobe_ratelimit_source_info{{{l},source=\"203.0.113.7\"}} 1"),
+            format!("pullprobe_probe_interval_seconds{{{l}}} 900"),
+            "pullprobe_config_last_reload_successful 1".to_owned(),
+            "pullprobe_config_last_reload_success_timestamp_seconds 1700000000".to_owned(),
+            "# TYPE pullprobe_probes_total counter".to_owned(),
+            "# TYPE pullprobe_probe_success gauge".to_owned(),
+        ] {
+            assert!(
+                text.lines().any(|line| line == want),
+                "missing {want}\n{text}"
+            );
+        }
+        assert!(text.contains("pullprobe_build_info{version=\""));
+        assert!(text.contains("# HELP pullprobe_probe_success Whether the last probe"));
+        assert!(text.contains("not at scrape time"));
+        // 12 series plus one per phase that ran: at most 17 per target with all five phases.
+        assert_eq!(series(&text, "hub").len(), 12 + 2);
+    }
+
+    #[test]
+    fn failure_has_one_result_series_and_no_optional_series() {
+        let fail = Failure::new(
+            Phase::Connect,
+            Reason::ConnectRefused,
+            "connection refused \"quoted\" secret-free text",
+        );
+        let text = scrape(
+            vec![report("private", "127.0.0.1:1", Some(fail))],
+            &[("new", "ghcr.io")],
+        );
+        let l = "target=\"private\",registry=\"127.0.0.1:1\"";
+        assert!(text.contains(&format!("pullprobe_probe_success{{{l}}} 0\n")));
+        assert!(text.contains(&format!(
+            "pullprobe_probe_result{{{l},phase=\"connect\",reason=\"connect_refused\"}} 1\n"
+        )));
+        assert!(text.contains(&format!("pullprobe_probe_failures_total{{{l}}} 1\n")));
+        assert_eq!(text.matches("pullprobe_probe_result{").count(), 1);
+        assert!(
+            !text.contains("ratelimit"),
+            "no rate-limit family at all: {text}"
+        );
+        assert!(!text.contains("tls_cert_expiry"));
+        assert!(
+            !text.contains("quoted"),
+            "error text never reaches the scrape"
+        );
+        // A configured target that was not probed yet: interval and zero counters only.
+        assert_eq!(
+            series(&text, "new"),
+            [
+                "pullprobe_probe_failures_total{target=\"new\",registry=\"ghcr.io\"} 0",
+                "pullprobe_probe_interval_seconds{target=\"new\",registry=\"ghcr.io\"} 900",
+                "pullprobe_probes_total{target=\"new\",registry=\"ghcr.io\"} 0",
+            ]
+        );
+    }
+
+    #[test]
+    fn source_label_accepts_only_addresses_and_short_tokens() {
+        for ok in [
+            "203.0.113.7",
+            "2001:db8::1",
+            "a1b2c3d4-e5f6",
+            "user.name_1:x",
+        ] {
+            assert!(valid_source(ok), "{ok}");
+        }
+        for bad in ["", "a b", "<script>", "x\"y", &"a".repeat(65), "ünïcode"] {
+            assert!(!valid_source(bad), "{bad}");
+        }
+        let mut r = full_success();
+        r.rate_limit.as_mut().unwrap().source = Some("not a token!".into());
+        r.rate_limit.as_mut().unwrap().window_seconds = None;
+        let text = scrape(vec![r], &[]);
+        assert!(!text.contains("source_info{"));
+        assert!(!text.contains("window_seconds{"));
+        assert!(text.contains("pullprobe_ratelimit_remaining{"));
+    }
+
+    #[test]
+    fn config_values_are_escaped() {
+        let text = scrape(vec![report("we\"ird\\name", "r", None)], &[]);
+        assert!(text.contains(r#"target="we\"ird\\name""#), "{text}");
+    }
+}

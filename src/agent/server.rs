@@ -1,0 +1,161 @@
+//! The agent's HTTP server (hyper 1, HTTP/1.1): `/metrics`, `/-/healthy`, `/-/ready`,
+//! `POST /-/reload` and a landing page at `/`.
+//!
+//! One accept loop; every connection is watched by hyper-util's `GracefulShutdown`, so on
+//! cancellation the loop stops accepting and open connections are asked to finish. The caller
+//! bounds how long that may take.
+
+use std::convert::Infallible;
+use std::sync::Arc;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::time::Duration;
+
+use bytes::Bytes;
+use http::{Method, Request, Response, StatusCode, header};
+use http_body_util::Full;
+use hyper::body::Incoming;
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use hyper_util::server::graceful::GracefulShutdown;
+use tokio::net::TcpListener;
+use tokio::sync::{mpsc, oneshot};
+use tokio_util::sync::CancellationToken;
+use tracing::{debug, warn};
+
+use super::metrics;
+use super::reload::Trigger;
+
+/// What the handlers read.
+pub(crate) struct AppState {
+    pub(crate) registry: prometheus::Registry,
+    /// Set once the config is loaded and the scheduler has started the first round.
+    pub(crate) ready: Arc<AtomicBool>,
+    pub(crate) reload: mpsc::Sender<Trigger>,
+}
+
+const LANDING: &str = "<!DOCTYPE html>
+<html><head><title>pullprobe</title></head>
+<body>
+<h1>pullprobe</h1>
+<p>Probes the image-pull path of this node (DNS, TCP, TLS, registry auth, manifest) on a schedule.</p>
+<ul>
+<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>
+<li><a href=\"/-/healthy\">/-/healthy</a>: liveness</li>
+<li><a href=\"/-/ready\">/-/ready</a>: readiness</li>
+<li><code>POST /-/reload</code>: reload the configuration</li>
+</ul>
+</body></html>
+";
+
+/// Serves until `cancel`, then shuts open connections down gracefully.
+pub(crate) async fn serve(listener: TcpListener, state: Arc<AppState>, cancel: CancellationToken) {
+    let graceful = GracefulShutdown::new();
+    loop {
+        tokio::select! {
+            biased;
+            () = cancel.cancelled() => break,
+            accepted = listener.accept() => {
+                let stream = match accepted {
+                    Ok((stream, _peer)) => stream,
+                    Err(e) => {
+                        // Usually EMFILE: back off briefly instead of spinning.
+                        warn!(error = %e, "Cannot accept a connection");
+                        tokio::select! {
+                            () = cancel.cancelled() => break,
+                            () = tokio::time::sleep(Duration::from_millis(100)) => continue,
+                        }
+                    }
+                };
+                let state = state.clone();
+                let service = service_fn(move |req| {
+                    let state = state.clone();
+                    async move { Ok::<_, Infallible>(route(req, &state).await) }
+                });
+                let conn = http1::Builder::new()
+                    .timer(hyper_util::rt::TokioTimer::new())
+                    .header_read_timeout(Duration::from_secs(10))
+                    .serve_connection(TokioIo::new(stream), service);
+                let conn = graceful.watch(conn);
+                tokio::spawn(async move {
+                    if let Err(e) = conn.await {
+                        debug!(error = %e, "HTTP connection ended with an error");
+                    }
+                });
+            }
+        }
+    }
+    drop(listener);
+    graceful.shutdown().await;
+}
+
+fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {
+    respond(status, "text/plain; charset=utf-8", body)
+}
+
+fn respond(
+    status: StatusCode,
+    content_type: &'static str,
+    body: impl Into<Bytes>,
+) -> Response<Full<Bytes>> {
+    let mut r = Response::new(Full::new(body.into()));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        header::CONTENT_TYPE,
+        header::HeaderValue::from_static(content_type),
+    );
+    r
+}
+
+async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>> {
+    let get = matches!(*req.method(), Method::GET | Method::HEAD);
+    match (req.uri().path(), get, req.method() == Method::POST) {
+        ("/metrics", true, _) => respond(
+            StatusCode::OK,
+            metrics::CONTENT_TYPE,
+            metrics::render(&state.registry),
+        ),
+        ("/-/healthy", true, _) => text(StatusCode::OK, "pullprobe is healthy.\n"),
+        ("/-/ready", true, _) => {
+            if state.ready.load(Ordering::Acquire) {
+                text(StatusCode::OK, "pullprobe is ready.\n")
+            } else {
+                text(StatusCode::SERVICE_UNAVAILABLE, "pullprobe is not ready.\n")
+            }
+        }
+        ("/-/reload", _, true) => reload(state).await,
+        ("/", true, _) => respond(StatusCode::OK, "text/html; charset=utf-8", LANDING),
+        ("/metrics" | "/-/healthy" | "/-/ready" | "/", ..) => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET is allowed.\n");
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("GET, HEAD"));
+            r
+        }
+        ("/-/reload", ..) => {
+            let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only POST is allowed.\n");
+            r.headers_mut()
+                .insert(header::ALLOW, header::HeaderValue::from_static("POST"));
+            r
+        }
+        _ => text(StatusCode::NOT_FOUND, "Not found.\n"),
+    }
+}
+
+async fn reload(state: &AppState) -> Response<Full<Bytes>> {
+    let (tx, rx) = oneshot::channel();
+    if state.reload.send(Trigger::Http(tx)).await.is_err() {
+        return text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pullprobe is shutting down.\n",
+        );
+    }
+    match rx.await {
+        Ok(Ok(())) => text(StatusCode::OK, "Configuration reloaded.\n"),
+        // The error is a config error: file, key, problem, fix. It never contains a credential.
+        Ok(Err(e)) => text(StatusCode::INTERNAL_SERVER_ERROR, format!("{e}\n")),
+        Err(_) => text(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "pullprobe is shutting down.\n",
+        ),
+    }
+}
