@@ -3,6 +3,7 @@
 use std::process::ExitCode;
 
 use clap::Parser;
+use pullprobe::agent::{self, AgentError, AgentOptions};
 use pullprobe::cli::{Cli, EXIT_USAGE};
 
 fn main() -> ExitCode {
@@ -25,8 +26,38 @@ fn main() -> ExitCode {
     let code = if cli.check {
         runtime.block_on(pullprobe::check::run(&cli))
     } else {
-        eprintln!("pullprobe: agent mode is not wired yet; use --check");
-        EXIT_USAGE
+        runtime.block_on(run_agent(&cli))
     };
     ExitCode::from(code)
+}
+
+/// The agent until SIGTERM/SIGINT: 0 after a clean shutdown, 2 for a bad config or address.
+async fn run_agent(cli: &Cli) -> u8 {
+    let listener = match tokio::net::TcpListener::bind(cli.web_listen_address).await {
+        Ok(l) => l,
+        Err(e) => {
+            eprintln!(
+                "pullprobe: cannot listen on --web.listen-address {}: {e}",
+                cli.web_listen_address
+            );
+            return EXIT_USAGE;
+        }
+    };
+    match agent::run(
+        AgentOptions::from_cli(cli),
+        listener,
+        agent::shutdown_signal(),
+    )
+    .await
+    {
+        Ok(()) => 0,
+        Err(e @ AgentError::Config(_)) => {
+            eprintln!("pullprobe: {e}");
+            EXIT_USAGE
+        }
+        Err(e) => {
+            eprintln!("pullprobe: {e}");
+            1
+        }
+    }
 }

@@ -43,7 +43,7 @@ impl Drop for Guard {
 }
 
 #[tokio::test]
-#[ignore = "enabled once main.rs wires the agent"]
+
 async fn sigterm_exits_zero_within_the_grace_period() {
     pullprobe::install_crypto_provider();
     let dir = tempfile::tempdir().unwrap();
