@@ -18,7 +18,7 @@ import sys
 
 import yaml
 
-# The agent's metric contract (the issue's list). Dashboards may use only these; alert rules
+# The agent's metric contract. Dashboards may use only these; alert rules
 # may also use Prometheus' own `up`.
 AGENT_METRICS = {
     "pullprobe_probe_success",
