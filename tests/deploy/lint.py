@@ -1,0 +1,347 @@
+#!/usr/bin/env python3
+"""Structural checks behind tests/deploy/check.sh (which runs promtool and the other tools).
+
+Subcommands (each prints what it checked and exits 1 on any problem):
+  alerts RULES RUNBOOK            mixin conventions of every alert; runbook anchors; required names
+  alert-tests RULES TEST...       every alert (and severity) is tested firing and not firing
+  prometheusrule RENDERED RULES   the PrometheusRule in a rendered overlay has rules.yaml as spec
+  manifests RENDERED [--host-network]  hardening of the rendered DaemonSet and PodMonitor
+  dashboard JSON OUT_RULE_FILE    dashboard structure and metric names; writes every query
+                                  (Grafana variables substituted) as a recording rule to
+                                  OUT_RULE_FILE for `promtool check rules` to parse
+Needs PyYAML.
+"""
+
+import json
+import re
+import sys
+
+import yaml
+
+# The agent's metric contract. Dashboards may use only these; alert rules
+# may also use Prometheus' own `up`.
+AGENT_METRICS = {
+    "pullprobe_probe_success",
+    "pullprobe_probe_result",
+    "pullprobe_probe_duration_seconds",
+    "pullprobe_phase_duration_seconds",
+    "pullprobe_probes_total",
+    "pullprobe_probe_failures_total",
+    "pullprobe_last_probe_timestamp_seconds",
+    "pullprobe_probe_interval_seconds",
+    "pullprobe_tls_cert_expiry_timestamp_seconds",
+    "pullprobe_ratelimit_limit",
+    "pullprobe_ratelimit_remaining",
+    "pullprobe_ratelimit_window_seconds",
+    "pullprobe_ratelimit_source_info",
+    "pullprobe_build_info",
+    "pullprobe_config_last_reload_successful",
+    "pullprobe_config_last_reload_success_timestamp_seconds",
+}
+PROMETHEUS_METRICS = {"up"}
+
+REQUIRED_ALERTS = {
+    "PullProbeRegistryUnreachable",
+    "PullProbeRegistryUnreachableFromManyNodes",
+    "PullProbeDNSFailure",
+    "PullProbeAuthFailure",
+    "PullProbeImageNotFound",
+    "PullProbeRateLimitLow",
+    "PullProbeRateLimitExhausted",
+    "PullProbeTLSCertExpiringSoon",
+    "PullProbeStale",
+}
+SEVERITIES = {"critical", "warning", "info"}
+RUNBOOK_URL = "https://github.com/pullprobe/pullprobe/blob/main/docs/runbook.md#"
+
+# The values of the agent's closed label sets; a selector on them must use real values.
+REASONS = {
+    "ok", "dns_nxdomain", "dns_no_records", "dns_servfail", "dns_timeout", "dns_error",
+    "connect_refused", "connect_timeout", "connect_unreachable", "connect_error",
+    "tls_untrusted", "tls_expired", "tls_name_mismatch", "tls_handshake",
+    "auth_required", "auth_failed", "name_unknown", "manifest_unknown", "rate_limited",
+    "server_error", "protocol_error", "timeout",
+}
+PHASES = {"none", "dns", "connect", "tls", "auth", "manifest"}
+
+PROMQL_KEYWORDS = {
+    "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",
+    "bool", "offset", "inf", "nan", "atan2",
+}
+
+
+class Report:
+    def __init__(self, what):
+        self.what = what
+        self.problems = []
+        self.checked = 0
+
+    def ok(self, cond, problem):
+        self.checked += 1
+        if not cond:
+            self.problems.append(problem)
+        return cond
+
+    def finish(self):
+        for p in self.problems:
+            print(f"  FAIL {p}")
+        status = "FAIL" if self.problems else "ok"
+        print(f"  {status}: {self.what} ({self.checked} checks, {len(self.problems)} problems)")
+        return 1 if self.problems else 0
+
+
+def metric_names(expr):
+    """Metric names referenced by a PromQL expression: identifiers that are not functions,
+    keywords, label names or durations. Good enough for the expressions in this repository;
+    promtool does the real parsing."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)  # strings
+    s = re.sub(r"\{[^}]*\}", "", s)  # label matchers
+    s = re.sub(r"\[[^\]]*\]", "", s)  # ranges and subqueries
+    s = re.sub(r"\b(by|without|on|ignoring|group_left|group_right)\s*\([^)]*\)", "", s)  # label lists
+    s = re.sub(r"\boffset\s+-?[0-9a-z]+", "", s)
+    names = set()
+    for m in re.finditer(r"(?<![\w.])([a-zA-Z_:][a-zA-Z0-9_:]*)\s*(\()?", s):
+        name, call = m.group(1), m.group(2)
+        if call or name.lower() in PROMQL_KEYWORDS:
+            continue
+        names.add(name)
+    return names
+
+
+def label_values_used(expr, label):
+    """Values a selector compares `label` with (=, !=, =~, !~ on plain alternatives)."""
+    values = set()
+    for m in re.finditer(label + r'\s*(=~|!~|!=|=)\s*"([^"]*)"', expr):
+        op, v = m.groups()
+        if op in ("=~", "!~"):
+            for alt in v.split("|"):
+                values.add(alt)
+        else:
+            values.add(v)
+    return values
+
+
+def check_label_values(rep, where, expr):
+    for label, allowed in (("reason", REASONS), ("phase", PHASES)):
+        for v in label_values_used(expr, label):
+            if v.endswith(".*"):
+                prefix = v[:-2]
+                rep.ok(any(a.startswith(prefix) for a in allowed), f"{where}: {label}=~{v!r} matches no {label}")
+            else:
+                rep.ok(v in allowed, f"{where}: {label} value {v!r} is not one the agent emits")
+
+
+def cmd_alerts(rules_path, runbook_path):
+    rep = Report(f"alert conventions in {rules_path}")
+    rules = yaml.safe_load(open(rules_path))
+    runbook = open(runbook_path).read()
+    anchors = {h.strip().lower() for h in re.findall(r"^## (\S+)\s*$", runbook, re.M)}
+    seen = set()
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "alert" not in rule:
+                continue
+            name = rule["alert"]
+            seen.add(name)
+            where = f"alert {name}"
+            rep.ok(re.fullmatch(r"PullProbe[A-Z][A-Za-z]*", name or ""), f"{where}: name must be CamelCase with the PullProbe prefix")
+            labels = rule.get("labels") or {}
+            rep.ok(labels.get("severity") in SEVERITIES, f"{where}: severity must be one of {sorted(SEVERITIES)}, is {labels.get('severity')!r}")
+            ann = rule.get("annotations") or {}
+            summary = ann.get("summary", "")
+            rep.ok(summary and summary[0].isupper() and summary.endswith("."), f"{where}: summary must be a capitalised sentence ending in a period")
+            rep.ok("{{" not in summary, f"{where}: summary must be static (templates go in description)")
+            desc = ann.get("description", "")
+            rep.ok("{{" in desc and "$labels" in desc, f"{where}: description must be templated with the alert's labels")
+            url = ann.get("runbook_url", "")
+            anchor = name.lower()
+            rep.ok(url == RUNBOOK_URL + anchor, f"{where}: runbook_url must be {RUNBOOK_URL + anchor}, is {url!r}")
+            rep.ok(anchor in anchors, f"{where}: {runbook_path} has no '## {name}' section")
+            for m in sorted(metric_names(rule["expr"])):
+                rep.ok(m in AGENT_METRICS | PROMETHEUS_METRICS, f"{where}: expr uses {m!r}, not a metric the agent exports")
+            check_label_values(rep, where, rule["expr"])
+    missing = REQUIRED_ALERTS - seen
+    rep.ok(not missing, f"required alerts missing: {sorted(missing)}")
+    sections = {h for h in re.findall(r"^## (\S+)\s*$", runbook, re.M)}
+    stray = sections - seen
+    rep.ok(not stray, f"{runbook_path} has sections for alerts that do not exist: {sorted(stray)}")
+    print(f"  {len(seen)} alert names, all {len(REQUIRED_ALERTS)} required ones present" if not missing else "")
+    return rep.finish()
+
+
+def cmd_alert_tests(rules_path, test_paths):
+    rep = Report(f"unit-test coverage of {rules_path}")
+    rules = yaml.safe_load(open(rules_path))
+    wanted = {(r["alert"], r["labels"]["severity"]) for g in rules["groups"] for r in g["rules"] if "alert" in r}
+    fires, quiet = set(), set()
+    for path in test_paths:
+        for test in yaml.safe_load(open(path))["tests"]:
+            for case in test.get("alert_rule_test", []):
+                name = case["alertname"]
+                if case.get("exp_alerts"):
+                    fires.update((name, a["exp_labels"].get("severity")) for a in case["exp_alerts"])
+                else:
+                    quiet.add(name)
+    for name, severity in sorted(wanted):
+        rep.ok((name, severity) in fires, f"no test expects {name} (severity {severity}) to fire")
+        rep.ok(name in quiet, f"no test expects {name} to stay quiet")
+    return rep.finish()
+
+
+def load_docs(path):
+    with open(path) as f:
+        return [d for d in yaml.safe_load_all(f) if d]
+
+
+def cmd_prometheusrule(rendered_path, rules_path):
+    rep = Report(f"PrometheusRule in {rendered_path} against {rules_path}")
+    rules = yaml.safe_load(open(rules_path))
+    prs = [d for d in load_docs(rendered_path) if d.get("kind") == "PrometheusRule"]
+    if rep.ok(len(prs) == 1, f"expected one PrometheusRule, found {len(prs)}"):
+        rep.ok(prs[0]["spec"] == rules, "its spec differs from rules.yaml")
+        rep.ok(prs[0]["metadata"].get("namespace") == "pullprobe", "it is not in the pullprobe namespace")
+    return rep.finish()
+
+
+def cmd_manifests(rendered_path, host_network):
+    rep = Report(f"hardening of {rendered_path}")
+    docs = load_docs(rendered_path)
+    for d in docs:
+        if d["kind"] != "Namespace":
+            rep.ok(d["metadata"].get("namespace") == "pullprobe", f"{d['kind']}/{d['metadata']['name']} is not in the pullprobe namespace")
+    dss = [d for d in docs if d["kind"] == "DaemonSet"]
+    if not rep.ok(len(dss) == 1, f"expected one DaemonSet, found {len(dss)}"):
+        return rep.finish()
+    ds = dss[0]
+    spec = ds["spec"]
+    pod = spec["template"]["spec"]
+    psc = pod.get("securityContext", {})
+    rep.ok(pod.get("automountServiceAccountToken") is False, "pod must not automount a service account token")
+    rep.ok(psc.get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot must be true")
+    rep.ok(isinstance(psc.get("runAsUser"), int) and psc["runAsUser"] != 0, "pod must run as a numeric non-root user")
+    rep.ok(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "pod seccompProfile must be RuntimeDefault")
+    rep.ok({"operator": "Exists"} in pod.get("tolerations", []), "pod must tolerate every taint (operator: Exists)")
+    rep.ok(pod.get("priorityClassName") in ("system-node-critical", "system-cluster-critical"), "pod needs a system priority class")
+    rep.ok(0 < pod.get("terminationGracePeriodSeconds", 30) <= 15, "terminationGracePeriodSeconds should be small")
+    upd = spec.get("updateStrategy", {})
+    rep.ok(upd.get("type") == "RollingUpdate" and upd.get("rollingUpdate", {}).get("maxUnavailable") == "10%", "updateStrategy must be RollingUpdate with maxUnavailable 10%")
+    ann = spec["template"]["metadata"].get("annotations", {})
+    rep.ok(ann.get("kubectl.kubernetes.io/default-container") == "pullprobe", "pod template needs the default-container annotation")
+    if host_network:
+        rep.ok(pod.get("hostNetwork") is True and pod.get("dnsPolicy") == "Default", "pod must use hostNetwork with dnsPolicy Default")
+    for c in pod["containers"]:
+        where = f"container {c['name']}"
+        sc = c.get("securityContext", {})
+        rep.ok(sc.get("allowPrivilegeEscalation") is False, f"{where}: allowPrivilegeEscalation must be false")
+        rep.ok(sc.get("readOnlyRootFilesystem") is True, f"{where}: readOnlyRootFilesystem must be true")
+        rep.ok(sc.get("capabilities", {}).get("drop") == ["ALL"], f"{where}: must drop ALL capabilities")
+        rep.ok(not sc.get("capabilities", {}).get("add"), f"{where}: must add no capabilities")
+        res = c.get("resources", {})
+        rep.ok(res.get("requests", {}).get("cpu") and res.get("requests", {}).get("memory") and res.get("limits", {}).get("memory"),
+               f"{where}: needs cpu/memory requests and a memory limit")
+        rep.ok(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/-/healthy", f"{where}: livenessProbe must GET /-/healthy")
+        rep.ok(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/-/ready", f"{where}: readinessProbe must GET /-/ready")
+        rep.ok(any(a.startswith("--config.file=") for a in c.get("args", [])), f"{where}: needs --config.file")
+        rep.ok(all(m.get("readOnly") for m in c.get("volumeMounts", [])), f"{where}: every volume mount must be read-only")
+    for v in pod.get("volumes", []):
+        if "hostPath" in v:
+            rep.ok(v["hostPath"]["path"] == "/etc/ssl/certs", f"volume {v['name']}: unexpected hostPath {v['hostPath']['path']}")
+    for pm in (d for d in docs if d["kind"] == "PodMonitor"):
+        relabels = [r for e in pm["spec"]["podMetricsEndpoints"] for r in e.get("relabelings", [])]
+        rep.ok(any(r.get("sourceLabels") == ["__meta_kubernetes_pod_node_name"] and r.get("targetLabel") == "node" for r in relabels),
+               "PodMonitor must relabel __meta_kubernetes_pod_node_name into node")
+        rep.ok(pm["spec"].get("jobLabel") == "app.kubernetes.io/name", "PodMonitor must set job=pullprobe via jobLabel")
+    return rep.finish()
+
+
+# Grafana variables, replaced by values that keep the query valid PromQL.
+GRAFANA_VARS = [
+    (r"\$__rate_interval|\$\{__rate_interval\}", "5m"),
+    (r"\$__interval|\$\{__interval\}", "1m"),
+    (r"\$__range|\$\{__range\}", "6h"),
+    (r"\$\{?(node|target|registry)(:[a-z]+)?\}?", "x"),
+]
+
+
+def substitute(expr):
+    for pattern, value in GRAFANA_VARS:
+        expr = re.sub(pattern, value, expr)
+    return expr
+
+
+def cmd_dashboard(path, out_rule_file):
+    rep = Report(f"dashboard {path}")
+    d = json.load(open(path))
+    rep.ok(d.get("uid") == "pullprobe-overview", "uid must stay pullprobe-overview")
+    rep.ok(d.get("title"), "needs a title")
+    variables = {v["name"]: v for v in d.get("templating", {}).get("list", [])}
+    ds = variables.get("datasource", {})
+    rep.ok(ds.get("type") == "datasource" and ds.get("query") == "prometheus", "needs a prometheus datasource variable named datasource")
+    exprs = []
+    for name in ("node", "target", "registry"):
+        v = variables.get(name, {})
+        if rep.ok(v.get("type") == "query", f"needs a query variable {name}"):
+            q = v["query"]["query"] if isinstance(v.get("query"), dict) else v.get("query", "")
+            m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", q.strip())
+            if rep.ok(m and m.group(2) == name, f"variable {name}: expected label_values(<selector>, {name}), got {q!r}"):
+                exprs.append((f"variable {name}", m.group(1), f"dashboard:variable_{name}"))
+            rep.ok(v.get("datasource", {}).get("uid") == "${datasource}", f"variable {name}: must use ${{datasource}}")
+
+    def walk(panels):
+        for p in panels:
+            yield p
+            yield from walk(p.get("panels", []))
+
+    ids = []
+    for p in walk(d.get("panels", [])):
+        ids.append(p.get("id"))
+        if p.get("type") == "row":
+            continue
+        where = f"panel {p.get('id')} {p.get('title')!r}"
+        rep.ok(p.get("datasource", {}).get("uid") == "${datasource}", f"{where}: must use the ${{datasource}} variable")
+        rep.ok(p.get("targets"), f"{where}: has no queries")
+        for t in p.get("targets", []):
+            rep.ok(t.get("datasource", {}).get("uid") == "${datasource}", f"{where} query {t.get('refId')}: must use ${{datasource}}")
+            exprs.append((f"{where} query {t.get('refId')}", t["expr"], f"dashboard:panel_{p.get('id')}_{t.get('refId')}"))
+    rep.ok(len(ids) == len(set(ids)), "panel ids must be unique")
+    rep.ok(len(exprs) > 3, "found almost no queries")
+
+    used = set()
+    for where, expr, _ in exprs:
+        for m in metric_names(expr):
+            used.add(m)
+            rep.ok(m in AGENT_METRICS, f"{where}: uses {m!r}, not a metric the agent exports")
+        for fn in re.findall(r"\b(rate|irate|increase)\s*\(", expr):
+            rep.ok(re.search(r"\[\$__(rate_interval|range)\]", expr), f"{where}: {fn}() should use [$__rate_interval] (or [$__range])")
+        check_label_values(rep, where, expr)
+    for wanted in ("pullprobe_probe_success", "pullprobe_probe_result", "pullprobe_phase_duration_seconds",
+                   "pullprobe_ratelimit_remaining", "pullprobe_ratelimit_source_info",
+                   "pullprobe_tls_cert_expiry_timestamp_seconds", "pullprobe_last_probe_timestamp_seconds"):
+        rep.ok(wanted in used, f"no panel shows {wanted}")
+
+    rules = {"groups": [{"name": "dashboard-queries", "rules": [
+        {"record": record, "expr": substitute(expr)} for _, expr, record in exprs]}]}
+    with open(out_rule_file, "w") as f:
+        yaml.safe_dump(rules, f, sort_keys=False)
+    print(f"  {len(exprs)} queries written to {out_rule_file} as recording rules"
+          " (dashboard:panel_<id>_<refId>) for promtool")
+    return rep.finish()
+
+
+def main(argv):
+    if len(argv) >= 3 and argv[0] == "alerts":
+        return cmd_alerts(argv[1], argv[2])
+    if len(argv) >= 3 and argv[0] == "alert-tests":
+        return cmd_alert_tests(argv[1], argv[2:])
+    if len(argv) >= 3 and argv[0] == "prometheusrule":
+        return cmd_prometheusrule(argv[1], argv[2])
+    if len(argv) >= 2 and argv[0] == "manifests":
+        return cmd_manifests(argv[1], "--host-network" in argv[2:])
+    if len(argv) >= 3 and argv[0] == "dashboard":
+        return cmd_dashboard(argv[1], argv[2])
+    print(__doc__, file=sys.stderr)
+    return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
