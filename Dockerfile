@@ -12,14 +12,14 @@ RUN apt-get update \
     && rm -rf /var/lib/apt/lists/*
 WORKDIR /src
 COPY . .
-# Build arguments are visible to cargo (and a build script) as environment variables.
+# REVISION reaches pullprobe_build_info through build.rs (PULLPROBE_REVISION): .git is not in the context.
 ARG VERSION=dev
 ARG REVISION=unknown
 RUN --mount=type=cache,target=/usr/local/cargo/registry \
     --mount=type=cache,target=/src/target \
     target="$(uname -m)-unknown-linux-musl" \
     && rustup target add "$target" \
-    && TARGET_CC=musl-gcc cargo build --release --locked --target "$target" \
+    && PULLPROBE_REVISION="$REVISION" TARGET_CC=musl-gcc cargo build --release --locked --target "$target" \
     && cp "target/$target/release/pullprobe" /pullprobe
 
 FROM gcr.io/distroless/static-debian12:nonroot

@@ -215,7 +215,7 @@ impl Config {
                 source_name,
                 "(yaml)",
                 e.trim().to_owned(),
-                "fix the YAML at the position shown; the keys are documented in docs/configuration.md and examples/config.yaml",
+                "fix the YAML at the position shown; the keys are documented in README.md (Configuration) and examples/config.yaml",
             )
         })?;
         Resolver {
@@ -553,6 +553,23 @@ mod tests {
         .unwrap();
         assert_eq!(c.targets.len(), 3);
         assert_eq!(c.interval, DEFAULT_INTERVAL);
+    }
+
+    #[test]
+    fn shipped_daemonset_config_parses() {
+        // The DaemonSet mounts credentials at this path; point it at an empty keyring here.
+        let dir = tempfile::tempdir().unwrap();
+        let creds = dir.path().join("config.json");
+        std::fs::write(&creds, r#"{"auths": {}}"#).unwrap();
+        let text = include_str!("../deploy/base/config.yaml");
+        assert!(text.contains("/etc/pullprobe/docker/config.json"));
+        let text = text.replace(
+            "/etc/pullprobe/docker/config.json",
+            &creds.display().to_string(),
+        );
+        let c = Config::from_yaml("deploy/base/config.yaml", &text, dir.path()).unwrap();
+        assert!(!c.targets.is_empty());
+        assert!(c.docker_config.is_some());
     }
 
     #[test]

@@ -18,12 +18,21 @@ fn sample(scrape: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .lines()
         .filter(|l| !l.starts_with('#'))
         .filter(|l| l.split(['{', ' ']).next() == Some(name))
-        .find(|l| labels.iter().all(|(k, v)| l.contains(&format!("{k}=\"{v}\""))))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
         .and_then(|l| l.rsplit(' ').next()?.parse().ok())
 }
 
 async fn scrape(addr: SocketAddr) -> String {
-    reqwest::get(format!("http://{addr}/metrics")).await.unwrap().text().await.unwrap()
+    reqwest::get(format!("http://{addr}/metrics"))
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap()
 }
 
 async fn wait_for(addr: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> String {
@@ -33,7 +42,10 @@ async fn wait_for(addr: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> 
         if pred(&text) {
             return text;
         }
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}:\n{text}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}:\n{text}"
+        );
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
 }
@@ -45,12 +57,24 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
     let leaf = ca.leaf(&["127.0.0.1"], Validity::Valid);
     let hub = FakeRegistry::builder()
         .tls(server_config(&leaf))
-        .auth(Auth::Bearer { user_pass: None, service: "fake".into() })
+        .auth(Auth::Bearer {
+            user_pass: None,
+            service: "fake".into(),
+        })
         .repo("ratelimitpreview/test", &["latest"])
-        .rate_limit(Some(RateLimitHeaders { limit: 100, remaining: 76, window: 21600, source: Some("192.0.2.1".into()) }))
+        .rate_limit(Some(RateLimitHeaders {
+            limit: 100,
+            remaining: 76,
+            window: 21600,
+            source: Some("192.0.2.1".into()),
+        }))
         .start()
         .await;
-    let plain = FakeRegistry::builder().auth(Auth::None).repo("app", &["v1"]).start().await;
+    let plain = FakeRegistry::builder()
+        .auth(Auth::None)
+        .repo("app", &["v1"])
+        .start()
+        .await;
     let closed = closed_port();
     let dir = tempfile::tempdir().unwrap();
     let ca_file = ca.write_ca_pem(dir.path());
@@ -59,10 +83,20 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
         hub.addr.port(),
         ca_file.display()
     );
-    let plain_target = format!("  - name: plain\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n", plain.addr.port());
-    let down_target = format!("  - name: down\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n", closed.port());
+    let plain_target = format!(
+        "  - name: plain\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n",
+        plain.addr.port()
+    );
+    let down_target = format!(
+        "  - name: down\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n",
+        closed.port()
+    );
     let config = dir.path().join("config.yaml");
-    std::fs::write(&config, format!("interval: 1s\ntimeout: 1s\ntargets:\n{hub_target}{plain_target}{down_target}")).unwrap();
+    std::fs::write(
+        &config,
+        format!("interval: 1s\ntimeout: 1s\ntargets:\n{hub_target}{plain_target}{down_target}"),
+    )
+    .unwrap();
 
     let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
     let addr = listener.local_addr().unwrap();
@@ -76,41 +110,132 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
 
     let hub_l = [("target", "hub")];
     let s = wait_for(addr, "three targets probed twice", |s| {
-        ["hub", "plain", "down"].iter().all(|t| sample(s, "pullprobe_probes_total", &[("target", t)]).unwrap_or(0.0) >= 2.0)
+        ["hub", "plain", "down"]
+            .iter()
+            .all(|t| sample(s, "pullprobe_probes_total", &[("target", t)]).unwrap_or(0.0) >= 2.0)
     })
     .await;
     let registry = format!("127.0.0.1:{}", hub.addr.port());
-    assert_eq!(sample(&s, "pullprobe_probe_success", &[("target", "hub"), ("registry", &registry)]), Some(1.0), "{s}");
-    assert_eq!(sample(&s, "pullprobe_probe_result", &[("target", "hub"), ("phase", "none"), ("reason", "ok")]), Some(1.0));
+    assert_eq!(
+        sample(
+            &s,
+            "pullprobe_probe_success",
+            &[("target", "hub"), ("registry", &registry)]
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "pullprobe_probe_result",
+            &[("target", "hub"), ("phase", "none"), ("reason", "ok")]
+        ),
+        Some(1.0)
+    );
     assert_eq!(sample(&s, "pullprobe_ratelimit_limit", &hub_l), Some(100.0));
-    assert_eq!(sample(&s, "pullprobe_ratelimit_remaining", &hub_l), Some(76.0));
-    assert_eq!(sample(&s, "pullprobe_ratelimit_window_seconds", &hub_l), Some(21600.0));
-    assert_eq!(sample(&s, "pullprobe_ratelimit_source_info", &[("target", "hub"), ("source", "192.0.2.1")]), Some(1.0));
+    assert_eq!(
+        sample(&s, "pullprobe_ratelimit_remaining", &hub_l),
+        Some(76.0)
+    );
+    assert_eq!(
+        sample(&s, "pullprobe_ratelimit_window_seconds", &hub_l),
+        Some(21600.0)
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "pullprobe_ratelimit_source_info",
+            &[("target", "hub"), ("source", "192.0.2.1")]
+        ),
+        Some(1.0)
+    );
     #[allow(clippy::cast_precision_loss)]
     let expiry = leaf.not_after_unix as f64;
-    assert_eq!(sample(&s, "pullprobe_tls_cert_expiry_timestamp_seconds", &hub_l), Some(expiry));
+    assert_eq!(
+        sample(&s, "pullprobe_tls_cert_expiry_timestamp_seconds", &hub_l),
+        Some(expiry)
+    );
     for phase in ["connect", "tls", "auth", "manifest"] {
-        assert!(sample(&s, "pullprobe_phase_duration_seconds", &[("target", "hub"), ("phase", phase)]).is_some(), "{phase}");
+        assert!(
+            sample(
+                &s,
+                "pullprobe_phase_duration_seconds",
+                &[("target", "hub"), ("phase", phase)]
+            )
+            .is_some(),
+            "{phase}"
+        );
     }
-    assert_eq!(hub.token_requests_count(), 1, "the agent reuses the token across rounds");
+    assert_eq!(
+        hub.token_requests_count(),
+        1,
+        "the agent reuses the token across rounds"
+    );
 
-    assert_eq!(sample(&s, "pullprobe_probe_success", &[("target", "plain")]), Some(1.0));
-    assert_eq!(sample(&s, "pullprobe_ratelimit_remaining", &[("target", "plain")]), None, "no headers, no series");
-    assert_eq!(sample(&s, "pullprobe_tls_cert_expiry_timestamp_seconds", &[("target", "plain")]), None);
+    assert_eq!(
+        sample(&s, "pullprobe_probe_success", &[("target", "plain")]),
+        Some(1.0)
+    );
+    assert_eq!(
+        sample(&s, "pullprobe_ratelimit_remaining", &[("target", "plain")]),
+        None,
+        "no headers, no series"
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "pullprobe_tls_cert_expiry_timestamp_seconds",
+            &[("target", "plain")]
+        ),
+        None
+    );
 
-    assert_eq!(sample(&s, "pullprobe_probe_success", &[("target", "down")]), Some(0.0));
-    assert_eq!(sample(&s, "pullprobe_probe_result", &[("target", "down"), ("phase", "connect"), ("reason", "connect_refused")]), Some(1.0));
+    assert_eq!(
+        sample(&s, "pullprobe_probe_success", &[("target", "down")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "pullprobe_probe_result",
+            &[
+                ("target", "down"),
+                ("phase", "connect"),
+                ("reason", "connect_refused")
+            ]
+        ),
+        Some(1.0)
+    );
     assert!(sample(&s, "pullprobe_probe_failures_total", &[("target", "down")]).unwrap() >= 2.0);
-    assert!(!s.contains("refused the connection") && !s.contains("Connection refused"), "error text never reaches the scrape");
+    assert!(
+        !s.contains("refused the connection") && !s.contains("Connection refused"),
+        "error text never reaches the scrape"
+    );
 
     // Remove the failing target: its series disappear after the reload.
-    std::fs::write(&config, format!("interval: 1s\ntimeout: 1s\ntargets:\n{hub_target}{plain_target}")).unwrap();
-    let r = reqwest::Client::new().post(format!("http://{addr}/-/reload")).send().await.unwrap();
+    std::fs::write(
+        &config,
+        format!("interval: 1s\ntimeout: 1s\ntargets:\n{hub_target}{plain_target}"),
+    )
+    .unwrap();
+    let r = reqwest::Client::new()
+        .post(format!("http://{addr}/-/reload"))
+        .send()
+        .await
+        .unwrap();
     assert_eq!(r.status(), 200);
     let s = scrape(addr).await;
     assert!(!s.contains("target=\"down\""), "{s}");
-    assert_eq!(sample(&s, "pullprobe_config_last_reload_successful", &[]), Some(1.0));
+    assert_eq!(
+        sample(&s, "pullprobe_config_last_reload_successful", &[]),
+        Some(1.0)
+    );
 
     stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(3), handle).await.unwrap().unwrap().unwrap();
+    tokio::time::timeout(Duration::from_secs(3), handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
 }

@@ -3,6 +3,7 @@
 //! the real Debian packages in `docker_registry` and `unbound`.
 
 mod agent_e2e;
+mod alerts_e2e;
 mod docker_registry;
 mod engine;
 mod fakes;

@@ -1,0 +1,381 @@
+//! The shipped alert rules and dashboard, proven end to end on loopback with Debian's
+//! `prometheus` (2.42) and `prometheus-alertmanager` (0.25): the real agent binary probes fakes
+//! (a DNS failure, an exhausted rate limit, a healthy registry); Prometheus scrapes it and
+//! evaluates `deploy/prometheus/rules.yaml` with only the `for:` durations shortened; the test
+//! waits until Alertmanager's API shows `PullProbeDNSFailure` and `PullProbeRateLimitExhausted`
+//! firing and nothing for the healthy target. Then every dashboard query runs against that live
+//! Prometheus and none may error.
+
+use std::net::TcpListener;
+use std::path::{Path, PathBuf};
+use std::process::{Child, Command, Stdio};
+use std::time::{Duration, Instant};
+
+use crate::docker_registry::require_tool;
+use crate::support::dns::FakeDns;
+use crate::support::init;
+use crate::support::registry::{Auth, FakeRegistry, RateLimitHeaders, StatusOverride};
+
+/// A child process killed when the test ends, however it ends.
+struct Daemon {
+    name: &'static str,
+    child: Child,
+    log: PathBuf,
+}
+
+impl Drop for Daemon {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Daemon {
+    fn start(name: &'static str, cmd: &mut Command, dir: &Path) -> Daemon {
+        let log = dir.join(format!("{name}.log"));
+        let file = std::fs::File::create(&log).unwrap();
+        let child = cmd
+            .stdin(Stdio::null())
+            .stdout(file.try_clone().unwrap())
+            .stderr(file)
+            .spawn()
+            .unwrap_or_else(|e| panic!("{name} starts: {e}"));
+        Daemon { name, child, log }
+    }
+
+    fn log(&self) -> String {
+        let text = std::fs::read_to_string(&self.log).unwrap_or_default();
+        let tail: Vec<&str> = text.lines().rev().take(30).collect();
+        format!(
+            "--- {} (last lines) ---\n{}",
+            self.name,
+            tail.into_iter().rev().collect::<Vec<_>>().join("\n")
+        )
+    }
+}
+
+fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {
+    let r = client.get(url).send().await.ok()?;
+    if !r.status().is_success() {
+        return None;
+    }
+    r.json().await.ok()
+}
+
+async fn wait_ready(client: &reqwest::Client, url: &str, daemons: &[&Daemon]) {
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        if let Ok(r) = client.get(url).send().await
+            && r.status().is_success()
+        {
+            return;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "{url} never became ready\n{}",
+            logs(daemons)
+        );
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+}
+
+fn logs(daemons: &[&Daemon]) -> String {
+    daemons
+        .iter()
+        .map(|d| d.log())
+        .collect::<Vec<_>>()
+        .join("\n")
+}
+
+/// The shipped rule file with every `for:` set to 1s; expressions and labels untouched.
+fn shortened_rules() -> String {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/deploy/prometheus/rules.yaml"
+    ))
+    .unwrap();
+    let mut doc: serde_json::Value = serde_saphyr::from_str(&text).unwrap();
+    let mut alerts = 0;
+    for group in doc["groups"].as_array_mut().unwrap() {
+        for rule in group["rules"].as_array_mut().unwrap() {
+            if rule.get("alert").is_some() {
+                alerts += 1;
+            }
+            if let Some(f) = rule.get_mut("for") {
+                *f = "1s".into();
+            }
+        }
+    }
+    assert!(alerts >= 9, "the rule file has the alerts");
+    // JSON is YAML: Prometheus reads it as a rule file.
+    doc.to_string()
+}
+
+/// Every `expr` in the dashboard (panels and nested rows), with Grafana's variables substituted.
+fn dashboard_queries() -> Vec<String> {
+    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+        match v {
+            serde_json::Value::Object(m) => {
+                for (k, v) in m {
+                    if k == "expr"
+                        && let Some(s) = v.as_str()
+                    {
+                        out.push(s.to_owned());
+                    } else {
+                        walk(v, out);
+                    }
+                }
+            }
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            _ => {}
+        }
+    }
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/dashboards/pullprobe.json"
+    ))
+    .unwrap();
+    let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
+    let mut raw = Vec::new();
+    walk(&dash["panels"], &mut raw);
+    raw.into_iter()
+        .map(|e| {
+            let mut e = e;
+            for (from, to) in [
+                ("${__rate_interval}", "1m"),
+                ("$__rate_interval", "1m"),
+                ("${__interval}", "15s"),
+                ("$__interval", "15s"),
+                ("${__range}", "1h"),
+                ("$__range", "1h"),
+            ] {
+                e = e.replace(from, to);
+            }
+            for var in ["node", "target", "registry"] {
+                for form in [
+                    format!("${{{var}:regex}}"),
+                    format!("${{{var}}}"),
+                    format!("${var}"),
+                ] {
+                    e = e.replace(&form, ".*");
+                }
+            }
+            e
+        })
+        .collect()
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn alerts_fire_through_real_prometheus_and_alertmanager() {
+    let Some(prometheus) = require_tool("prometheus") else {
+        return;
+    };
+    let Some(alertmanager) = require_tool("prometheus-alertmanager") else {
+        return;
+    };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+
+    // The fakes: every name is NXDOMAIN; one registry answers 429 with 0 remaining; one is healthy.
+    let dns = FakeDns::start(vec![]).await;
+    let limited = FakeRegistry::builder()
+        .auth(Auth::None)
+        .repo("ratelimitpreview/test", &["latest"])
+        .manifest_status(StatusOverride::TooManyRequests)
+        .rate_limit(Some(RateLimitHeaders {
+            limit: 100,
+            remaining: 0,
+            window: 21600,
+            source: Some("192.0.2.1".into()),
+        }))
+        .start()
+        .await;
+    let healthy = FakeRegistry::builder()
+        .auth(Auth::None)
+        .repo("app", &["v1"])
+        .start()
+        .await;
+
+    let agent_port = free_port();
+    std::fs::write(
+        d.join("pullprobe.yaml"),
+        format!(
+            "interval: 2s\ntimeout: 1s\ndns:\n  nameservers: [\"{}\"]\ntargets:\n\
+             \x20 - name: broken-dns\n    image: registry.invalid.test/app:v1\n\
+             \x20 - name: hub-limited\n    image: 127.0.0.1:{}/ratelimitpreview/test:latest\n    plain_http: true\n\
+             \x20 - name: healthy\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n",
+            dns.addr,
+            limited.addr.port(),
+            healthy.addr.port()
+        ),
+    )
+    .unwrap();
+    let agent = Daemon::start(
+        "pullprobe",
+        Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+            .arg("--config.file")
+            .arg(d.join("pullprobe.yaml"))
+            .arg(format!("--web.listen-address=127.0.0.1:{agent_port}")),
+        d,
+    );
+
+    let am_port = free_port();
+    std::fs::write(
+        d.join("alertmanager.yml"),
+        "route:\n  receiver: blackhole\n  group_wait: 1s\n  group_interval: 1s\n  repeat_interval: 1h\nreceivers:\n  - name: blackhole\n",
+    )
+    .unwrap();
+    let am = Daemon::start(
+        "alertmanager",
+        Command::new(alertmanager)
+            .arg(format!(
+                "--config.file={}",
+                d.join("alertmanager.yml").display()
+            ))
+            .arg(format!("--storage.path={}", d.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address="),
+        d,
+    );
+
+    std::fs::write(d.join("rules.yaml"), shortened_rules()).unwrap();
+    let prom_port = free_port();
+    std::fs::write(
+        d.join("prometheus.yml"),
+        format!(
+            "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
+             rule_files: [\"{}\"]\n\
+             alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{am_port}\"]\n\
+             scrape_configs:\n  - job_name: pullprobe\n    static_configs:\n      - targets: [\"127.0.0.1:{agent_port}\"]\n        labels:\n          node: node-a\n",
+            d.join("rules.yaml").display()
+        ),
+    )
+    .unwrap();
+    let prom = Daemon::start(
+        "prometheus",
+        Command::new(prometheus)
+            .arg(format!(
+                "--config.file={}",
+                d.join("prometheus.yml").display()
+            ))
+            .arg(format!(
+                "--storage.tsdb.path={}",
+                d.join("prom-data").display()
+            ))
+            .arg(format!("--web.listen-address=127.0.0.1:{prom_port}"))
+            .arg("--rules.alert.resend-delay=1s"),
+        d,
+    );
+    let all = [&agent, &am, &prom];
+    let client = reqwest::Client::new();
+    wait_ready(
+        &client,
+        &format!("http://127.0.0.1:{agent_port}/-/ready"),
+        &all,
+    )
+    .await;
+    wait_ready(
+        &client,
+        &format!("http://127.0.0.1:{am_port}/-/ready"),
+        &all,
+    )
+    .await;
+    wait_ready(
+        &client,
+        &format!("http://127.0.0.1:{prom_port}/-/ready"),
+        &all,
+    )
+    .await;
+
+    // Wait for the two alerts in Alertmanager.
+    let wanted = [
+        ("PullProbeDNSFailure", "broken-dns"),
+        ("PullProbeRateLimitExhausted", "hub-limited"),
+    ];
+    let deadline = Instant::now() + Duration::from_secs(90);
+    let alerts = loop {
+        let alerts = get_json(
+            &client,
+            &format!("http://127.0.0.1:{am_port}/api/v2/alerts"),
+        )
+        .await
+        .unwrap_or_default();
+        let firing: Vec<(String, String)> = alerts
+            .as_array()
+            .map(|a| {
+                a.iter()
+                    .map(|x| {
+                        let l = &x["labels"];
+                        (
+                            l["alertname"].as_str().unwrap_or("").to_owned(),
+                            l["target"].as_str().unwrap_or("").to_owned(),
+                        )
+                    })
+                    .collect()
+            })
+            .unwrap_or_default();
+        if wanted
+            .iter()
+            .all(|(a, t)| firing.iter().any(|(fa, ft)| fa == a && ft == t))
+        {
+            break alerts;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "alerts did not fire; Alertmanager has {firing:?}\n{}",
+            logs(&all)
+        );
+        tokio::time::sleep(Duration::from_millis(500)).await;
+    };
+    for a in alerts.as_array().unwrap() {
+        let l = &a["labels"];
+        assert_ne!(
+            l["target"], "healthy",
+            "no alert for the healthy target: {a}"
+        );
+        if !l["alertname"].as_str().unwrap().ends_with("FromManyNodes") {
+            assert_eq!(
+                l["node"], "node-a",
+                "per-node alerts carry the relabelled node: {a}"
+            );
+        }
+        for k in ["summary", "description", "runbook_url"] {
+            assert!(
+                a["annotations"][k].as_str().is_some_and(|s| !s.is_empty()),
+                "{k} in {a}"
+            );
+        }
+        assert!(
+            !a["annotations"]["description"]
+                .as_str()
+                .unwrap()
+                .contains("<no value>"),
+            "templates render: {a}"
+        );
+    }
+
+    // Every dashboard query parses and evaluates against the live Prometheus.
+    let queries = dashboard_queries();
+    assert!(queries.len() >= 10, "{queries:?}");
+    for q in queries {
+        let mut url =
+            url::Url::parse(&format!("http://127.0.0.1:{prom_port}/api/v1/query")).unwrap();
+        url.query_pairs_mut().append_pair("query", &q);
+        let r = client.get(url).send().await.unwrap();
+        let status = r.status();
+        let body: serde_json::Value = r.json().await.unwrap();
+        assert!(
+            status.is_success() && body["status"] == "success",
+            "dashboard query failed: {q}\n{body}"
+        );
+    }
+}
