@@ -213,6 +213,24 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
         "error text never reaches the scrape"
     );
 
+    // The README documents exactly the metrics the agent exports.
+    let exported: std::collections::BTreeSet<String> = s
+        .lines()
+        .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .map(str::to_owned)
+        .collect();
+    let readme =
+        std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
+    let documented: std::collections::BTreeSet<String> = readme
+        .lines()
+        .filter_map(|l| l.strip_prefix("| `pullprobe_")?.split('`').next())
+        .map(|n| format!("pullprobe_{n}"))
+        .collect();
+    assert_eq!(
+        exported, documented,
+        "README metric table vs. a real scrape"
+    );
+
     // Remove the failing target: its series disappear after the reload.
     std::fs::write(
         &config,
