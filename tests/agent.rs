@@ -537,8 +537,9 @@ async fn promtool_accepts_a_real_scrape() {
         .output()
     else {
         assert!(
-            std::env::var_os("CI").is_none(),
-            "promtool is required in CI: apt-get install prometheus"
+            std::env::var_os("CI").is_none()
+                && std::env::var_os("PULLPROBE_REQUIRE_TOOLS").is_none(),
+            "promtool is required by the test command: apt-get install prometheus"
         );
         eprintln!("skipped: promtool is not on PATH (apt-get install prometheus)");
         return;
