@@ -63,6 +63,10 @@ pub struct Cli {
     )]
     pub probe_concurrency: usize,
 
+    /// Prometheus exporter-toolkit web configuration (TLS, basic auth) for the HTTP server.
+    #[arg(long = "web.config.file", value_name = "PATH")]
+    pub web_config_file: Option<PathBuf>,
+
     /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
     #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
     pub log_level: String,

@@ -51,7 +51,7 @@ async fn run_agent(cli: &Cli) -> u8 {
     .await
     {
         Ok(()) => 0,
-        Err(e @ AgentError::Config(_)) => {
+        Err(e @ (AgentError::Config(_) | AgentError::WebConfig(_))) => {
             eprintln!("pullprobe: {e}");
             EXIT_USAGE
         }

@@ -16,6 +16,7 @@ mod scheduler;
 mod server;
 mod signal;
 mod store;
+mod webconfig;
 
 use std::fmt;
 use std::future::Future;
@@ -65,6 +66,8 @@ pub struct AgentOptions {
     pub seed: Option<u64>,
     /// Builds the probe engine; the default is the real [`Prober`].
     pub probe: ProbeFactory,
+    /// `--web.config.file`: TLS and basic auth for the HTTP server (exporter-toolkit format).
+    pub web_config_file: Option<PathBuf>,
 }
 
 impl AgentOptions {
@@ -78,6 +81,7 @@ impl AgentOptions {
             reload_on_sighup: true,
             seed: None,
             probe: Arc::new(|c: &Config| -> Arc<dyn Probe> { Arc::new(Prober::from_config(c)) }),
+            web_config_file: None,
         }
     }
 
@@ -86,6 +90,7 @@ impl AgentOptions {
         AgentOptions {
             watch_interval: cli.config_watch_interval,
             probe_concurrency: cli.probe_concurrency,
+            web_config_file: cli.web_config_file.clone(),
             ..Self::new(cli.config_file.clone())
         }
     }
@@ -117,6 +122,9 @@ pub enum AgentError {
     /// The initial configuration is invalid (exit status 2).
     #[error(transparent)]
     Config(#[from] ConfigError),
+    /// The `--web.config.file` is invalid (the message names the file, the key and a fix).
+    #[error("{0}")]
+    WebConfig(String),
     /// A signal listener could not be installed.
     #[error("cannot listen for SIGHUP")]
     Signal(#[source] std::io::Error),
@@ -136,6 +144,12 @@ pub async fn run(
     let config = match &opts.config_file {
         Some(path) => Config::load(path)?,
         None => Config::embedded_default(),
+    };
+    let web = match &opts.web_config_file {
+        Some(path) => Some(Arc::new(
+            webconfig::WebConfigHandle::new(path).map_err(AgentError::WebConfig)?,
+        )),
+        None => None,
     };
     let hangup = if opts.reload_on_sighup {
         Some(signal::Hangup::new().map_err(AgentError::Signal)?)
@@ -158,7 +172,7 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         info!(address = %addr, "Serving metrics");
     }
-    tracker.spawn(server::serve(listener, state, cancel.child_token()));
+    tracker.spawn(server::serve(listener, state, web, cancel.child_token()));
 
     let mut scheduler = scheduler::Scheduler::new(
         store,

@@ -25,6 +25,7 @@ use tracing::{debug, warn};
 
 use super::metrics;
 use super::reload::Trigger;
+use super::webconfig::{AuthDecision, WebConfig, WebConfigHandle};
 
 /// What the handlers read.
 pub(crate) struct AppState {
@@ -48,8 +49,14 @@ const LANDING: &str = "<!DOCTYPE html>
 </body></html>
 ";
 
-/// Serves until `cancel`, then shuts open connections down gracefully.
-pub(crate) async fn serve(listener: TcpListener, state: Arc<AppState>, cancel: CancellationToken) {
+/// Serves until `cancel`, then shuts open connections down gracefully. With a web config,
+/// connections are TLS and/or requests need basic auth, as the config says at accept time.
+pub(crate) async fn serve(
+    listener: TcpListener,
+    state: Arc<AppState>,
+    web: Option<Arc<WebConfigHandle>>,
+    cancel: CancellationToken,
+) {
     let graceful = GracefulShutdown::new();
     loop {
         tokio::select! {
@@ -67,19 +74,21 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AppState>, cancel: C
                         }
                     }
                 };
+                let web = web.clone();
+                let config = web.as_ref().map(|w| w.current());
+                let watcher = graceful.watcher();
                 let state = state.clone();
-                let service = service_fn(move |req| {
-                    let state = state.clone();
-                    async move { Ok::<_, Infallible>(route(req, &state).await) }
-                });
-                let conn = http1::Builder::new()
-                    .timer(hyper_util::rt::TokioTimer::new())
-                    .header_read_timeout(Duration::from_secs(10))
-                    .serve_connection(TokioIo::new(stream), service);
-                let conn = graceful.watch(conn);
                 tokio::spawn(async move {
-                    if let Err(e) = conn.await {
-                        debug!(error = %e, "HTTP connection ended with an error");
+                    match config.as_ref().and_then(|c| c.tls.clone()) {
+                        None => serve_connection(stream, state, web, config, watcher).await,
+                        Some(tls) => {
+                            let accept = tokio_rustls::TlsAcceptor::from(tls).accept(stream);
+                            match tokio::time::timeout(HANDSHAKE_TIMEOUT, accept).await {
+                                Ok(Ok(tls)) => serve_connection(tls, state, web, config, watcher).await,
+                                Ok(Err(e)) => debug!(error = %e, "TLS handshake with a client failed"),
+                                Err(_) => debug!("TLS handshake with a client timed out"),
+                            }
+                        }
                     }
                 });
             }
@@ -87,6 +96,54 @@ pub(crate) async fn serve(listener: TcpListener, state: Arc<AppState>, cancel: C
     }
     drop(listener);
     graceful.shutdown().await;
+}
+
+/// How long a client may take for the TLS handshake or to send its request head.
+const HANDSHAKE_TIMEOUT: Duration = Duration::from_secs(10);
+
+async fn serve_connection<I>(
+    io: I,
+    state: Arc<AppState>,
+    web: Option<Arc<WebConfigHandle>>,
+    config: Option<Arc<WebConfig>>,
+    watcher: hyper_util::server::graceful::Watcher,
+) where
+    I: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin + Send + 'static,
+{
+    let service = service_fn(move |req: Request<Incoming>| {
+        let state = state.clone();
+        let web = web.clone();
+        let config = config.clone();
+        async move {
+            let mut resp = match (&web, &config) {
+                (Some(w), Some(c))
+                    if w.authorize(c, req.headers().get(header::AUTHORIZATION))
+                        == AuthDecision::Denied =>
+                {
+                    let mut r = text(StatusCode::UNAUTHORIZED, "Unauthorized.\n");
+                    r.headers_mut().insert(
+                        header::WWW_AUTHENTICATE,
+                        header::HeaderValue::from_static("Basic realm=\"pullprobe\""),
+                    );
+                    r
+                }
+                _ => route(req, &state).await,
+            };
+            if let Some(c) = &config {
+                for (k, v) in &c.headers {
+                    resp.headers_mut().insert(k.clone(), v.clone());
+                }
+            }
+            Ok::<_, Infallible>(resp)
+        }
+    });
+    let conn = http1::Builder::new()
+        .timer(hyper_util::rt::TokioTimer::new())
+        .header_read_timeout(HANDSHAKE_TIMEOUT)
+        .serve_connection(TokioIo::new(io), service);
+    if let Err(e) = watcher.watch(conn).await {
+        debug!(error = %e, "HTTP connection ended with an error");
+    }
 }
 
 fn text(status: StatusCode, body: impl Into<Bytes>) -> Response<Full<Bytes>> {

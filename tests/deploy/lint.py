@@ -239,8 +239,13 @@ def cmd_manifests(rendered_path, host_network):
         res = c.get("resources", {})
         rep.ok(res.get("requests", {}).get("cpu") and res.get("requests", {}).get("memory") and res.get("limits", {}).get("memory"),
                f"{where}: needs cpu/memory requests and a memory limit")
-        rep.ok(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/-/healthy", f"{where}: livenessProbe must GET /-/healthy")
-        rep.ok(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/-/ready", f"{where}: readinessProbe must GET /-/ready")
+        if any(a.startswith("--web.config.file=") for a in c.get("args", [])):
+            # Basic auth protects every endpoint (exporter-toolkit semantics): probe the port.
+            for probe in ("livenessProbe", "readinessProbe"):
+                rep.ok(c.get(probe, {}).get("tcpSocket", {}).get("port") == "metrics", f"{where}: {probe} must check the metrics port over TCP")
+        else:
+            rep.ok(c.get("livenessProbe", {}).get("httpGet", {}).get("path") == "/-/healthy", f"{where}: livenessProbe must GET /-/healthy")
+            rep.ok(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/-/ready", f"{where}: readinessProbe must GET /-/ready")
         rep.ok(any(a.startswith("--config.file=") for a in c.get("args", [])), f"{where}: needs --config.file")
         rep.ok(all(m.get("readOnly") for m in c.get("volumeMounts", [])), f"{where}: every volume mount must be read-only")
     for v in pod.get("volumes", []):

@@ -17,7 +17,7 @@ use crate::support::init;
 use crate::support::registry::{Auth, FakeRegistry, RateLimitHeaders, StatusOverride};
 
 /// A child process killed when the test ends, however it ends.
-struct Daemon {
+pub struct Daemon {
     name: &'static str,
     child: Child,
     log: PathBuf,
@@ -31,7 +31,7 @@ impl Drop for Daemon {
 }
 
 impl Daemon {
-    fn start(name: &'static str, cmd: &mut Command, dir: &Path) -> Daemon {
+    pub fn start(name: &'static str, cmd: &mut Command, dir: &Path) -> Daemon {
         let log = dir.join(format!("{name}.log"));
         let file = std::fs::File::create(&log).unwrap();
         let child = cmd
@@ -43,7 +43,7 @@ impl Daemon {
         Daemon { name, child, log }
     }
 
-    fn log(&self) -> String {
+    pub fn log(&self) -> String {
         let text = std::fs::read_to_string(&self.log).unwrap_or_default();
         let tail: Vec<&str> = text.lines().rev().take(30).collect();
         format!(

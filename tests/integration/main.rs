@@ -7,5 +7,6 @@ mod alerts_e2e;
 mod docker_registry;
 mod engine;
 mod fakes;
+mod secure_metrics;
 mod support;
 mod unbound;

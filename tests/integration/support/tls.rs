@@ -99,6 +99,19 @@ impl TestCa {
 
     /// Issues a server certificate for `names` (DNS names or IP addresses, all become SANs).
     pub fn leaf(&self, names: &[&str], validity: Validity) -> Leaf {
+        self.issue(names, validity, ExtendedKeyUsagePurpose::ServerAuth)
+    }
+
+    /// Issues a client certificate (for mutual TLS) for `name`.
+    pub fn client(&self, name: &str) -> Leaf {
+        self.issue(
+            &[name],
+            Validity::Valid,
+            ExtendedKeyUsagePurpose::ClientAuth,
+        )
+    }
+
+    fn issue(&self, names: &[&str], validity: Validity, usage: ExtendedKeyUsagePurpose) -> Leaf {
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .unwrap();
@@ -111,7 +124,7 @@ impl TestCa {
         if let Some(first) = names.first() {
             params.distinguished_name.push(DnType::CommonName, *first);
         }
-        params.extended_key_usages = vec![ExtendedKeyUsagePurpose::ServerAuth];
+        params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
