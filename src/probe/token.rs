@@ -28,7 +28,7 @@ use crate::credentials::{Credential, Secret};
 use crate::outcome::Reason;
 
 /// Token responses larger than this are refused (real ones are a few KiB).
-const MAX_TOKEN_BODY: usize = 256 * 1024;
+pub const MAX_TOKEN_BODY: usize = 256 * 1024;
 const DEFAULT_EXPIRES_IN: u64 = 60;
 const MAX_CACHED: usize = 1024;
 
