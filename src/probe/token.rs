@@ -255,6 +255,17 @@ async fn fetch(
                 format!("the token server {shown} answered without a token"),
             )
         })?;
+    // The token becomes an `Authorization` header; one that cannot (control characters, e.g. a
+    // CR LF from a JSON escape) would otherwise be dropped silently and the manifest request
+    // sent without it, blaming missing credentials for the token server's answer.
+    if HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+        return Err(StepError::new(
+            Reason::ProtocolError,
+            format!(
+                "the token server {shown} sent a token with characters that cannot be sent in a header"
+            ),
+        ));
+    }
     let expires_in = parsed
         .expires_in
         .filter(|s| *s > 0)

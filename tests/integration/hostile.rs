@@ -325,6 +325,21 @@ async fn odd_but_valid_token_lifetimes_are_accepted() {
     }
 }
 
+#[tokio::test]
+async fn a_token_that_cannot_be_sent_in_a_header_is_a_protocol_error_in_auth() {
+    // JSON escapes make control characters; such a token cannot become an Authorization header.
+    for token in [r"abc\r\nX-Injected: 1", r"abc\u0000def", r"tab\tok\u007f"] {
+        let body = format!(r#"{{"token":"{token}"}}"#);
+        let s = breaking("/token", move |_, _| Reply::Bytes(json(body.as_bytes()))).await;
+        let r = probe(s.addr).await;
+        assert_failure(&r, Phase::Auth, Reason::ProtocolError);
+        assert!(
+            !s.requests().iter().any(RawRequest::is_manifest_head),
+            "{token}: the manifest is not asked without the token"
+        );
+    }
+}
+
 // ---- 5. redirects ------------------------------------------------------------------------------
 
 #[tokio::test]
