@@ -234,6 +234,14 @@ async fn fetch(
             ));
         }
     }
+    // serde would also read a struct from a JSON array (`["tok"]` as `token`): only an object
+    // is a token response.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(StepError::new(
+            Reason::ProtocolError,
+            format!("the token server {shown} did not send a token JSON object"),
+        ));
+    }
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
         StepError::new(
             Reason::ProtocolError,

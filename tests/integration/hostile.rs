@@ -295,6 +295,8 @@ async fn nested_broken_and_mistyped_token_json_is_a_protocol_error() {
             "null token",
             br#"{"token": null, "access_token": ""}"#.to_vec(),
         ),
+        ("array", br#"["token"]"#.to_vec()),
+        ("array of fields", br#"  [null, "tok", 300]"#.to_vec()),
         ("truncated", br#"{"token":"abc"#.to_vec()),
     ];
     for (name, body) in cases {
