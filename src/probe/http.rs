@@ -109,6 +109,12 @@ impl<'a> Session<'a> {
     /// Opens a connection to `url`'s origin: DNS, TCP and (for https) TLS, each failure with
     /// its own reason. The caller decides which phase it counts in.
     async fn open(&mut self, url: &Url) -> Result<http1::SendRequest<Full<Bytes>>, StepError> {
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(StepError::new(
+                Reason::ProtocolError,
+                format!("{}: unsupported scheme", redact_url(url)),
+            ));
+        }
         let host = url.host_str().ok_or_else(|| {
             StepError::new(
                 Reason::ProtocolError,
@@ -230,6 +236,18 @@ impl<'a> Session<'a> {
                     format!("{}: redirect to an invalid URL", redact_url(&url)),
                 )
             })?;
+            // Only HTTP(S) is followed, and refused before any connection is made: a Location
+            // like `ftp://host:21/` must not make the probe dial an arbitrary port.
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(StepError::new(
+                    Reason::ProtocolError,
+                    format!(
+                        "{}: redirect to a {} URL, not HTTP(S)",
+                        redact_url(&url),
+                        next.scheme()
+                    ),
+                ));
+            }
             // Drain what is left of the redirect body so the connection can be reused.
             let _ = read_body(resp, 16 * 1024).await;
             if status == StatusCode::SEE_OTHER && method != Method::HEAD {

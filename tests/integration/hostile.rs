@@ -470,7 +470,13 @@ async fn a_manifest_redirect_on_the_same_origin_keeps_the_token() {
 
 #[tokio::test]
 async fn unusable_redirects_are_protocol_errors() {
-    let locations: [&[u8]; 4] = [b"", b"\xff\xfe", b"file:///etc/passwd", b"http://[::1"];
+    let locations: [&[u8]; 5] = [
+        b"",
+        b"\xff\xfe",
+        b"file:///etc/passwd",
+        b"ftp://127.0.0.1:1/x",
+        b"http://[::1",
+    ];
     for location in locations {
         let s = breaking(MANIFEST_PATH, move |_, _| {
             let headers: &[(&str, &[u8])] = if location.is_empty() {
