@@ -658,3 +658,161 @@ async fn hundreds_of_dns_records_and_a_truncated_answer_still_reach_the_registry
     assert_eq!(r.address, Some(near.addr));
     assert!(r.phase_duration(Phase::Dns).is_some());
 }
+
+// ---- soak ------------------------------------------------------------------------------------
+
+/// The resident set size of this process, KiB (`VmRSS` in /proc/self/status).
+fn rss_kib() -> u64 {
+    let status = std::fs::read_to_string("/proc/self/status").unwrap();
+    status
+        .lines()
+        .find_map(|l| l.strip_prefix("VmRSS:"))
+        .and_then(|v| v.trim().trim_end_matches("kB").trim().parse().ok())
+        .expect("VmRSS in /proc/self/status")
+}
+
+/// Thousands of probe rounds of one long-lived prober (as the agent keeps one) against healthy
+/// and failing fakes: every round must give the same results, and memory must stay flat
+/// between round 1 000 and the end. Rounds: `PULLPROBE_SOAK_ROUNDS` (default 5 000).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore = "soak test: cargo test --release --test integration soak -- --ignored"]
+async fn soak_memory_stays_flat_over_thousands_of_probe_rounds() {
+    use crate::support::closed_port;
+    use crate::support::registry::{Auth, FakeRegistry, RateLimitHeaders, TokenBehavior};
+
+    let rounds: usize = std::env::var("PULLPROBE_SOAK_ROUNDS")
+        .ok()
+        .map(|v| v.parse().expect("PULLPROBE_SOAK_ROUNDS is a number"))
+        .unwrap_or(5000);
+    assert!(rounds > 1000, "the comparison starts at round 1 000");
+    init();
+    let bearer = || Auth::Bearer {
+        user_pass: None,
+        service: "soak".to_owned(),
+    };
+    let ca = TestCa::new("pullprobe soak CA");
+    let dir = tempfile::tempdir().unwrap();
+    let ca_file = ca.write_ca_pem(dir.path());
+    let leaf = ca.leaf(&["127.0.0.1"], Validity::Valid);
+
+    let healthy_tls = FakeRegistry::builder()
+        .tls(server_config(&leaf))
+        .auth(bearer())
+        .repo(REPO, &["latest"])
+        .rate_limit(Some(RateLimitHeaders {
+            limit: 100,
+            remaining: 42,
+            window: 21600,
+            source: Some("192.0.2.1".into()),
+        }))
+        .start()
+        .await;
+    let missing_tag = FakeRegistry::builder()
+        .auth(bearer())
+        .repo(REPO, &["1.0", "1.1"])
+        .start()
+        .await;
+    let token_down = FakeRegistry::builder()
+        .auth(bearer())
+        .token_behavior(TokenBehavior::Status(503))
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
+    let healthy_raw = Hostile::start(healthy).await;
+    let garbage = breaking(MANIFEST_PATH, |req, me| {
+        if req.header("authorization").is_none() {
+            return healthy(req, me);
+        }
+        Reply::BytesThenClose(b"\x00\x01 not HTTP\r\n\r\n".to_vec())
+    })
+    .await;
+    let endless = breaking("/token", |_, _| Reply::Endless {
+        head: b"HTTP/1.1 200 OK\r\nConnection: close\r\n\r\n".to_vec(),
+        chunk: vec![b' '; 16 * 1024],
+    })
+    .await;
+    let redirect_loop = breaking(MANIFEST_PATH, |_, _| {
+        Reply::Bytes(redirect(307, MANIFEST_PATH))
+    })
+    .await;
+    let tls_reset = TlsResetAfterHello::start(server_config(&leaf)).await;
+    let closed = closed_port();
+
+    let plain = |name: &str, addr: SocketAddr| {
+        format!(
+            "  - name: {name}\n    image: {}\n    plain_http: true\n",
+            image_at(addr)
+        )
+    };
+    let tls = |name: &str, addr: SocketAddr| {
+        format!(
+            "  - name: {name}\n    image: {}\n    tls:\n      ca_file: {}\n",
+            image_at(addr),
+            ca_file.display()
+        )
+    };
+    let yaml = [
+        "timeout: 2s\ntargets:\n".to_owned(),
+        tls("healthy-tls", healthy_tls.addr),
+        plain("healthy-raw", healthy_raw.addr),
+        plain("missing-tag", missing_tag.addr),
+        plain("token-down", token_down.addr),
+        plain("garbage", garbage.addr),
+        plain("endless-token", endless.addr),
+        plain("redirect-loop", redirect_loop.addr),
+        tls("tls-reset", tls_reset.addr),
+        plain("refused", closed),
+    ]
+    .concat();
+    let want = [
+        (None, Reason::Ok),
+        (None, Reason::Ok),
+        (Some(Phase::Manifest), Reason::ManifestUnknown),
+        (Some(Phase::Auth), Reason::ServerError),
+        (Some(Phase::Manifest), Reason::ProtocolError),
+        (Some(Phase::Auth), Reason::ProtocolError),
+        (Some(Phase::Manifest), Reason::ProtocolError),
+        (Some(Phase::Tls), Reason::TlsHandshake),
+        (Some(Phase::Connect), Reason::ConnectRefused),
+    ];
+    let config = Config::from_yaml("soak.yaml", &yaml, dir.path()).unwrap();
+    let prober = Prober::from_config(&config);
+
+    let started = tokio::time::Instant::now();
+    let mut at_1000 = 0;
+    for round in 1..=rounds {
+        let reports = pullprobe::check::probe_all(&prober, config.targets.clone()).await;
+        let got: Vec<(Option<Phase>, Reason)> =
+            reports.iter().map(|r| (r.phase(), r.reason())).collect();
+        assert_eq!(got, want, "round {round}");
+        for r in &reports {
+            assert_bounded(r);
+        }
+        healthy_tls.forget_requests();
+        missing_tag.forget_requests();
+        token_down.forget_requests();
+        for s in [&healthy_raw, &garbage, &endless, &redirect_loop] {
+            s.forget_requests();
+        }
+        if round == 1000 {
+            at_1000 = rss_kib();
+            println!("soak: RSS after 1000 rounds: {at_1000} KiB");
+        } else if round % 1000 == 0 {
+            println!(
+                "soak: RSS after {round} rounds: {} KiB ({:?})",
+                rss_kib(),
+                started.elapsed()
+            );
+        }
+    }
+    let end = rss_kib();
+    println!(
+        "soak: RSS after {rounds} rounds: {end} KiB; {} probes in {:?}",
+        rounds * want.len(),
+        started.elapsed()
+    );
+    assert!(
+        end * 100 < at_1000 * 120,
+        "RSS grew from {at_1000} KiB at round 1000 to {end} KiB at round {rounds}"
+    );
+}
