@@ -66,8 +66,8 @@ pub fn ratelimit(data: &[u8]) {
 }
 
 /// `ImageRef::parse`: never panics; every accessor works; the normalised form parses back to
-/// the same reference; the API authority makes the URL the engine builds (or is the one
-/// malformed-IPv4 case the engine reports as `dns_error`).
+/// the same reference; the API authority makes the URL the engine builds (or is a host the
+/// URL standard refuses, which the engine reports as `dns_error`).
 pub fn reference(data: &[u8]) {
     let Ok(text) = std::str::from_utf8(data) else {
         return;
@@ -93,11 +93,11 @@ pub fn reference(data: &[u8]) {
     let authority = r.api_authority();
     match url::Url::parse(&format!("https://{authority}/")) {
         Ok(url) => assert_eq!(url.port(), r.port().filter(|p| *p != 443), "{text:?}"),
-        // The reference grammar allows a host whose last label is numeric (`a.123`,
-        // `1.2.3.4.5`); the URL standard reads that as a malformed IPv4 address. The engine
-        // reports such a target as dns/dns_error ("not a usable host"); no other URL error may
-        // happen.
-        Err(url::ParseError::InvalidIpv4Address) => {}
+        // The reference grammar allows hosts the URL standard refuses: a numeric last label
+        // (`a.123`, read as a malformed IPv4 address) or a label that is broken punycode
+        // (`xn--55550`). The engine reports such a target as dns/dns_error ("not a usable
+        // host"); no other URL error (port, empty host) may happen.
+        Err(url::ParseError::InvalidIpv4Address | url::ParseError::IdnaError) => {}
         Err(e) => panic!("{text:?}: authority {authority:?} is not a URL host: {e}"),
     }
 }

@@ -662,13 +662,19 @@ async fn hundreds_of_dns_records_and_a_truncated_answer_still_reach_the_registry
 // ---- found by fuzzing ------------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_reference_host_the_url_standard_reads_as_bad_ipv4_is_a_dns_error() {
+async fn reference_hosts_the_url_standard_refuses_are_dns_errors() {
     // Valid for the reference grammar, not for the URL standard (a numeric last label is an
-    // IPv4 address there): reported as dns_error before anything is asked or dialled.
-    let r = probe_yaml("timeout: 2s\ntargets:\n  - image: registry.123:5000/a/b\n").await;
-    assert_failure(&r, Phase::Dns, Reason::DnsError);
-    assert!(r.duration < Duration::from_millis(500), "{:?}", r.duration);
-    assert!(r.failure.unwrap().message.contains("not a usable host"));
+    // IPv4 address there; `xn--` labels must be valid punycode): reported as dns_error before
+    // anything is asked or dialled.
+    for host in ["registry.123", "xn--55550.example"] {
+        let r = probe_yaml(&format!(
+            "timeout: 2s\ntargets:\n  - image: {host}:5000/a/b\n"
+        ))
+        .await;
+        assert_failure(&r, Phase::Dns, Reason::DnsError);
+        assert!(r.duration < Duration::from_millis(500), "{:?}", r.duration);
+        assert!(r.failure.unwrap().message.contains("not a usable host"));
+    }
 }
 
 // ---- soak ------------------------------------------------------------------------------------
