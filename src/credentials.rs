@@ -215,6 +215,10 @@ fn credential_from(raw: RawEntry) -> Result<Option<Credential>, &'static str> {
         password = p.to_owned();
     }
     if let Some(token) = raw.registrytoken.filter(|t| !t.is_empty()) {
+        // It is sent as `Authorization: Bearer <token>`: refuse what a header cannot carry.
+        if token.bytes().any(|b| (b < 0x20 && b != b'\t') || b == 0x7f) {
+            return Err("\"registrytoken\" contains control characters");
+        }
         return Ok(Some(Credential::RegistryToken(Secret::new(token))));
     }
     if let Some(token) = raw.identitytoken.filter(|t| !t.is_empty()) {
@@ -463,6 +467,10 @@ mod tests {
                 "not a registry host",
             ),
             (r#"{"credsStore": "desktop"}"#, "missing \"auths\""),
+            (
+                r#"{"auths": {"r.io": {"registrytoken": "supersecret\r\nX: y"}}}"#,
+                "control characters",
+            ),
         ];
         for (doc, want) in cases {
             let err = Keyring::from_slice(Path::new("/etc/x.json"), doc.as_bytes())

@@ -31,6 +31,11 @@ pub enum ReferenceError {
     },
     #[error("invalid image reference {input:?}: registry port is not a number from 1 to 65535")]
     Port { input: String },
+    #[error(
+        "invalid image reference {input:?}: it would be read as {normalised:?}, which is not a valid reference \
+         (Docker reads an uppercase first path component as a registry host)"
+    )]
+    Ambiguous { input: String, normalised: String },
 }
 
 impl ImageRef {
@@ -44,6 +49,16 @@ impl ImageRef {
             input: input.to_owned(),
             source,
         })?;
+        // The normalised form must read back as the same reference: `P/z` normalises to
+        // `docker.io/P/z`, whose uppercase repository is invalid (Docker itself takes `P` for a
+        // registry host there). Probing such a reference would probe something else.
+        let normalised = inner.to_string();
+        if normalised.parse::<Reference>().ok().as_ref() != Some(&inner) {
+            return Err(ReferenceError::Ambiguous {
+                input: input.to_owned(),
+                normalised,
+            });
+        }
         let (host, port) =
             split_host_port(inner.registry()).ok_or_else(|| ReferenceError::Port {
                 input: input.to_owned(),
@@ -233,6 +248,8 @@ mod tests {
             "host:0/app",
             "\u{0}",
             "ñ/ü",
+            "P/z",
+            "Team/app:1",
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} should be rejected");
         }

@@ -29,9 +29,9 @@ use crate::config::TlsSettings;
 use crate::outcome::Reason;
 
 /// The largest response head (status line and headers) accepted.
-pub(crate) const MAX_HEAD_BYTES: usize = 64 * 1024;
+pub const MAX_HEAD_BYTES: usize = 64 * 1024;
 /// At most this many redirects are followed, like registry clients do.
-pub(crate) const MAX_REDIRECTS: usize = 5;
+pub const MAX_REDIRECTS: usize = 5;
 
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -109,9 +109,18 @@ impl<'a> Session<'a> {
     /// Opens a connection to `url`'s origin: DNS, TCP and (for https) TLS, each failure with
     /// its own reason. The caller decides which phase it counts in.
     async fn open(&mut self, url: &Url) -> Result<http1::SendRequest<Full<Bytes>>, StepError> {
-        let host = url
-            .host_str()
-            .ok_or_else(|| StepError::new(Reason::ProtocolError, format!("{url}: no host")))?;
+        if !matches!(url.scheme(), "http" | "https") {
+            return Err(StepError::new(
+                Reason::ProtocolError,
+                format!("{}: unsupported scheme", redact_url(url)),
+            ));
+        }
+        let host = url.host_str().ok_or_else(|| {
+            StepError::new(
+                Reason::ProtocolError,
+                format!("{}: no host", redact_url(url)),
+            )
+        })?;
         let bare = host.trim_start_matches('[').trim_end_matches(']');
         let port = url.port_or_known_default().ok_or_else(|| {
             StepError::new(Reason::ProtocolError, format!("{url}: unsupported scheme"))
@@ -227,6 +236,18 @@ impl<'a> Session<'a> {
                     format!("{}: redirect to an invalid URL", redact_url(&url)),
                 )
             })?;
+            // Only HTTP(S) is followed, and refused before any connection is made: a Location
+            // like `ftp://host:21/` must not make the probe dial an arbitrary port.
+            if !matches!(next.scheme(), "http" | "https") {
+                return Err(StepError::new(
+                    Reason::ProtocolError,
+                    format!(
+                        "{}: redirect to a {} URL, not HTTP(S)",
+                        redact_url(&url),
+                        next.scheme()
+                    ),
+                ));
+            }
             // Drain what is left of the redirect body so the connection can be reused.
             let _ = read_body(resp, 16 * 1024).await;
             if status == StatusCode::SEE_OTHER && method != Method::HEAD {

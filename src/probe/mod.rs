@@ -23,8 +23,11 @@ use tokio::time::Instant;
 use url::Url;
 
 pub(crate) use http::Io;
+/// The engine's read limits (tests probe both sides of them).
+pub use http::{MAX_HEAD_BYTES, MAX_REDIRECTS};
 pub use report::{PhaseTiming, ProbeReport, RateLimit, TlsReport};
 pub(crate) use tls::Trust;
+pub use token::MAX_TOKEN_BODY;
 
 use crate::config::{Config, Target};
 use crate::outcome::{Failure, Phase, Reason};

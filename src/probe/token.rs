@@ -28,7 +28,7 @@ use crate::credentials::{Credential, Secret};
 use crate::outcome::Reason;
 
 /// Token responses larger than this are refused (real ones are a few KiB).
-const MAX_TOKEN_BODY: usize = 256 * 1024;
+pub const MAX_TOKEN_BODY: usize = 256 * 1024;
 const DEFAULT_EXPIRES_IN: u64 = 60;
 const MAX_CACHED: usize = 1024;
 
@@ -234,6 +234,14 @@ async fn fetch(
             ));
         }
     }
+    // serde would also read a struct from a JSON array (`["tok"]` as `token`): only an object
+    // is a token response.
+    if body.iter().find(|b| !b.is_ascii_whitespace()) != Some(&b'{') {
+        return Err(StepError::new(
+            Reason::ProtocolError,
+            format!("the token server {shown} did not send a token JSON object"),
+        ));
+    }
     let parsed: TokenResponse = serde_json::from_slice(&body).map_err(|e| {
         StepError::new(
             Reason::ProtocolError,
@@ -255,6 +263,17 @@ async fn fetch(
                 format!("the token server {shown} answered without a token"),
             )
         })?;
+    // The token becomes an `Authorization` header; one that cannot (control characters, e.g. a
+    // CR LF from a JSON escape) would otherwise be dropped silently and the manifest request
+    // sent without it, blaming missing credentials for the token server's answer.
+    if HeaderValue::from_str(&format!("Bearer {token}")).is_err() {
+        return Err(StepError::new(
+            Reason::ProtocolError,
+            format!(
+                "the token server {shown} sent a token with characters that cannot be sent in a header"
+            ),
+        ));
+    }
     let expires_in = parsed
         .expires_in
         .filter(|s| *s > 0)

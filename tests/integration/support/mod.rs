@@ -1,11 +1,13 @@
 //! In-process fakes for the integration tests: DNS ([`dns`]), certificates and broken TLS
-//! endpoints ([`tls`]), and an OCI registry with its token server ([`registry`]).
+//! endpoints ([`tls`]), an OCI registry with its token server ([`registry`]), and raw HTTP
+//! servers that misbehave byte by byte ([`hostile`]).
 //!
 //! Everything listens on loopback port 0 and stops when its handle is dropped: each fake owns a
 //! `CancellationToken` drop guard, and every task it spawns runs until that token is cancelled.
 #![allow(dead_code)]
 
 pub mod dns;
+pub mod hostile;
 pub mod registry;
 pub mod tls;
 

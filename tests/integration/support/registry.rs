@@ -195,6 +195,11 @@ impl FakeRegistry {
         self.state.requests.lock().unwrap().clone()
     }
 
+    /// Drops the recorded requests (long soak runs would otherwise keep them all).
+    pub fn forget_requests(&self) {
+        self.state.requests.lock().unwrap().clear();
+    }
+
     /// Requests the token server has seen.
     pub fn token_requests_count(&self) -> usize {
         self.count(|r| r.server == ServerKind::Token)

@@ -3,7 +3,8 @@
 //! A [`TestCa`] issues leaf certificates whose validity window is chosen by [`Validity`]; the CA's
 //! own NotAfter is ten years out, so only the leaf varies. "Unknown CA" is a leaf from a second
 //! `TestCa` that the client does not trust. [`TlsStall`] reads the ClientHello and never answers;
-//! [`TlsReset`] reads a few bytes of it and resets the connection.
+//! [`TlsReset`] reads a few bytes of it and resets the connection; [`TlsResetAfterHello`] answers
+//! with a real ServerHello and resets the connection right after it.
 
 use std::net::{Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
@@ -15,7 +16,7 @@ use rcgen::{
     KeyPair, KeyUsagePurpose,
 };
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
-use tokio::io::AsyncReadExt;
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
 
@@ -206,6 +207,63 @@ impl TlsReset {
         })
         .await;
         TlsReset {
+            addr,
+            _stop: stop.drop_guard(),
+        }
+    }
+}
+
+/// Accepts TCP connections, runs a real rustls server on the ClientHello, sends only the first
+/// record of its answer (the ServerHello) and then resets (RST) the connection, so the client
+/// fails in the middle of the handshake with the server's key share in hand. Stops when dropped.
+pub struct TlsResetAfterHello {
+    pub addr: SocketAddr,
+    _stop: DropGuard,
+}
+
+impl TlsResetAfterHello {
+    pub async fn start(config: Arc<rustls::ServerConfig>) -> TlsResetAfterHello {
+        let (addr, stop) = accept_loop(move |mut stream| {
+            let config = config.clone();
+            async move {
+                let mut conn = rustls::ServerConnection::new(config).unwrap();
+                let mut buf = [0u8; 4096];
+                // Feed the ClientHello to rustls until it has an answer to send.
+                while !conn.wants_write() {
+                    let n = match stream.read(&mut buf).await {
+                        Ok(n) if n > 0 => n,
+                        _ => return,
+                    };
+                    if conn.read_tls(&mut &buf[..n]).is_err() || conn.process_new_packets().is_err()
+                    {
+                        return;
+                    }
+                }
+                let mut flight = Vec::new();
+                while conn.wants_write() {
+                    if conn.write_tls(&mut flight).is_err() {
+                        return;
+                    }
+                }
+                // A TLS record: type (1), version (2), length (2), then `length` bytes.
+                assert_eq!(
+                    flight.first(),
+                    Some(&0x16),
+                    "a handshake record comes first"
+                );
+                let len = usize::from(u16::from_be_bytes([flight[3], flight[4]]));
+                assert_eq!(
+                    flight[5], 0x02,
+                    "the first handshake message is a ServerHello"
+                );
+                let _ = stream.write_all(&flight[..5 + len]).await;
+                let _ = stream.flush().await;
+                let _ = stream.set_zero_linger();
+                drop(stream);
+            }
+        })
+        .await;
+        TlsResetAfterHello {
             addr,
             _stop: stop.drop_guard(),
         }
