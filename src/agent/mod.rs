@@ -116,6 +116,43 @@ impl fmt::Debug for AgentOptions {
     }
 }
 
+/// Renders `/metrics` exactly as a scrape does, for a fixed set of reports. Exists for the
+/// benchmarks in `benches/`; not a supported API.
+#[doc(hidden)]
+pub struct ScrapeFixture {
+    registry: prometheus::Registry,
+}
+
+#[doc(hidden)]
+impl ScrapeFixture {
+    /// A store holding `reports` (each its own configured target, probed at `interval`).
+    pub fn new(reports: Vec<crate::probe::ProbeReport>, interval: Duration) -> Self {
+        let store = Arc::new(store::Store::new());
+        let configured: Vec<_> = reports
+            .iter()
+            .map(|r| store::Configured {
+                name: r.target.clone(),
+                registry: r.registry.clone(),
+                interval,
+                task: 1,
+            })
+            .collect();
+        store.configure(&configured);
+        for r in reports {
+            store.record(1, r);
+        }
+        let status = Arc::new(store::ReloadStatus::loaded_at(SystemTime::now()));
+        ScrapeFixture {
+            registry: metrics::registry(store, status),
+        }
+    }
+
+    /// The body of one scrape.
+    pub fn render(&self) -> String {
+        metrics::render(&self.registry)
+    }
+}
+
 /// Why the agent could not start.
 #[derive(Debug, thiserror::Error)]
 pub enum AgentError {

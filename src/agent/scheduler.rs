@@ -233,6 +233,7 @@ async fn run_target(
                 r = prober.probe(&target) => r,
             }
         };
+        let report = Arc::new(report);
         if let Some(previous) = shared.store.record(id, report.clone()) {
             log_result(previous, &report);
         }

@@ -12,8 +12,8 @@
 //! Locks are `std` mutexes held for a few map operations, never across an `.await`.
 
 use std::collections::HashMap;
-use std::sync::Mutex;
 use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
 use std::time::{Duration, SystemTime};
 
 use crate::outcome::{Phase, Reason};
@@ -32,8 +32,9 @@ pub(crate) struct TargetState {
     pub(crate) interval: Duration,
     pub(crate) probes_total: u64,
     pub(crate) failures_total: u64,
-    /// The latest report, `None` until the first probe has finished.
-    pub(crate) last: Option<ProbeReport>,
+    /// The latest report, `None` until the first probe has finished. Shared, so a snapshot
+    /// for a scrape does not copy every report.
+    pub(crate) last: Option<Arc<ProbeReport>>,
 }
 
 /// A configured target as the scheduler hands it to [`Store::configure`].
@@ -94,7 +95,12 @@ impl Store {
     /// Records a finished probe of the target owned by `task`. Returns the verdict of the
     /// previous result (`Some(None)` for the first result), or `None` when `task` no longer
     /// owns a configured target and the report was dropped.
-    pub(crate) fn record(&self, task: TaskId, report: ProbeReport) -> Option<Option<Verdict>> {
+    pub(crate) fn record(
+        &self,
+        task: TaskId,
+        report: impl Into<Arc<ProbeReport>>,
+    ) -> Option<Option<Verdict>> {
+        let report = report.into();
         let mut entries = self.lock();
         let entry = entries.get_mut(&report.target)?;
         if entry.task != task {

@@ -6,7 +6,8 @@
 //! NotAfter is known also when verification fails (an expired registry certificate is exactly
 //! when you want to see its date). Each handshake is fresh: no session resumption.
 
-use std::sync::{Arc, Mutex, OnceLock};
+use std::collections::HashMap;
+use std::sync::{Arc, Mutex, OnceLock, Weak};
 use std::time::{Duration, UNIX_EPOCH};
 
 use rustls::client::WebPkiServerVerifier;
@@ -49,6 +50,40 @@ fn system_roots() -> &'static RootCertStore {
     })
 }
 
+/// The verifier trusting the system roots plus `extra_roots`, shared by every target (and every
+/// config generation) with the same extra roots while any of them is alive.
+///
+/// Each verifier holds its own copy of the system trust store (~150 anchors, some hundred kB),
+/// so building one per target made the agent's memory grow with the number of targets: 200
+/// targets with the same `tls.ca_file` held 200 copies. The verifier is immutable, so sharing
+/// it changes no decision.
+fn shared_verifier(
+    extra_roots: &[CertificateDer<'static>],
+) -> Result<Arc<WebPkiServerVerifier>, String> {
+    type Cache = HashMap<Vec<CertificateDer<'static>>, Weak<WebPkiServerVerifier>>;
+    static CACHE: OnceLock<Mutex<Cache>> = OnceLock::new();
+    let mut cache = CACHE
+        .get_or_init(Mutex::default)
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner);
+    if let Some(v) = cache.get(extra_roots).and_then(Weak::upgrade) {
+        return Ok(v);
+    }
+    let mut roots = system_roots().clone();
+    for cert in extra_roots {
+        roots.add(cert.clone()).map_err(|e| {
+            format!("tls.ca_file: a certificate cannot be used as a trust anchor: {e}")
+        })?;
+    }
+    let verifier = WebPkiServerVerifier::builder(Arc::new(roots))
+        .build()
+        .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
+    // Forget the verifiers no target uses any more (removed by a reload).
+    cache.retain(|_, v| v.strong_count() > 0);
+    cache.insert(extra_roots.to_vec(), Arc::downgrade(&verifier));
+    Ok(verifier)
+}
+
 /// The trust for `settings`, built on first use and cached in the settings.
 ///
 /// # Errors
@@ -69,17 +104,8 @@ impl Trust {
         if settings.insecure_skip_verify {
             return Ok(Trust { verifier: None });
         }
-        let mut roots = system_roots().clone();
-        for cert in &settings.extra_roots {
-            roots.add(cert.clone()).map_err(|e| {
-                format!("tls.ca_file: a certificate cannot be used as a trust anchor: {e}")
-            })?;
-        }
-        let verifier = WebPkiServerVerifier::builder(Arc::new(roots))
-            .build()
-            .map_err(|e| format!("cannot build the certificate verifier: {e}"))?;
         Ok(Trust {
-            verifier: Some(verifier),
+            verifier: Some(shared_verifier(&settings.extra_roots)?),
         })
     }
 
@@ -291,4 +317,46 @@ fn classify(host: &str, err: &std::io::Error) -> StepError {
         ),
     };
     StepError::new(reason, format!("{host}: {what}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ca_der(name: &str) -> CertificateDer<'static> {
+        let mut params = rcgen::CertificateParams::default();
+        params
+            .distinguished_name
+            .push(rcgen::DnType::CommonName, name);
+        params.is_ca = rcgen::IsCa::Ca(rcgen::BasicConstraints::Unconstrained);
+        let key = rcgen::KeyPair::generate().unwrap();
+        params.self_signed(&key).unwrap().der().clone()
+    }
+
+    fn verifier(settings: &TlsSettings) -> Arc<WebPkiServerVerifier> {
+        Trust::new(settings).unwrap().verifier.unwrap()
+    }
+
+    #[test]
+    fn targets_with_the_same_roots_share_one_verifier() {
+        crate::install_crypto_provider();
+        let (a, b) = (ca_der("a"), ca_der("b"));
+        let with = |roots: Vec<CertificateDer<'static>>| TlsSettings {
+            extra_roots: roots,
+            ..TlsSettings::default()
+        };
+        let first = verifier(&with(vec![a.clone()]));
+        assert!(Arc::ptr_eq(&first, &verifier(&with(vec![a.clone()]))));
+        assert!(!Arc::ptr_eq(&first, &verifier(&with(vec![b.clone()]))));
+        assert!(!Arc::ptr_eq(&first, &verifier(&with(vec![a, b]))));
+        assert!(
+            Trust::new(&TlsSettings {
+                insecure_skip_verify: true,
+                ..TlsSettings::default()
+            })
+            .unwrap()
+            .verifier
+            .is_none()
+        );
+    }
 }
