@@ -15,7 +15,7 @@ use crate::config::{Config, Target};
 use crate::outcome::{Phase, Reason};
 use crate::probe::{ProbeReport, Prober};
 
-/// Runs `--check` and returns the exit status. Output goes to stdout, errors to stderr.
+/// Runs `--check` and returns the exit status. At most `--probe.concurrency` probes run at once. Output goes to stdout, errors to stderr.
 pub async fn run(cli: &Cli) -> u8 {
     let config = match &cli.config_file {
         Some(path) => Config::load(path),
@@ -40,7 +40,12 @@ pub async fn run(cli: &Cli) -> u8 {
         }
     };
     tracing::debug!(config = %config.source, targets = targets.len(), timeout = ?config.timeout, "Checking targets");
-    let reports = probe_all(&Prober::from_config(&config), targets).await;
+    let reports = probe_all_bounded(
+        &Prober::from_config(&config),
+        targets,
+        cli.probe_concurrency,
+    )
+    .await;
     let out = match cli.output {
         OutputFormat::Text => render_text(&reports),
         OutputFormat::Json => render_json(&reports),
@@ -55,10 +60,30 @@ pub async fn run(cli: &Cli) -> u8 {
 
 /// Probes all targets concurrently; reports come back in target order.
 pub async fn probe_all(prober: &Prober, targets: Vec<Target>) -> Vec<ProbeReport> {
+    let limit = targets.len().max(1);
+    probe_all_bounded(prober, targets, limit).await
+}
+
+/// Probes all targets with at most `limit` probes in flight (`--probe.concurrency`), so a
+/// large config does not run thousands of handshakes at once and time out on its own load.
+/// Each probe's deadline starts when it starts. Reports come back in target order.
+pub async fn probe_all_bounded(
+    prober: &Prober,
+    targets: Vec<Target>,
+    limit: usize,
+) -> Vec<ProbeReport> {
+    let permits = std::sync::Arc::new(tokio::sync::Semaphore::new(limit.max(1)));
     let mut set = tokio::task::JoinSet::new();
     for (i, t) in targets.into_iter().enumerate() {
         let prober = prober.clone();
-        set.spawn(async move { (i, prober.probe(&t).await) });
+        let permits = permits.clone();
+        set.spawn(async move {
+            let _permit = permits
+                .acquire_owned()
+                .await
+                .expect("the semaphore is never closed");
+            (i, prober.probe(&t).await)
+        });
     }
     let mut out: Vec<(usize, ProbeReport)> = Vec::with_capacity(set.len());
     while let Some(r) = set.join_next().await {

@@ -934,3 +934,71 @@ async fn check_exit_codes_follow_the_results() {
         assert!(text.contains(want), "{want} in\n{text}");
     }
 }
+
+#[tokio::test]
+async fn check_bounds_how_many_probes_run_at_once() {
+    use std::sync::Arc;
+    use std::sync::atomic::{AtomicUsize, Ordering};
+    // A server that holds every connection until the client gives up, counting open ones.
+    let listener = tokio::net::TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let (open, max, total) = (
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+        Arc::new(AtomicUsize::new(0)),
+    );
+    let server = {
+        let (open, max, total) = (open.clone(), max.clone(), total.clone());
+        tokio::spawn(async move {
+            while let Ok((mut s, _)) = listener.accept().await {
+                let (open, max) = (open.clone(), max.clone());
+                total.fetch_add(1, Ordering::SeqCst);
+                let now = open.fetch_add(1, Ordering::SeqCst) + 1;
+                max.fetch_max(now, Ordering::SeqCst);
+                tokio::spawn(async move {
+                    let mut buf = [0u8; 1024];
+                    while matches!(tokio::io::AsyncReadExt::read(&mut s, &mut buf).await, Ok(n) if n > 0)
+                    {
+                    }
+                    open.fetch_sub(1, Ordering::SeqCst);
+                });
+            }
+        })
+    };
+    let mut yaml = String::from("timeout: 300ms\ntargets:\n");
+    for i in 0..5 {
+        yaml += &format!(
+            "  - name: t{i}\n    image: {}\n    plain_http: true\n",
+            image(addr, "app", &format!("v{i}"))
+        );
+    }
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let config = Config::from_yaml("t.yaml", &yaml, dir.path()).unwrap();
+    let reports = pullprobe::check::probe_all_bounded(
+        &Prober::from_config(&config),
+        config.targets.clone(),
+        2,
+    )
+    .await;
+    server.abort();
+    assert_eq!(reports.len(), 5);
+    assert!(
+        reports.iter().all(|r| r.reason() == Reason::Timeout),
+        "every probe waited for its own deadline"
+    );
+    assert_eq!(total.load(Ordering::SeqCst), 5, "every target was probed");
+    // Overlap of the probes' own [start, end] intervals: never more than 2 (the server's view
+    // lags behind closed connections, so it only shows that not all ran at once).
+    let spans: Vec<_> = reports
+        .iter()
+        .map(|r| (r.started_at, r.started_at + r.duration))
+        .collect();
+    let most = spans
+        .iter()
+        .map(|(s, _)| spans.iter().filter(|(s2, e2)| s2 <= s && s < e2).count())
+        .max()
+        .unwrap();
+    assert_eq!(most, 2, "{spans:?}");
+    assert!(max.load(Ordering::SeqCst) < 5, "not all at once");
+}
