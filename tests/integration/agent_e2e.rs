@@ -257,3 +257,113 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
         .unwrap()
         .unwrap();
 }
+
+/// Hostile registries (a hanging one, a trickling one, an endless token body) never stop the
+/// agent from answering scrapes, and each ends with a bounded probe and a closed-set reason.
+#[tokio::test(flavor = "multi_thread")]
+async fn agent_keeps_serving_while_registries_are_hostile() {
+    use crate::support::hostile::{Hostile, Reply, healthy, response};
+    init();
+    let hang = Hostile::start(|_, _| Reply::Hang).await;
+    let trickle = Hostile::start(|req, me| match req.path() {
+        "/v2/" => Reply::Trickle {
+            at_once: Vec::new(),
+            trickled: response(200, &[], b"{}"),
+            every: Duration::from_secs(1),
+        },
+        _ => healthy(req, me),
+    })
+    .await;
+    let endless = Hostile::start(|req, me| match req.path() {
+        "/token" => Reply::Endless {
+            head: b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n".to_vec(),
+            chunk: b"400\r\n".iter().copied().chain(std::iter::repeat_n(b' ', 1024)).chain(*b"\r\n").collect(),
+        },
+        _ => healthy(req, me),
+    })
+    .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = dir.path().join("config.yaml");
+    let mut yaml = String::from("interval: 2s\ntimeout: 1500ms\ntargets:\n");
+    for (name, addr) in [
+        ("hang", hang.addr),
+        ("trickle", trickle.addr),
+        ("endless", endless.addr),
+    ] {
+        yaml += &format!(
+            "  - name: {name}\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n",
+            addr.port()
+        );
+    }
+    std::fs::write(&config, yaml).unwrap();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut opts = AgentOptions::new(Some(config));
+    opts.watch_interval = Duration::ZERO;
+    opts.reload_on_sighup = false;
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(agent::run(opts, listener, async {
+        let _ = stopped.await;
+    }));
+
+    // Scrapes answer quickly the whole time, while probes hang or trickle.
+    let started = tokio::time::Instant::now();
+    let mut s = String::new();
+    while started.elapsed() < Duration::from_secs(12) {
+        s = tokio::time::timeout(Duration::from_secs(1), scrape(addr))
+            .await
+            .expect("a scrape answers within 1 s");
+        let done = ["hang", "trickle", "endless"]
+            .iter()
+            .all(|t| sample(&s, "pullprobe_probes_total", &[("target", t)]).unwrap_or(0.0) >= 2.0);
+        if done {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(100)).await;
+    }
+    assert_eq!(
+        sample(
+            &s,
+            "pullprobe_probe_result",
+            &[("target", "hang"), ("phase", "auth"), ("reason", "timeout")]
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "pullprobe_probe_result",
+            &[
+                ("target", "trickle"),
+                ("phase", "auth"),
+                ("reason", "timeout")
+            ]
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    assert_eq!(
+        sample(
+            &s,
+            "pullprobe_probe_result",
+            &[
+                ("target", "endless"),
+                ("phase", "auth"),
+                ("reason", "protocol_error")
+            ]
+        ),
+        Some(1.0),
+        "{s}"
+    );
+    for t in ["hang", "trickle", "endless"] {
+        let d = sample(&s, "pullprobe_probe_duration_seconds", &[("target", t)]).unwrap();
+        assert!(d < 2.5, "{t}: probe bounded by its timeout, took {d}s");
+    }
+    stop.send(()).unwrap();
+    tokio::time::timeout(Duration::from_secs(3), handle)
+        .await
+        .unwrap()
+        .unwrap()
+        .unwrap();
+}
