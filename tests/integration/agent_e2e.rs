@@ -50,6 +50,42 @@ async fn wait_for(addr: SocketAddr, what: &str, pred: impl Fn(&str) -> bool) -> 
     }
 }
 
+/// The agent running in-process on `127.0.0.1:0`; `stop` shuts it down and checks it ended
+/// cleanly within the grace period.
+pub struct Running {
+    pub addr: SocketAddr,
+    stop: tokio::sync::oneshot::Sender<()>,
+    handle: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
+}
+
+/// Starts the agent for `config` with the real engine, no file watching and no SIGHUP handler;
+/// `adjust` changes further options.
+pub async fn start(config: &std::path::Path, adjust: impl FnOnce(&mut AgentOptions)) -> Running {
+    init();
+    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
+    let addr = listener.local_addr().unwrap();
+    let mut opts = AgentOptions::new(Some(config.to_owned()));
+    opts.watch_interval = Duration::ZERO;
+    opts.reload_on_sighup = false;
+    adjust(&mut opts);
+    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
+    let handle = tokio::spawn(agent::run(opts, listener, async {
+        let _ = stopped.await;
+    }));
+    Running { addr, stop, handle }
+}
+
+impl Running {
+    pub async fn stop(self) {
+        self.stop.send(()).unwrap();
+        tokio::time::timeout(Duration::from_secs(3), self.handle)
+            .await
+            .unwrap()
+            .unwrap()
+            .unwrap();
+    }
+}
+
 #[tokio::test(flavor = "multi_thread")]
 async fn agent_scrape_reflects_real_probes_and_reloads() {
     init();
@@ -98,15 +134,8 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
     )
     .unwrap();
 
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut opts = AgentOptions::new(Some(config.clone()));
-    opts.watch_interval = Duration::ZERO;
-    opts.reload_on_sighup = false;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(agent::run(opts, listener, async {
-        let _ = stopped.await;
-    }));
+    let agent = start(&config, |_| {}).await;
+    let addr = agent.addr;
 
     let hub_l = [("target", "hub")];
     let s = wait_for(addr, "three targets probed twice", |s| {
@@ -250,12 +279,7 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
         Some(1.0)
     );
 
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(3), handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    agent.stop().await;
 }
 
 /// Hostile registries (a hanging one, a trickling one, an endless token body) never stop the
@@ -296,15 +320,8 @@ async fn agent_keeps_serving_while_registries_are_hostile() {
         );
     }
     std::fs::write(&config, yaml).unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut opts = AgentOptions::new(Some(config));
-    opts.watch_interval = Duration::ZERO;
-    opts.reload_on_sighup = false;
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(agent::run(opts, listener, async {
-        let _ = stopped.await;
-    }));
+    let agent = start(&config, |_| {}).await;
+    let addr = agent.addr;
 
     // Scrapes answer quickly the whole time, while probes hang or trickle.
     let started = tokio::time::Instant::now();
@@ -360,10 +377,5 @@ async fn agent_keeps_serving_while_registries_are_hostile() {
         let d = sample(&s, "pullprobe_probe_duration_seconds", &[("target", t)]).unwrap();
         assert!(d < 2.5, "{t}: probe bounded by its timeout, took {d}s");
     }
-    stop.send(()).unwrap();
-    tokio::time::timeout(Duration::from_secs(3), handle)
-        .await
-        .unwrap()
-        .unwrap()
-        .unwrap();
+    agent.stop().await;
 }

@@ -6,15 +6,14 @@
 //! firing and nothing for the healthy target. Then every dashboard query runs against that live
 //! Prometheus and none may error.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
 
 use crate::docker_registry::require_tool;
 use crate::support::dns::FakeDns;
-use crate::support::init;
 use crate::support::registry::{Auth, FakeRegistry, RateLimitHeaders, StatusOverride};
+use crate::support::{free_port, init};
 
 /// A child process killed when the test ends, however it ends.
 pub struct Daemon {
@@ -52,14 +51,6 @@ impl Daemon {
             tail.into_iter().rev().collect::<Vec<_>>().join("\n")
         )
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 async fn get_json(client: &reqwest::Client, url: &str) -> Option<serde_json::Value> {

@@ -3,7 +3,6 @@
 //! API, probed by the `pullprobe` binary: ok, no credentials, wrong credentials, missing tag,
 //! missing repository — and a debug log that never shows the password.
 
-use std::net::TcpListener;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -11,6 +10,7 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sha2::Digest as _;
 
+use crate::support::free_port;
 use crate::support::tls::{TestCa, Validity};
 
 const USER: &str = "probe-user";
@@ -47,14 +47,6 @@ impl Drop for Registry {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
-}
-
-fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
 }
 
 fn start_registry(bin: &Path, ca: &TestCa) -> Registry {

@@ -5,54 +5,26 @@
 use std::path::Path;
 use std::time::{Duration, Instant};
 
-use pullprobe::agent::{self, AgentOptions};
-use tokio::net::TcpListener;
-
+use crate::agent_e2e::{Running, start};
 use crate::alerts_e2e::Daemon;
 use crate::docker_registry::require_tool;
-use crate::support::init;
 use crate::support::registry::{Auth, FakeRegistry};
 use crate::support::tls::{TestCa, Validity};
 
 const USER: &str = "prometheus";
 const PASSWORD: &str = "scrape-Pa55";
 
-struct Running {
-    addr: std::net::SocketAddr,
-    stop: tokio::sync::oneshot::Sender<()>,
-    handle: tokio::task::JoinHandle<Result<(), agent::AgentError>>,
-}
-
 async fn start_agent(dir: &Path, web_config: &Path, registry: std::net::SocketAddr) -> Running {
-    init();
     let config = dir.join("config.yaml");
     std::fs::write(
         &config,
         format!("interval: 1s\ntimeout: 1s\ntargets:\n  - name: plain\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n", registry.port()),
     )
     .unwrap();
-    let listener = TcpListener::bind("127.0.0.1:0").await.unwrap();
-    let addr = listener.local_addr().unwrap();
-    let mut opts = AgentOptions::new(Some(config));
-    opts.watch_interval = Duration::ZERO;
-    opts.reload_on_sighup = false;
-    opts.web_config_file = Some(web_config.to_owned());
-    let (stop, stopped) = tokio::sync::oneshot::channel::<()>();
-    let handle = tokio::spawn(agent::run(opts, listener, async {
-        let _ = stopped.await;
-    }));
-    Running { addr, stop, handle }
-}
-
-impl Running {
-    async fn stop(self) {
-        self.stop.send(()).unwrap();
-        tokio::time::timeout(Duration::from_secs(3), self.handle)
-            .await
-            .unwrap()
-            .unwrap()
-            .unwrap();
-    }
+    start(&config, |opts| {
+        opts.web_config_file = Some(web_config.to_owned())
+    })
+    .await
 }
 
 fn https_client(ca: &TestCa, identity: Option<reqwest::Identity>) -> reqwest::Client {

@@ -53,6 +53,11 @@ pub async fn silent_listener() -> (SocketAddr, SilentGuard) {
     (addr, SilentGuard(stop.drop_guard()))
 }
 
+/// A loopback port that was free a moment ago, for daemons that must be told their port.
+pub fn free_port() -> u16 {
+    closed_port().port()
+}
+
 /// A loopback address with nothing listening (bound, then released), so connecting is refused.
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
