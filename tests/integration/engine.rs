@@ -28,6 +28,16 @@ async fn probe_config(dir: &Path, yaml: &str) -> Vec<ProbeReport> {
     pullprobe::check::probe_all(&prober, config.targets.clone()).await
 }
 
+/// Probes one plain-HTTP target with the given timeout.
+async fn probe_plain(image: String, timeout: &str) -> ProbeReport {
+    let dir = tempfile::tempdir().unwrap();
+    probe_one(
+        dir.path(),
+        &format!("timeout: {timeout}\ntargets:\n  - image: {image}\n    plain_http: true\n"),
+    )
+    .await
+}
+
 async fn probe_one(dir: &Path, yaml: &str) -> ProbeReport {
     probe_config(dir, yaml).await.remove(0)
 }
@@ -178,15 +188,7 @@ async fn ok_plain_http_without_auth_has_no_rate_limit_and_no_tls() {
         .repo(REPO, &["latest"])
         .start()
         .await;
-    let dir = tempfile::tempdir().unwrap();
-    let r = probe_one(
-        dir.path(),
-        &format!(
-            "targets:\n  - image: {}\n    plain_http: true\n",
-            image(reg.addr, REPO, "latest")
-        ),
-    )
-    .await;
+    let r = probe_plain(image(reg.addr, REPO, "latest"), "10s").await;
     assert!(r.ok(), "{:#?}", r.failure);
     assert_eq!(r.rate_limit, None);
     assert_eq!(r.tls, None);
@@ -545,7 +547,6 @@ async fn token_server_answers_are_classified() {
         (TokenBehavior::Status(503), Reason::ServerError),
         (TokenBehavior::Hang, Reason::Timeout),
     ];
-    let dir = tempfile::tempdir().unwrap();
     for (behavior, want) in cases {
         let reg = FakeRegistry::builder()
             .auth(bearer(None))
@@ -553,14 +554,7 @@ async fn token_server_answers_are_classified() {
             .repo(REPO, &["latest"])
             .start()
             .await;
-        let r = probe_one(
-            dir.path(),
-            &format!(
-                "timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n",
-                image(reg.addr, REPO, "latest")
-            ),
-        )
-        .await;
+        let r = probe_plain(image(reg.addr, REPO, "latest"), "2s").await;
         assert_failure(&r, Phase::Auth, want);
     }
     for ok in [
@@ -574,14 +568,7 @@ async fn token_server_answers_are_classified() {
             .repo(REPO, &["latest"])
             .start()
             .await;
-        let r = probe_one(
-            dir.path(),
-            &format!(
-                "targets:\n  - image: {}\n    plain_http: true\n",
-                image(reg.addr, REPO, "latest")
-            ),
-        )
-        .await;
+        let r = probe_plain(image(reg.addr, REPO, "latest"), "10s").await;
         assert!(r.ok(), "{ok:?}: {:#?}", r.failure);
     }
 }
@@ -595,7 +582,6 @@ async fn v2_endpoint_answers_are_classified() {
         (StatusOverride::TooManyRequests, Reason::RateLimited),
         (StatusOverride::Hang, Reason::Timeout),
     ];
-    let dir = tempfile::tempdir().unwrap();
     for (status, want) in cases {
         let reg = FakeRegistry::builder()
             .auth(bearer(None))
@@ -603,14 +589,7 @@ async fn v2_endpoint_answers_are_classified() {
             .repo(REPO, &["latest"])
             .start()
             .await;
-        let r = probe_one(
-            dir.path(),
-            &format!(
-                "timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n",
-                image(reg.addr, REPO, "latest")
-            ),
-        )
-        .await;
+        let r = probe_plain(image(reg.addr, REPO, "latest"), "2s").await;
         assert_failure(&r, Phase::Auth, want);
     }
 }
@@ -687,20 +666,12 @@ async fn missing_tag_missing_repo_and_hub_ambiguity() {
         .repo(REPO, &["latest"])
         .start()
         .await;
-    let r = probe_one(
-        dir.path(),
-        &format!(
-            "targets:\n  - image: {}\n    plain_http: true\n",
-            image(hub.addr, "someone/private", "latest")
-        ),
-    )
-    .await;
+    let r = probe_plain(image(hub.addr, "someone/private", "latest"), "10s").await;
     assert_failure(&r, Phase::Manifest, Reason::AuthRequired);
 }
 
 #[tokio::test]
 async fn manifest_answers_are_classified_and_rate_limit_headers_kept_on_429() {
-    let dir = tempfile::tempdir().unwrap();
     let cases = [
         (StatusOverride::TooManyRequests, Reason::RateLimited),
         (StatusOverride::TooManyRequestsPlain, Reason::RateLimited),
@@ -722,14 +693,7 @@ async fn manifest_answers_are_classified_and_rate_limit_headers_kept_on_429() {
             .repo(REPO, &["latest"])
             .start()
             .await;
-        let r = probe_one(
-            dir.path(),
-            &format!(
-                "timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n",
-                image(reg.addr, REPO, "latest")
-            ),
-        )
-        .await;
+        let r = probe_plain(image(reg.addr, REPO, "latest"), "2s").await;
         assert_failure(&r, Phase::Manifest, want);
         if matches!(status, StatusOverride::TooManyRequests) {
             assert_eq!(
@@ -746,15 +710,7 @@ async fn manifest_answers_are_classified_and_rate_limit_headers_kept_on_429() {
 #[tokio::test]
 async fn a_hanging_registry_never_holds_a_probe_past_its_deadline() {
     let (addr, _guard) = silent_listener().await;
-    let dir = tempfile::tempdir().unwrap();
-    let r = probe_one(
-        dir.path(),
-        &format!(
-            "timeout: 1s\ntargets:\n  - image: {}\n    plain_http: true\n",
-            image(addr, "a", "b")
-        ),
-    )
-    .await;
+    let r = probe_plain(image(addr, "a", "b"), "1s").await;
     assert_failure(&r, Phase::Auth, Reason::Timeout);
     assert!(
         r.duration >= Duration::from_millis(900) && r.duration < Duration::from_secs(3),
