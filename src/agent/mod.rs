@@ -120,7 +120,7 @@ impl fmt::Debug for AgentOptions {
 /// benchmarks in `benches/`; not a supported API.
 #[doc(hidden)]
 pub struct ScrapeFixture {
-    registry: prometheus::Registry,
+    exposition: metrics::Exposition,
 }
 
 #[doc(hidden)]
@@ -143,13 +143,13 @@ impl ScrapeFixture {
         }
         let status = Arc::new(store::ReloadStatus::loaded_at(SystemTime::now()));
         ScrapeFixture {
-            registry: metrics::registry(store, status),
+            exposition: metrics::Exposition::new(store, status),
         }
     }
 
     /// The body of one scrape.
     pub fn render(&self) -> String {
-        metrics::render(&self.registry)
+        self.exposition.render()
     }
 }
 
@@ -202,7 +202,7 @@ pub async fn run(
     let (reload_tx, reload_rx) = mpsc::channel(4);
 
     let state = Arc::new(server::AppState {
-        registry: metrics::registry(store.clone(), status.clone()),
+        exposition: metrics::Exposition::new(store.clone(), status.clone()),
         ready: ready.clone(),
         reload: reload_tx,
     });

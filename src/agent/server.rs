@@ -29,7 +29,7 @@ use super::webconfig::{AuthDecision, WebConfig, WebConfigHandle};
 
 /// What the handlers read.
 pub(crate) struct AppState {
-    pub(crate) registry: prometheus::Registry,
+    pub(crate) exposition: metrics::Exposition,
     /// Set once the config is loaded and the scheduler has started the first round.
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) reload: mpsc::Sender<Trigger>,
@@ -170,7 +170,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>
         ("/metrics", true, _) => respond(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
-            metrics::render(&state.registry),
+            state.exposition.render(),
         ),
         ("/-/healthy", true, _) => text(StatusCode::OK, "pullprobe is healthy.\n"),
         ("/-/ready", true, _) => {
