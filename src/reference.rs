@@ -36,6 +36,11 @@ pub enum ReferenceError {
          (Docker reads an uppercase first path component as a registry host)"
     )]
     Ambiguous { input: String, normalised: String },
+    #[error(
+        "invalid image reference {input:?}: a tag may only contain ASCII letters, digits, '_', '.' and '-' \
+         (Docker's grammar), so no node can pull it"
+    )]
+    Tag { input: String },
 }
 
 impl ImageRef {
@@ -57,6 +62,13 @@ impl ImageRef {
             return Err(ReferenceError::Ambiguous {
                 input: input.to_owned(),
                 normalised,
+            });
+        }
+        // oci-spec reads the tag's `\w` as Unicode; distribution (Go's RE2, so containerd and
+        // kubelet) reads it as ASCII and rejects `nginx:é` as an invalid reference.
+        if !inner.tag().is_none_or(|t| t.is_ascii()) {
+            return Err(ReferenceError::Tag {
+                input: input.to_owned(),
             });
         }
         let (host, port) =
@@ -253,5 +265,19 @@ mod tests {
         ] {
             assert!(ImageRef::parse(bad).is_err(), "{bad:?} should be rejected");
         }
+    }
+
+    #[test]
+    fn tags_are_ascii_as_in_docker() {
+        for bad in ["nginx:é", "nginx:v1é", "ghcr.io/org/app:ünïcode@sha256:{}"] {
+            let bad = bad.replace("{}", &"a".repeat(64));
+            let e = ImageRef::parse(&bad).unwrap_err();
+            assert_eq!(e, ReferenceError::Tag { input: bad.clone() });
+            assert!(e.to_string().contains("ASCII"), "{e}");
+        }
+        assert_eq!(
+            ImageRef::parse("nginx:V1_2.3-rc").unwrap().tag(),
+            Some("V1_2.3-rc")
+        );
     }
 }

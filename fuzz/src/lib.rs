@@ -85,6 +85,8 @@ pub fn reference(data: &[u8]) {
     );
     assert!(!r.manifest_reference().is_empty(), "{text:?}");
     assert!(!r.api_host().is_empty(), "{text:?}");
+    // Docker's grammar: tags are ASCII (oci-spec alone would accept Unicode letters).
+    assert!(r.tag().is_none_or(|t| t.is_ascii()), "{text:?}");
     let shown = r.to_string();
     let again = ImageRef::parse(&shown)
         .unwrap_or_else(|e| panic!("{text:?} normalises to {shown:?}, which does not parse: {e}"));
