@@ -271,20 +271,23 @@ struct AgentCollector {
     descs: Vec<Desc>,
 }
 
+/// The crate's descriptor of a family; it validates the metric and label names.
+fn desc(spec: &Spec) -> Desc {
+    Desc::new(
+        spec.name.to_owned(),
+        help(spec),
+        spec.labels.iter().map(|&l| l.to_owned()).collect(),
+        HashMap::new(),
+    )
+    .expect("metric specs are valid (tested)")
+}
+
 impl AgentCollector {
     fn new(reload: Arc<ReloadStatus>) -> Self {
         let descs = SPECS
             .iter()
             .filter(|s| !per_target(s))
-            .map(|s| {
-                Desc::new(
-                    s.name.to_owned(),
-                    help(s),
-                    s.labels.iter().map(|&l| l.to_owned()).collect(),
-                    HashMap::new(),
-                )
-                .expect("metric specs are valid (tested)")
-            })
+            .map(|s| desc(s))
             .collect();
         AgentCollector { reload, descs }
     }
@@ -667,7 +670,7 @@ mod tests {
     }
 
     fn oracle(store: Arc<Store>, reload: Arc<ReloadStatus>) -> String {
-        let descs = AgentCollector::new(reload.clone()).descs;
+        let descs = SPECS.iter().map(|s| desc(s)).collect();
         let registry = Registry::new();
         registry
             .register(Box::new(Oracle {
@@ -774,9 +777,10 @@ mod tests {
     }
 
     #[test]
-    fn every_spec_knows_its_slot() {
+    fn every_spec_knows_its_slot_and_has_valid_names() {
         for (i, s) in SPECS.iter().enumerate() {
             assert_eq!(s.slot, i, "{}", s.name);
+            desc(s); // panics on an invalid metric or label name
         }
     }
 
