@@ -3,6 +3,7 @@
 //! API, probed by the `pullprobe` binary: ok, no credentials, wrong credentials, missing tag,
 //! missing repository — and a debug log that never shows the password.
 
+use std::ffi::OsStr;
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
 use std::time::{Duration, Instant};
@@ -10,8 +11,8 @@ use std::time::{Duration, Instant};
 use base64::Engine as _;
 use sha2::Digest as _;
 
-use crate::support::free_port;
 use crate::support::tls::{TestCa, Validity};
+use crate::support::{Run, free_port, pullprobe};
 
 const USER: &str = "probe-user";
 const PASSWORD: &str = "s3cret-Pa55word";
@@ -163,30 +164,15 @@ async fn push_image(http: &reqwest::Client, base: &str, repo: &str, tag: &str) -
     sha256(manifest.as_bytes())
 }
 
-pub struct Run {
-    pub code: i32,
-    pub stdout: String,
-    pub stderr: String,
-    pub json: serde_json::Value,
-}
-
 /// Runs `pullprobe --check --output json` with a config and images.
 pub fn run_check(config: &Path, images: &[&str], extra: &[&str]) -> Run {
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-        .args(["--check", "--output", "json", "--config.file"])
-        .arg(config)
-        .args(extra)
-        .args(images)
-        .output()
-        .unwrap();
-    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout,
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        json,
-    }
+    let config = config.as_os_str();
+    let args = ["--check", "--output", "json", "--config.file"].map(OsStr::new);
+    pullprobe(
+        args.into_iter()
+            .chain([config])
+            .chain(extra.iter().chain(images).map(OsStr::new)),
+    )
 }
 
 fn auth_file(dir: &Path, name: &str, key: &str, user: &str, pass: &str) -> PathBuf {

@@ -1,6 +1,7 @@
 //! The real engine against the in-process fakes: every reason of the contract is produced by at
 //! least one test here (plus `docker_registry.rs`, `unbound.rs`), each asserting phase and reason.
 
+use std::ffi::{OsStr, OsString};
 use std::net::{IpAddr, SocketAddr};
 use std::path::Path;
 use std::process::Command;
@@ -15,7 +16,7 @@ use crate::support::registry::{
     Auth, FakeRegistry, RateLimitHeaders, ServerKind, StatusOverride, TokenBehavior,
 };
 use crate::support::tls::{TestCa, TlsReset, TlsStall, Validity, server_config};
-use crate::support::{closed_port, init, silent_listener};
+use crate::support::{closed_port, init, pullprobe, silent_listener};
 
 const REPO: &str = "library/alpine";
 
@@ -746,30 +747,23 @@ async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
         let out = tokio::task::spawn_blocking({
             let config = config.clone();
             move || {
-                Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-                    .args([
-                        "--check",
-                        "--log.level",
-                        "trace",
-                        "--log.format",
-                        format,
-                        "--output",
-                        format,
-                        "--config.file",
-                    ])
-                    .arg(&config)
-                    .output()
-                    .unwrap()
+                let flags = [
+                    "--check",
+                    "--log.level",
+                    "trace",
+                    "--log.format",
+                    format,
+                    "--output",
+                    format,
+                    "--config.file",
+                ];
+                pullprobe(flags.map(OsStr::new).into_iter().chain([config.as_ref()]))
             }
         })
         .await
         .unwrap();
-        let all = format!(
-            "{}{}",
-            String::from_utf8_lossy(&out.stdout),
-            String::from_utf8_lossy(&out.stderr)
-        );
-        assert_eq!(out.status.code(), Some(0), "{all}");
+        let all = format!("{}{}", out.stdout, out.stderr);
+        assert_eq!(out.code, 0, "{all}");
         let tokens: Vec<String> = reg
             .requests()
             .iter()
@@ -797,13 +791,13 @@ fn exit_codes_and_config_errors_name_file_key_and_fix() {
         "timeout: 10s\ntargets:\n  - image: nginx\n    tls:\n      ca_fil: /x\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-        .args(["--check", "--config.file"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = pullprobe([
+        OsStr::new("--check"),
+        "--config.file".as_ref(),
+        bad.as_ref(),
+    ]);
+    assert_eq!(out.code, 2);
+    let err = &out.stderr;
     assert!(
         err.contains(&bad.display().to_string()) && err.contains("ca_fil") && err.contains("fix:"),
         "{err}"
@@ -816,29 +810,23 @@ fn exit_codes_and_config_errors_name_file_key_and_fix() {
         "targets:\n  - image: nginx\n    docker_config: nope.json\n",
     )
     .unwrap();
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-        .args(["--check", "--config.file"])
-        .arg(&bad)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = pullprobe([
+        OsStr::new("--check"),
+        "--config.file".as_ref(),
+        bad.as_ref(),
+    ]);
+    assert_eq!(out.code, 2);
+    let err = &out.stderr;
     assert!(
         err.contains("targets[0].docker_config") && err.contains("nope.json"),
         "{err}"
     );
 
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-        .args(["--check", "--output", "yaml"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2), "usage errors exit 2");
-    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-        .args(["--check", "Not A Ref"])
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    assert!(String::from_utf8_lossy(&out.stderr).contains("IMAGE[0]"));
+    let out = pullprobe(["--check", "--output", "yaml"]);
+    assert_eq!(out.code, 2, "usage errors exit 2");
+    let out = pullprobe(["--check", "Not A Ref"]);
+    assert_eq!(out.code, 2);
+    assert!(out.stderr.contains("IMAGE[0]"));
 }
 
 #[tokio::test(flavor = "multi_thread")]
@@ -859,28 +847,21 @@ async fn check_exit_codes_follow_the_results() {
     )
     .unwrap();
     let run = |images: Vec<String>| {
-        let config = config.clone();
-        tokio::task::spawn_blocking(move || {
-            Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-                .args(["--check", "--config.file"])
-                .arg(&config)
-                .args(images)
-                .output()
-                .unwrap()
-        })
+        let mut args: Vec<OsString> = vec![
+            "--check".into(),
+            "--config.file".into(),
+            config.clone().into(),
+        ];
+        args.extend(images.into_iter().map(Into::into));
+        tokio::task::spawn_blocking(move || pullprobe(args))
     };
     let out = run(vec![]).await.unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stdout)
-    );
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.code, 0, "{}", out.stdout);
+    let text = &out.stdout;
     assert!(text.contains("1 of 1 targets ok"), "{text}");
     let out = run(vec![image(ok.addr, REPO, "nope")]).await.unwrap();
-    assert_eq!(out.status.code(), Some(1));
-    let text = String::from_utf8_lossy(&out.stdout);
+    assert_eq!(out.code, 1);
+    let text = &out.stdout;
     for want in [
         "FAIL manifest_unknown",
         "failed step: manifest",

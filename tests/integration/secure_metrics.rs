@@ -2,12 +2,14 @@
 //! real — by an HTTPS client and by Debian's Prometheus with `tls_config` and `basic_auth` —
 //! plus client-certificate authentication.
 
+use std::ffi::OsStr;
 use std::path::Path;
 use std::time::{Duration, Instant};
 
 use crate::agent_e2e::{Running, start};
 use crate::alerts_e2e::Daemon;
 use crate::docker_registry::require_tool;
+use crate::support::pullprobe;
 use crate::support::registry::{Auth, FakeRegistry};
 use crate::support::tls::{TestCa, Validity};
 
@@ -211,14 +213,13 @@ fn a_bad_web_config_is_a_startup_error_naming_the_key() {
     let dir = tempfile::tempdir().unwrap();
     let web = dir.path().join("web.yml");
     std::fs::write(&web, "basic_auth_users:\n  prometheus: not-a-bcrypt-hash\n").unwrap();
-    let out = std::process::Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-        .arg("--web.listen-address=127.0.0.1:0")
-        .arg("--web.config.file")
-        .arg(&web)
-        .output()
-        .unwrap();
-    assert_eq!(out.status.code(), Some(2));
-    let err = String::from_utf8_lossy(&out.stderr);
+    let out = pullprobe([
+        OsStr::new("--web.listen-address=127.0.0.1:0"),
+        "--web.config.file".as_ref(),
+        web.as_ref(),
+    ]);
+    assert_eq!(out.code, 2);
+    let err = &out.stderr;
     assert!(
         err.contains("basic_auth_users.prometheus") && err.contains("bcrypt"),
         "{err}"

@@ -11,7 +11,9 @@ pub mod hostile;
 pub mod registry;
 pub mod tls;
 
+use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::process::Command;
 
 use tokio::net::TcpListener;
 use tokio_util::sync::{CancellationToken, DropGuard};
@@ -62,4 +64,35 @@ pub fn free_port() -> u16 {
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     listener.local_addr().unwrap()
+}
+
+/// What one run of the `pullprobe` binary printed, and how it exited.
+pub struct Run {
+    /// The exit status; -1 when a signal ended the process.
+    pub code: i32,
+    pub stdout: String,
+    pub stderr: String,
+    /// stdout as JSON, `Null` when it is not JSON (text output, an error).
+    pub json: serde_json::Value,
+}
+
+/// Runs the `pullprobe` binary with `args` and waits for it (blocking: from async tests, call it
+/// in `spawn_blocking`).
+pub fn pullprobe<I, S>(args: I) -> Run
+where
+    I: IntoIterator<Item = S>,
+    S: AsRef<OsStr>,
+{
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args(args)
+        .output()
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+    let json = serde_json::from_str(&stdout).unwrap_or(serde_json::Value::Null);
+    Run {
+        code: out.status.code().unwrap_or(-1),
+        stdout,
+        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        json,
+    }
 }
