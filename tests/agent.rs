@@ -229,10 +229,10 @@ fn write_config(dir: &Path, targets: &[&str]) -> PathBuf {
     path
 }
 
-// ---- tests ----------------------------------------------------------------------------------
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn scrape_reports_success_and_failure_targets() {
+/// An agent with two targets: `hub` succeeds with Docker Hub's rate-limit headers, `private` is
+/// refused; the fake lets a test change that. The directory holds the config; keep it while
+/// the agent runs.
+async fn start_hub_and_private() -> (Agent, Arc<Fake>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
     let config = write_config(dir.path(), &["hub", "private"]);
     let fake = Arc::new(Fake::default());
@@ -251,6 +251,14 @@ async fn scrape_reports_success_and_failure_targets() {
         },
     );
     let agent = start(options(&config, &fake)).await;
+    (agent, fake, dir)
+}
+
+// ---- tests ----------------------------------------------------------------------------------
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn scrape_reports_success_and_failure_targets() {
+    let (agent, fake, _dir) = start_hub_and_private().await;
 
     let first = agent
         .wait_for("two probes of each target", |t| {
@@ -545,24 +553,7 @@ async fn promtool_accepts_a_real_scrape() {
         return;
     };
     assert!(version.status.success());
-    let dir = tempfile::tempdir().unwrap();
-    let config = write_config(dir.path(), &["hub", "private"]);
-    let fake = Arc::new(Fake::default());
-    fake.set(
-        "hub",
-        Behaviour {
-            rate_limit: Some(hub_limits()),
-            ..Behaviour::default()
-        },
-    );
-    fake.set(
-        "private",
-        Behaviour {
-            failure: Some(refused()),
-            ..Behaviour::default()
-        },
-    );
-    let agent = start(options(&config, &fake)).await;
+    let (agent, _fake, _dir) = start_hub_and_private().await;
     let text = agent
         .wait_for("both probed", |t| {
             probes(t, "hub") >= 1.0 && probes(t, "private") >= 1.0
