@@ -98,12 +98,7 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
             service: "fake".into(),
         })
         .repo("ratelimitpreview/test", &["latest"])
-        .rate_limit(Some(RateLimitHeaders {
-            limit: 100,
-            remaining: 76,
-            window: 21600,
-            source: Some("192.0.2.1".into()),
-        }))
+        .rate_limit(Some(RateLimitHeaders::hub(76)))
         .start()
         .await;
     let plain = FakeRegistry::builder()

@@ -182,12 +182,7 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
         .auth(Auth::None)
         .repo("ratelimitpreview/test", &["latest"])
         .manifest_status(StatusOverride::TooManyRequests)
-        .rate_limit(Some(RateLimitHeaders {
-            limit: 100,
-            remaining: 0,
-            window: 21600,
-            source: Some("192.0.2.1".into()),
-        }))
+        .rate_limit(Some(RateLimitHeaders::hub(0)))
         .start()
         .await;
     let healthy = FakeRegistry::builder()

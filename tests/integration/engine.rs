@@ -106,12 +106,7 @@ async fn ok_over_tls_with_bearer_token_rate_limit_and_token_reuse() {
         .tls(server_config(&leaf))
         .auth(bearer(None))
         .repo(REPO, &["3.20", "latest"])
-        .rate_limit(Some(RateLimitHeaders {
-            limit: 100,
-            remaining: 76,
-            window: 21600,
-            source: Some("192.0.2.1".into()),
-        }))
+        .rate_limit(Some(RateLimitHeaders::hub(76)))
         .start()
         .await;
     let yaml = format!(
@@ -686,10 +681,8 @@ async fn manifest_answers_are_classified_and_rate_limit_headers_kept_on_429() {
             .auth(bearer(None))
             .manifest_status(status.clone())
             .rate_limit(Some(RateLimitHeaders {
-                limit: 100,
-                remaining: 0,
-                window: 21600,
                 source: Some("192.0.2.9".into()),
+                ..RateLimitHeaders::hub(0)
             }))
             .repo(REPO, &["latest"])
             .start()

@@ -343,12 +343,7 @@ fn header(resp: &reqwest::Response, name: &str) -> Option<String> {
 }
 
 fn hub_rate_limit() -> Option<RateLimitHeaders> {
-    Some(RateLimitHeaders {
-        limit: 100,
-        remaining: 76,
-        window: 21600,
-        source: Some("192.0.2.1".into()),
-    })
+    Some(RateLimitHeaders::hub(76))
 }
 
 /// Fetches a token from the realm in `challenge` for `scope`, optionally with Basic credentials.

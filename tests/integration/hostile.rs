@@ -717,12 +717,7 @@ async fn soak_memory_stays_flat_over_thousands_of_probe_rounds() {
         .tls(server_config(&leaf))
         .auth(bearer())
         .repo(REPO, &["latest"])
-        .rate_limit(Some(RateLimitHeaders {
-            limit: 100,
-            remaining: 42,
-            window: 21600,
-            source: Some("192.0.2.1".into()),
-        }))
+        .rate_limit(Some(RateLimitHeaders::hub(42)))
         .start()
         .await;
     let missing_tag = FakeRegistry::builder()

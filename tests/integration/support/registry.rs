@@ -74,6 +74,19 @@ pub struct RateLimitHeaders {
     pub source: Option<String>,
 }
 
+impl RateLimitHeaders {
+    /// Docker Hub's anonymous quota as it reports it: 100 pulls per 6 h (21 600 s), counted
+    /// against the address 192.0.2.1, with `remaining` left.
+    pub fn hub(remaining: u64) -> Self {
+        RateLimitHeaders {
+            limit: 100,
+            remaining,
+            window: 21600,
+            source: Some("192.0.2.1".into()),
+        }
+    }
+}
+
 /// A forced answer for `/v2/` or manifest requests.
 #[derive(Clone, Debug)]
 pub enum StatusOverride {
