@@ -293,23 +293,17 @@ impl AgentCollector {
     }
 }
 
-/// Builds `prometheus` crate families in [`SPECS`] order.
-struct Families(Vec<MetricFamily>);
+/// Builds `prometheus` crate families, each created by its first series.
+struct Families(Vec<Option<MetricFamily>>);
 
 impl Families {
     fn new() -> Self {
-        Families(
-            SPECS
-                .iter()
-                .map(|s| {
-                    let mut mf = MetricFamily::default();
-                    mf.set_name(s.name.to_owned());
-                    mf.set_help(help(s));
-                    mf.set_field_type(s.kind);
-                    mf
-                })
-                .collect(),
-        )
+        Families(SPECS.iter().map(|_| None).collect())
+    }
+
+    /// The families that have series, in [`SPECS`] order.
+    fn into_vec(self) -> Vec<MetricFamily> {
+        self.0.into_iter().flatten().collect()
     }
 
     fn add(&mut self, spec: &Spec, values: &[&str], value: f64) {
@@ -335,7 +329,16 @@ impl Families {
             g.set_value(value);
             m.set_gauge(g);
         }
-        self.0[spec.slot].mut_metric().push(m);
+        self.0[spec.slot]
+            .get_or_insert_with(|| {
+                let mut mf = MetricFamily::default();
+                mf.set_name(spec.name.to_owned());
+                mf.set_help(help(spec));
+                mf.set_field_type(spec.kind);
+                mf
+            })
+            .mut_metric()
+            .push(m);
     }
 
     fn agent(&mut self, reload: &ReloadStatus) {
@@ -353,7 +356,7 @@ impl Collector for AgentCollector {
     fn collect(&self) -> Vec<MetricFamily> {
         let mut f = Families::new();
         f.agent(&self.reload);
-        f.0
+        f.into_vec()
     }
 }
 
@@ -665,7 +668,7 @@ mod tests {
                     f.add(spec, &values[..spec.labels.len()], value);
                 });
             }
-            f.0
+            f.into_vec()
         }
     }
 
