@@ -193,23 +193,16 @@ def probe_counts(port):
 
 def idle(b, ca):
     """Idle RSS: pullprobe with the embedded default config (7 targets), blackbox with one module."""
-    settle = b.args.settle
-    out = {}
-    pp, pp_port = b.pullprobe()
-    with pp:
-        wait_ok(pp, pp_port, "/-/ready")
-        time.sleep(settle)
-        pp.alive()
-        out["pullprobe"] = dict(rss=rss(pp.pid), anon=status_mb(pp.pid, "RssAnon"),
-                                file=status_mb(pp.pid, "RssFile"), threads=threads(pp.pid))
-    bb, bb_port = b.blackbox(ca)
-    with bb:
-        wait_ok(bb, bb_port, "/-/healthy")
-        time.sleep(settle)
-        bb.alive()
-        out["blackbox"] = dict(rss=rss(bb.pid), anon=status_mb(bb.pid, "RssAnon"),
-                               file=status_mb(bb.pid, "RssFile"), threads=threads(bb.pid))
-    return out
+    def settled(proc, port, ready_path):
+        with proc:
+            wait_ok(proc, port, ready_path)
+            time.sleep(b.args.settle)
+            proc.alive()
+            return dict(rss=rss(proc.pid), anon=status_mb(proc.pid, "RssAnon"),
+                        file=status_mb(proc.pid, "RssFile"), threads=threads(proc.pid))
+
+    return {"pullprobe": settled(*b.pullprobe(), "/-/ready"),
+            "blackbox": settled(*b.blackbox(ca), "/-/healthy")}
 
 
 def start_to_ready(b, ca, runs):
