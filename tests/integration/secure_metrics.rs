@@ -3,7 +3,7 @@
 //! plus client-certificate authentication.
 
 use std::ffi::OsStr;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::time::{Duration, Instant};
 
 use crate::agent_e2e::{Running, start};
@@ -29,6 +29,17 @@ async fn start_agent(dir: &Path, web_config: &Path, registry: std::net::SocketAd
     .await
 }
 
+/// A CA and a serving certificate for `names`, written to `d` as `tls.crt` and `tls.key`;
+/// returns the CA and the path of its PEM.
+fn serving_cert(d: &Path, names: &[&str]) -> (TestCa, PathBuf) {
+    let ca = TestCa::new("metrics CA");
+    let leaf = ca.leaf(names, Validity::Valid);
+    std::fs::write(d.join("tls.crt"), &leaf.cert_pem).unwrap();
+    std::fs::write(d.join("tls.key"), &leaf.key_pem).unwrap();
+    let ca_file = ca.write_ca_pem(d);
+    (ca, ca_file)
+}
+
 fn https_client(ca: &TestCa, identity: Option<reqwest::Identity>) -> reqwest::Client {
     let mut b = reqwest::Client::builder()
         .tls_certs_only([reqwest::Certificate::from_pem(ca.ca_pem().as_bytes()).unwrap()]);
@@ -47,11 +58,7 @@ async fn https_and_basic_auth_with_a_real_prometheus_scrape() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = TestCa::new("metrics CA");
-    let leaf = ca.leaf(&["127.0.0.1", "localhost"], Validity::Valid);
-    std::fs::write(d.join("tls.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(d.join("tls.key"), &leaf.key_pem).unwrap();
-    let ca_file = ca.write_ca_pem(d);
+    let (ca, ca_file) = serving_cert(d, &["127.0.0.1", "localhost"]);
     let hash = bcrypt::hash(PASSWORD, 4).unwrap();
     let web = d.join("web.yml");
     std::fs::write(
@@ -172,11 +179,7 @@ async fn client_certificates_are_required_when_configured() {
         .await;
     let dir = tempfile::tempdir().unwrap();
     let d = dir.path();
-    let ca = TestCa::new("metrics CA");
-    let leaf = ca.leaf(&["127.0.0.1"], Validity::Valid);
-    std::fs::write(d.join("tls.crt"), &leaf.cert_pem).unwrap();
-    std::fs::write(d.join("tls.key"), &leaf.key_pem).unwrap();
-    let ca_file = ca.write_ca_pem(d);
+    let (ca, ca_file) = serving_cert(d, &["127.0.0.1"]);
     let web = d.join("web.yml");
     std::fs::write(
         &web,
