@@ -778,17 +778,21 @@ async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
 #[test]
 fn exit_codes_and_config_errors_name_file_key_and_fix() {
     let dir = tempfile::tempdir().unwrap();
-    let bad = dir.path().join("bad.yaml");
-    std::fs::write(
-        &bad,
+    // `pullprobe --check` on a config file `name` holding `yaml`.
+    let check = |name: &str, yaml: &str| {
+        let path = dir.path().join(name);
+        std::fs::write(&path, yaml).unwrap();
+        let out = pullprobe([
+            OsStr::new("--check"),
+            "--config.file".as_ref(),
+            path.as_ref(),
+        ]);
+        (path, out)
+    };
+    let (bad, out) = check(
+        "bad.yaml",
         "timeout: 10s\ntargets:\n  - image: nginx\n    tls:\n      ca_fil: /x\n",
-    )
-    .unwrap();
-    let out = pullprobe([
-        OsStr::new("--check"),
-        "--config.file".as_ref(),
-        bad.as_ref(),
-    ]);
+    );
     assert_eq!(out.code, 2);
     let err = &out.stderr;
     assert!(
@@ -797,17 +801,10 @@ fn exit_codes_and_config_errors_name_file_key_and_fix() {
     );
     assert!(out.stdout.is_empty());
 
-    let bad = dir.path().join("bad2.yaml");
-    std::fs::write(
-        &bad,
+    let (_, out) = check(
+        "bad2.yaml",
         "targets:\n  - image: nginx\n    docker_config: nope.json\n",
-    )
-    .unwrap();
-    let out = pullprobe([
-        OsStr::new("--check"),
-        "--config.file".as_ref(),
-        bad.as_ref(),
-    ]);
+    );
     assert_eq!(out.code, 2);
     let err = &out.stderr;
     assert!(
