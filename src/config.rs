@@ -42,13 +42,29 @@ pub struct Config {
     pub targets: Vec<Target>,
 }
 
-/// Which resolver to ask.
+/// The files name resolution reads, as containerd's Go resolver reads them (see `probe::dns`).
 #[derive(Clone, Debug, PartialEq, Eq)]
-pub enum DnsSettings {
-    /// The node's `/etc/resolv.conf`.
-    System,
-    /// `dns.nameservers`, asked in order.
-    Nameservers(Vec<SocketAddr>),
+pub struct DnsSettings {
+    /// `dns.hosts_file`: looked up first, before any DNS query.
+    pub hosts_file: PathBuf,
+    /// `dns.resolv_conf`: nameservers, `search`/`domain` and `options` (ndots, timeout, attempts…).
+    pub resolv_conf: PathBuf,
+    /// `dns.nameservers`: when set, asked in order instead of the `nameserver` lines of
+    /// `resolv_conf`; the rest of `resolv_conf` still applies.
+    pub nameservers: Option<Vec<SocketAddr>>,
+}
+
+pub const DEFAULT_HOSTS_FILE: &str = "/etc/hosts";
+pub const DEFAULT_RESOLV_CONF: &str = "/etc/resolv.conf";
+
+impl Default for DnsSettings {
+    fn default() -> Self {
+        DnsSettings {
+            hosts_file: PathBuf::from(DEFAULT_HOSTS_FILE),
+            resolv_conf: PathBuf::from(DEFAULT_RESOLV_CONF),
+            nameservers: None,
+        }
+    }
 }
 
 /// A credentials file and its parsed content.
@@ -145,8 +161,15 @@ struct RawConfig {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawDns {
+    /// Replaces the `nameserver` lines of `resolv_conf`.
     #[serde(default)]
     nameservers: Option<Vec<String>>,
+    /// The hosts file to read before DNS (default `/etc/hosts`).
+    #[serde(default)]
+    hosts_file: Option<PathBuf>,
+    /// The resolver configuration (default `/etc/resolv.conf`).
+    #[serde(default)]
+    resolv_conf: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -393,6 +416,78 @@ impl Resolver<'_> {
         settings
     }
 
+    fn dns(&mut self, raw: Option<RawDns>) -> DnsSettings {
+        let mut settings = DnsSettings::default();
+        let Some(raw) = raw else { return settings };
+        if let Some(p) = raw.hosts_file {
+            settings.hosts_file = self.dns_file(
+                "dns.hosts_file",
+                &p,
+                DEFAULT_HOSTS_FILE,
+                "a hosts file (lines like `10.0.0.5 registry.internal`)",
+            );
+        }
+        if let Some(p) = raw.resolv_conf {
+            settings.resolv_conf = self.dns_file(
+                "dns.resolv_conf",
+                &p,
+                DEFAULT_RESOLV_CONF,
+                "a resolv.conf (nameserver, search and options lines)",
+            );
+        }
+        settings.nameservers = match raw.nameservers {
+            None => None,
+            Some(list) if list.is_empty() => {
+                self.issue(
+                    "dns.nameservers",
+                    "is empty",
+                    "list at least one address like 10.0.0.10 or 127.0.0.1:5353, or remove it to use the nameservers of dns.resolv_conf",
+                );
+                None
+            }
+            Some(list) => {
+                let mut addrs = Vec::with_capacity(list.len());
+                for (i, s) in list.iter().enumerate() {
+                    match parse_nameserver(s) {
+                        Some(a) => addrs.push(a),
+                        None => self.issue(
+                            format!("dns.nameservers[{i}]"),
+                            format!("{s:?} is not an IP address or IP:port"),
+                            "write 10.0.0.10, 127.0.0.1:5353 or [fd00::10]:53 (host names cannot be used for nameservers)",
+                        ),
+                    }
+                }
+                Some(addrs)
+            }
+        };
+        settings
+    }
+
+    /// A file the resolver reads at every probe: it must be readable now, so that a missing
+    /// mount is a config error instead of a silent fallback to Go's defaults.
+    fn dns_file(&mut self, key: &str, path: &Path, default: &str, what: &str) -> PathBuf {
+        let fix = format!(
+            "give the path of {what}: on a node the file itself, in a pod a hostPath mount of it; or remove {key} to use {default}"
+        );
+        if path.as_os_str().is_empty() {
+            self.issue(key, "is empty", fix);
+            return PathBuf::from(default);
+        }
+        let path = self.path(path);
+        match std::fs::metadata(&path) {
+            Ok(m) if m.is_dir() => {
+                self.issue(key, format!("{} is a directory", path.display()), fix);
+            }
+            Ok(_) => {
+                if let Err(e) = std::fs::File::open(&path) {
+                    self.issue(key, format!("cannot read {}: {e}", path.display()), fix);
+                }
+            }
+            Err(e) => self.issue(key, format!("cannot read {}: {e}", path.display()), fix),
+        }
+        path
+    }
+
     fn resolve(mut self, source_name: &str, raw: RawConfig) -> Result<Config, ConfigError> {
         let interval = self.duration("interval", raw.interval.as_deref(), DEFAULT_INTERVAL);
         let timeout = self.duration("timeout", raw.timeout.as_deref(), DEFAULT_TIMEOUT);
@@ -408,31 +503,7 @@ impl Resolver<'_> {
             );
         }
 
-        let dns = match raw.dns.and_then(|d| d.nameservers) {
-            None => DnsSettings::System,
-            Some(list) if list.is_empty() => {
-                self.issue(
-                    "dns.nameservers",
-                    "is empty",
-                    "list at least one address like 10.0.0.10 or 127.0.0.1:5353, or remove dns to use /etc/resolv.conf",
-                );
-                DnsSettings::System
-            }
-            Some(list) => {
-                let mut addrs = Vec::with_capacity(list.len());
-                for (i, s) in list.iter().enumerate() {
-                    match parse_nameserver(s) {
-                        Some(a) => addrs.push(a),
-                        None => self.issue(
-                            format!("dns.nameservers[{i}]"),
-                            format!("{s:?} is not an IP address or IP:port"),
-                            "write 10.0.0.10, 127.0.0.1:5353 or [fd00::10]:53 (host names cannot be used for nameservers)",
-                        ),
-                    }
-                }
-                DnsSettings::Nameservers(addrs)
-            }
-        };
+        let dns = self.dns(raw.dns);
 
         let docker_config = raw
             .docker_config
@@ -528,7 +599,7 @@ mod tests {
     fn embedded_default_is_valid_and_has_seven_public_targets() {
         let c = Config::embedded_default();
         assert_eq!(c.targets.len(), 7);
-        assert_eq!(c.dns, DnsSettings::System);
+        assert_eq!(c.dns, DnsSettings::default());
         assert_eq!(c.interval, DEFAULT_INTERVAL);
         let hub: Vec<_> = c
             .targets
@@ -582,13 +653,15 @@ mod tests {
         assert_eq!(c.interval, Duration::from_secs(300));
         assert_eq!(c.timeout, Duration::from_secs(7));
         assert_eq!(
-            c.dns,
-            DnsSettings::Nameservers(vec![
+            c.dns.nameservers,
+            Some(vec![
                 "10.0.0.10:53".parse().unwrap(),
                 "127.0.0.1:5353".parse().unwrap(),
                 "[::1]:53".parse().unwrap()
             ])
         );
+        assert_eq!(c.dns.hosts_file, Path::new("/etc/hosts"));
+        assert_eq!(c.dns.resolv_conf, Path::new("/etc/resolv.conf"));
         assert_eq!(c.targets[0].name, "hub");
         assert_eq!(c.targets[1].name, "localhost:5000/app");
         assert!(c.targets[1].plain_http);
@@ -644,6 +717,54 @@ mod tests {
     fn timeout_longer_than_interval_is_rejected() {
         let err = load("interval: 5s\ntimeout: 10s\ntargets: [{image: nginx}]\n").unwrap_err();
         assert_eq!(err.issues[0].key, "timeout");
+    }
+
+    #[test]
+    fn dns_files_resolve_against_the_config_dir_and_must_be_readable() {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("hosts"), "10.0.0.5 registry\n").unwrap();
+        std::fs::write(dir.path().join("resolv.conf"), "search svc.test\n").unwrap();
+        let c = Config::from_yaml(
+            "t.yaml",
+            "dns:\n  hosts_file: hosts\n  resolv_conf: resolv.conf\ntargets: [{image: nginx}]\n",
+            dir.path(),
+        )
+        .unwrap();
+        assert_eq!(c.dns.hosts_file, dir.path().join("hosts"));
+        assert_eq!(c.dns.resolv_conf, dir.path().join("resolv.conf"));
+        assert_eq!(c.dns.nameservers, None);
+
+        let err = Config::from_yaml(
+            "t.yaml",
+            "dns:\n  hosts_file: missing-hosts\n  resolv_conf: \"\"\ntargets: [{image: nginx}]\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        assert_eq!(keys, ["dns.hosts_file", "dns.resolv_conf"]);
+        let text = err.to_string();
+        assert!(
+            text.contains(&dir.path().join("missing-hosts").display().to_string()),
+            "{text}"
+        );
+        assert!(
+            text.contains("remove dns.hosts_file to use /etc/hosts"),
+            "{text}"
+        );
+        assert!(text.contains("dns.resolv_conf: is empty"), "{text}");
+
+        let err = Config::from_yaml(
+            "t.yaml",
+            "dns:\n  resolv_conf: .\ntargets: [{image: nginx}]\n",
+            dir.path(),
+        )
+        .unwrap_err();
+        assert!(err.to_string().contains("is a directory"), "{err}");
+        let err = load("dns:\n  hostsfile: /etc/hosts\ntargets: [{image: nginx}]\n").unwrap_err();
+        assert!(
+            err.to_string().contains("unknown field `hostsfile`"),
+            "{err}"
+        );
     }
 
     #[test]

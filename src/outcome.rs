@@ -191,7 +191,7 @@ impl Reason {
         Some(match self {
             Reason::Ok => return None,
             Reason::DnsNxdomain => {
-                "check the registry host in the image name for typos; for a private registry, check that its DNS zone is served to this node's resolver (/etc/resolv.conf)"
+                "check the registry host in the image name for typos; for a private registry, check that its DNS zone is served to this node's resolver (/etc/resolv.conf), or that /etc/hosts lists the name exactly as written (search domains do not apply there)"
             }
             Reason::DnsNoRecords => {
                 "add an A/AAAA record for the host, or fix the CNAME chain; check split-horizon DNS views that answer this node differently"
@@ -203,7 +203,7 @@ impl Reason {
                 "check that the nameservers in /etc/resolv.conf are reachable from the node (UDP and TCP port 53) and not overloaded"
             }
             Reason::DnsError => {
-                "check /etc/resolv.conf on the node and the configured dns.nameservers"
+                "check the nameservers of /etc/resolv.conf on the node (dns.resolv_conf) or dns.nameservers: each must run a resolver reachable on port 53"
             }
             Reason::ConnectRefused => {
                 "check the registry port in the image name, that the registry (or the load balancer in front of it) is running, and any proxy in between"
