@@ -1,6 +1,7 @@
 //! One integration-test binary (as hickory does): in-process fakes in `support`, their
 //! self-tests in `fakes`, the engine against them in `engine` and against hostile servers in
-//! `hostile` (with the soak test), and end-to-end tests against the real Debian packages in
+//! `hostile` (with the soak test), name resolution as Go's resolver does it in `go_resolver`,
+//! and end-to-end tests against the real Debian packages in
 //! `docker_registry`, `unbound`, `alerts_e2e` and `secure_metrics`; the agent with the real
 //! engine in `agent_e2e`.
 
@@ -9,6 +10,7 @@ mod alerts_e2e;
 mod docker_registry;
 mod engine;
 mod fakes;
+mod go_resolver;
 mod hostile;
 mod secure_metrics;
 mod support;

@@ -9,8 +9,8 @@
 
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr, SocketAddr};
-use std::sync::Arc;
 use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
 
 use hickory_resolver::config::{NameServerConfig, ResolverConfig};
 use hickory_resolver::proto::op::{Edns, Message, MessageType, ResponseCode};
@@ -45,12 +45,14 @@ pub enum DnsBehavior {
 pub struct FakeDns {
     pub addr: SocketAddr,
     queries: Arc<AtomicUsize>,
+    asked: Arc<Mutex<Vec<String>>>,
     _stop: DropGuard,
 }
 
 struct Zone {
     names: HashMap<String, DnsBehavior>,
     queries: Arc<AtomicUsize>,
+    asked: Arc<Mutex<Vec<String>>>,
 }
 
 #[derive(Clone, Copy, PartialEq)]
@@ -65,9 +67,11 @@ impl FakeDns {
         let (udp, tcp) = bind_same_port().await;
         let addr = udp.local_addr().unwrap();
         let queries = Arc::new(AtomicUsize::new(0));
+        let asked = Arc::new(Mutex::new(Vec::new()));
         let zone = Arc::new(Zone {
             names: zone.into_iter().map(|(n, b)| (normalise(n), b)).collect(),
             queries: queries.clone(),
+            asked: asked.clone(),
         });
         let stop = CancellationToken::new();
         super::spawn_until(&stop, serve_udp(udp, zone.clone()));
@@ -75,6 +79,7 @@ impl FakeDns {
         FakeDns {
             addr,
             queries,
+            asked,
             _stop: stop.drop_guard(),
         }
     }
@@ -82,6 +87,12 @@ impl FakeDns {
     /// How many questions the server has received so far, over UDP and TCP together.
     pub fn queries(&self) -> usize {
         self.queries.load(Ordering::SeqCst)
+    }
+
+    /// The questions received so far, in order, as `"name TYPE"` (the name as sent, lower-case,
+    /// with its trailing dot), e.g. `"registry.svc.test. AAAA"`.
+    pub fn asked(&self) -> Vec<String> {
+        self.asked.lock().unwrap().clone()
     }
 
     /// A resolver config with this server as the only name server, over UDP and TCP.
@@ -164,6 +175,11 @@ impl Zone {
         // Resolvers send one question per message; answer the first.
         let query = request.queries.first()?;
         let name = query.name().clone();
+        self.asked.lock().unwrap().push(format!(
+            "{} {}",
+            name.to_ascii().to_ascii_lowercase(),
+            query.query_type()
+        ));
         let behavior = self.names.get(&normalise(&name.to_ascii()));
         let addrs: Vec<IpAddr> = match behavior {
             None | Some(DnsBehavior::NxDomain) => {
