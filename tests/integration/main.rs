@@ -2,10 +2,12 @@
 //! self-tests in `fakes`, the engine against them in `engine` and against hostile servers in
 //! `hostile` (with the soak test), and end-to-end tests against the real Debian packages in
 //! `docker_registry`, `unbound`, `alerts_e2e` and `secure_metrics`; the agent with the real
-//! engine in `agent_e2e`.
+//! engine in `agent_e2e`; and containerd's own client on the fakes, pinning the behaviour
+//! pullprobe must agree with, in `containerd`.
 
 mod agent_e2e;
 mod alerts_e2e;
+mod containerd;
 mod docker_registry;
 mod engine;
 mod fakes;
