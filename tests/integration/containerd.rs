@@ -131,7 +131,7 @@ async fn loopback_registry_without_hosts_toml_is_plain_http() {
 }
 
 /// The same default makes a TLS-only loopback registry unreachable without a hosts.toml:
-/// ctr 1.6 never tries https on a loopback host (there is no HTTP→HTTPS fallback in 1.6; the
+/// ctr 1.6.20 never tries https on a loopback host (no `HTTPFallback` before 1.6.25; the
 /// `skip_verify` it sets for the default loopback host only matters if the scheme were https).
 /// A hosts.toml `[host."https://…"]` entry gets no implicit `skip_verify` — even on loopback —
 /// so the untrusted certificate then fails verification, until `skip_verify = true`.
@@ -229,10 +229,11 @@ fn random_loopback() -> Ipv4Addr {
     Ipv4Addr::new(127, a.max(2), b, c.clamp(1, 254))
 }
 
-/// ports 443 and 80 are not special for loopback in containerd 1.6: `ConfigureHosts` picks
+/// Ports 443 and 80 are not special for loopback in containerd 1.6.20: `ConfigureHosts` picks
 /// http for `127.x.y.z:443` too, and an image on `127.x.y.z` (no port) is fetched from
-/// `http://127.x.y.z/` (port 80). (containerd 1.7 changed this: https for no port or 443,
-/// with an HTTP fallback, and no `skip_verify` on 80.)
+/// `http://127.x.y.z/` (port 80). containerd 1.6.25 and 1.7.8 changed this (d48ceb606, "Avoid
+/// TLS fallback when protocol is not ambiguous"): https only for no port or 443, https first
+/// with `docker.HTTPFallback` to http for other ports, and no `skip_verify` on port 80.
 #[tokio::test(flavor = "multi_thread")]
 async fn loopback_ports_443_and_80_are_plain_http_too() {
     if !have_ctr() || !is_root("binding ports 80 and 443") {
