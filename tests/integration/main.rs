@@ -3,10 +3,12 @@
 //! `hostile` (with the soak test), name resolution as Go's resolver does it in `go_resolver`,
 //! and end-to-end tests against the real Debian packages in
 //! `docker_registry`, `unbound`, `alerts_e2e` and `secure_metrics`; the agent with the real
-//! engine in `agent_e2e`.
+//! engine in `agent_e2e`; and containerd's own client on the fakes, pinning the behaviour
+//! pullprobe must agree with, in `containerd`.
 
 mod agent_e2e;
 mod alerts_e2e;
+mod containerd;
 mod docker_registry;
 mod engine;
 mod fakes;

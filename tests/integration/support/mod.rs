@@ -1,11 +1,13 @@
 //! In-process fakes for the integration tests: DNS ([`dns`]), certificates and broken TLS
 //! endpoints ([`tls`]), an OCI registry with its token server ([`registry`]), and raw HTTP
-//! servers that misbehave byte by byte ([`hostile`]).
+//! servers that misbehave byte by byte ([`hostile`]); and the real containerd client to compare
+//! against ([`containerd`]).
 //!
 //! Everything listens on loopback port 0 and stops when its handle is dropped: each fake owns a
 //! `CancellationToken` drop guard, and every task it spawns runs until that token is cancelled.
 #![allow(dead_code)]
 
+pub mod containerd;
 pub mod dns;
 pub mod hostile;
 pub mod registry;

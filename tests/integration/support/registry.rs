@@ -11,6 +11,10 @@
 //!   `hub_semantics`) Docker Hub's 401 `insufficient_scope` for an unknown repository;
 //! - `GET /v2/<name>/tags/list` lists the tags.
 //!
+//! - with [`FakeRegistryBuilder::image`], `HEAD|GET /v2/<name>/manifests/<tag|digest>` and
+//!   `HEAD|GET /v2/<name>/blobs/<digest>` serve a real [`OciImage`] (index, manifests, configs,
+//!   gzip tar layers) that `ctr images pull` fetches and unpacks.
+//!
 //! `v2_status` replaces the `/v2/` answer outright; `manifest_status` applies once a manifest
 //! request is authorised. Every request either server sees is recorded, in order. Both servers
 //! stop when the [`FakeRegistry`] is dropped.
@@ -154,6 +158,7 @@ pub struct FakeRegistryBuilder {
     v2_status: Option<StatusOverride>,
     token_behavior: TokenBehavior,
     hub_semantics: bool,
+    images: Vec<(String, String, OciImage)>,
 }
 
 /// A running fake registry and token server.
@@ -178,6 +183,8 @@ struct State {
     v2_status: Option<StatusOverride>,
     token_behavior: TokenBehavior,
     hub_semantics: bool,
+    /// Repositories published with [`FakeRegistryBuilder::image`].
+    images: HashMap<String, ImageRepo>,
     /// Issued token → repositories it grants pull on.
     tokens: Mutex<HashMap<String, HashSet<String>>>,
     requests: Mutex<Vec<RecordedRequest>>,
@@ -200,6 +207,7 @@ impl FakeRegistry {
                 expires_in: Some(300),
             },
             hub_semantics: false,
+            images: Vec::new(),
         }
     }
 
@@ -308,6 +316,16 @@ impl FakeRegistryBuilder {
         self
     }
 
+    /// Publishes `image` as `name:tag`: the tag resolves to [`OciImage::digest`] and every blob
+    /// of the image is served from `/v2/<name>/blobs/<digest>` (manifests and the index also
+    /// from `/v2/<name>/manifests/<digest>`). Auth, `manifest_status` and rate-limit headers
+    /// apply as for [`Self::repo`]. A name published here shadows the same name given to
+    /// [`Self::repo`]; several tags of one name may carry different images.
+    pub fn image(mut self, name: &str, tag: &str, image: OciImage) -> Self {
+        self.images.push((name.to_owned(), tag.to_owned(), image));
+        self
+    }
+
     pub async fn start(self) -> FakeRegistry {
         let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
         let token_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
@@ -334,6 +352,12 @@ impl FakeRegistryBuilder {
                 (name, manifests)
             })
             .collect();
+        let mut images: HashMap<String, ImageRepo> = HashMap::new();
+        for (name, tag, image) in self.images {
+            let repo = images.entry(name).or_default();
+            repo.tags.insert(tag, image.digest.clone());
+            repo.blobs.extend(image.blobs);
+        }
         let state = Arc::new(State {
             auth: self.auth,
             realm: format!("{scheme}://{host}:{}/token", token_addr.port()),
@@ -343,6 +367,7 @@ impl FakeRegistryBuilder {
             v2_status: self.v2_status,
             token_behavior: self.token_behavior,
             hub_semantics: self.hub_semantics,
+            images,
             tokens: Mutex::default(),
             requests: Mutex::default(),
         });
@@ -465,6 +490,9 @@ impl State {
                 rest.strip_suffix("/tags/list").map(|name| (name, None))
             }
         });
+        if let Some(resp) = self.image_request(req, path, garbage).await {
+            return resp;
+        }
         let Some((name, reference)) = route else {
             return error_response(StatusCode::NOT_FOUND, "NOT_FOUND", "no such route", None);
         };
@@ -837,5 +865,264 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for GarbageIo<S> {
 
     fn poll_shutdown(self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<io::Result<()>> {
         Pin::new(&mut self.get_mut().inner).poll_shutdown(cx)
+    }
+}
+
+const OCI_INDEX: &str = "application/vnd.oci.image.index.v1+json";
+const OCI_CONFIG: &str = "application/vnd.oci.image.config.v1+json";
+const OCI_LAYER_GZIP: &str = "application/vnd.oci.image.layer.v1.tar+gzip";
+
+/// A real, minimal OCI image for [`FakeRegistryBuilder::image`], complete enough for
+/// `ctr images pull` to fetch and unpack it.
+///
+/// [`OciImage::index`] is an image index with one manifest per platform; [`OciImage::single`]
+/// is a lone manifest (no index). Each manifest has a config blob (`os`, `architecture`,
+/// `variant`, and `rootfs.diff_ids` holding the sha256 of the uncompressed layer, which
+/// containerd checks when it unpacks) and one gzip-compressed tar layer with a single file,
+/// `pullprobe.txt`, that names the platform. Every digest and size is the real one; the bytes
+/// are deterministic, so the same platforms always give the same digests.
+#[derive(Clone, Debug)]
+pub struct OciImage {
+    /// The digest a tag of this image resolves to: the index, or the manifest of `single`.
+    pub digest: String,
+    /// The media type of what [`Self::digest`] names.
+    pub media_type: &'static str,
+    /// `(platform, manifest digest)`, in the order given.
+    pub manifests: Vec<(String, String)>,
+    blobs: HashMap<String, Blob>,
+}
+
+#[derive(Clone, Debug)]
+struct Blob {
+    media_type: &'static str,
+    body: Bytes,
+}
+
+/// The tags and blobs of one repository published with [`FakeRegistryBuilder::image`].
+#[derive(Default)]
+struct ImageRepo {
+    tags: BTreeMap<String, String>,
+    blobs: HashMap<String, Blob>,
+}
+
+impl OciImage {
+    /// An image index over one manifest per platform (`os/arch[/variant]`, e.g. `linux/amd64`,
+    /// `linux/arm/v7`).
+    pub fn index(platforms: &[&str]) -> OciImage {
+        let mut image = OciImage {
+            digest: String::new(),
+            media_type: OCI_INDEX,
+            manifests: Vec::new(),
+            blobs: HashMap::new(),
+        };
+        let mut entries = Vec::new();
+        for platform in platforms {
+            let mut descriptor = image.add_manifest(platform);
+            descriptor["platform"] = platform_json(platform);
+            entries.push(descriptor);
+        }
+        let index = json!({"schemaVersion": 2, "mediaType": OCI_INDEX, "manifests": entries});
+        image.digest = image.add_blob(OCI_INDEX, index.to_string().into_bytes())["digest"]
+            .as_str()
+            .unwrap()
+            .to_owned();
+        image
+    }
+
+    /// A single-platform image: the tag names the manifest itself.
+    pub fn single(platform: &str) -> OciImage {
+        let mut image = OciImage {
+            digest: String::new(),
+            media_type: OCI_MANIFEST,
+            manifests: Vec::new(),
+            blobs: HashMap::new(),
+        };
+        let descriptor = image.add_manifest(platform);
+        image.digest = descriptor["digest"].as_str().unwrap().to_owned();
+        image
+    }
+
+    /// The manifest digest for `platform`, as given to the constructor.
+    pub fn manifest_digest(&self, platform: &str) -> Option<&str> {
+        self.manifests
+            .iter()
+            .find(|(p, _)| p == platform)
+            .map(|(_, d)| d.as_str())
+    }
+
+    /// Builds the layer, config and manifest for `platform`; returns the manifest descriptor.
+    fn add_manifest(&mut self, platform: &str) -> Value {
+        let tar = tar_one_file(
+            "pullprobe.txt",
+            format!("pullprobe {platform}\n").as_bytes(),
+        );
+        let diff_id = format!("sha256:{:x}", Sha256::digest(&tar));
+        let layer = self.add_blob(OCI_LAYER_GZIP, gzip_stored(&tar));
+        let mut config = platform_json(platform);
+        config["rootfs"] = json!({"type": "layers", "diff_ids": [diff_id]});
+        config["config"] = json!({"Cmd": ["/pullprobe.txt"]});
+        let config = self.add_blob(OCI_CONFIG, config.to_string().into_bytes());
+        let manifest = json!({
+            "schemaVersion": 2,
+            "mediaType": OCI_MANIFEST,
+            "config": config,
+            "layers": [layer],
+        });
+        let descriptor = self.add_blob(OCI_MANIFEST, manifest.to_string().into_bytes());
+        let digest = descriptor["digest"].as_str().unwrap().to_owned();
+        self.manifests.push((platform.to_owned(), digest));
+        descriptor
+    }
+
+    /// Stores a blob; returns its OCI descriptor (`mediaType`, `digest`, `size`).
+    fn add_blob(&mut self, media_type: &'static str, body: Vec<u8>) -> Value {
+        let digest = format!("sha256:{:x}", Sha256::digest(&body));
+        let descriptor = json!({"mediaType": media_type, "digest": digest, "size": body.len()});
+        let body = Bytes::from(body);
+        self.blobs.insert(digest, Blob { media_type, body });
+        descriptor
+    }
+}
+
+/// `os/arch[/variant]` as the OCI `platform` object (also the config's platform fields).
+fn platform_json(platform: &str) -> Value {
+    let mut parts = platform.split('/');
+    let (os, arch) = (parts.next().unwrap(), parts.next().expect("os/arch"));
+    let mut value = json!({"os": os, "architecture": arch});
+    if let Some(variant) = parts.next() {
+        value["variant"] = json!(variant);
+    }
+    value
+}
+
+/// A ustar archive holding one regular file (mode 0644, owner 0:0, mtime 0).
+fn tar_one_file(name: &str, data: &[u8]) -> Vec<u8> {
+    assert!(name.len() < 100, "a ustar name field holds 99 bytes");
+    let mut header = [0u8; 512];
+    let mut field = |offset: usize, value: &[u8]| {
+        header[offset..offset + value.len()].copy_from_slice(value);
+    };
+    field(0, name.as_bytes());
+    field(100, b"0000644\0");
+    field(108, b"0000000\0");
+    field(116, b"0000000\0");
+    field(124, format!("{:011o}\0", data.len()).as_bytes());
+    field(136, b"00000000000\0");
+    field(148, b"        ");
+    field(156, b"0");
+    field(257, b"ustar\0");
+    field(263, b"00");
+    let checksum: u32 = header.iter().map(|&b| u32::from(b)).sum();
+    header[148..156].copy_from_slice(format!("{checksum:06o}\0 ").as_bytes());
+    let mut tar = header.to_vec();
+    tar.extend_from_slice(data);
+    tar.resize(tar.len().next_multiple_of(512), 0);
+    // Two zero blocks end the archive.
+    tar.resize(tar.len() + 1024, 0);
+    tar
+}
+
+/// `data` as a gzip member of stored (uncompressed) deflate blocks: valid gzip without a
+/// compression crate, and deterministic (mtime 0).
+fn gzip_stored(data: &[u8]) -> Vec<u8> {
+    let mut out = vec![0x1f, 0x8b, 8, 0, 0, 0, 0, 0, 0, 0xff];
+    let mut chunks = data.chunks(usize::from(u16::MAX)).peekable();
+    if chunks.peek().is_none() {
+        out.extend_from_slice(&[1, 0, 0, 0xff, 0xff]);
+    }
+    while let Some(chunk) = chunks.next() {
+        out.push(u8::from(chunks.peek().is_none()));
+        let len = u16::try_from(chunk.len()).unwrap();
+        out.extend_from_slice(&len.to_le_bytes());
+        out.extend_from_slice(&(!len).to_le_bytes());
+        out.extend_from_slice(chunk);
+    }
+    out.extend_from_slice(&crc32(data).to_le_bytes());
+    out.extend_from_slice(&u32::try_from(data.len()).unwrap().to_le_bytes());
+    out
+}
+
+/// CRC-32 (IEEE 802.3, reflected), as gzip's trailer carries it.
+fn crc32(data: &[u8]) -> u32 {
+    let mut crc = !0u32;
+    for &byte in data {
+        crc ^= u32::from(byte);
+        for _ in 0..8 {
+            crc = if crc & 1 == 1 {
+                (crc >> 1) ^ 0xEDB8_8320
+            } else {
+                crc >> 1
+            };
+        }
+    }
+    !crc
+}
+
+impl State {
+    /// Serves `/v2/<name>/manifests/<ref>` and `/v2/<name>/blobs/<digest>` for repositories
+    /// published with [`FakeRegistryBuilder::image`]; `None` for any other path.
+    async fn image_request(
+        &self,
+        req: &Request<Incoming>,
+        path: &str,
+        garbage: &AtomicBool,
+    ) -> Option<Resp> {
+        let rest = path.strip_prefix("/v2/")?;
+        let (name, reference, is_manifest) = match rest.rsplit_once("/manifests/") {
+            Some((name, reference)) => (name, reference, true),
+            None => {
+                let (name, digest) = rest.rsplit_once("/blobs/")?;
+                (name, digest, false)
+            }
+        };
+        let repo = self.images.get(name)?;
+        if req.method() != Method::GET && req.method() != Method::HEAD {
+            let detail = json!({"method": req.method().as_str()});
+            return Some(error_response(
+                StatusCode::METHOD_NOT_ALLOWED,
+                "UNSUPPORTED",
+                "unsupported",
+                Some(detail),
+            ));
+        }
+        if let Some(denied) = self.denial(req, Some(name)) {
+            return Some(denied);
+        }
+        if is_manifest && let Some(forced) = &self.manifest_status {
+            return Some(self.forced(forced, Some(name), garbage).await);
+        }
+        let digest = repo.tags.get(reference).map_or(reference, String::as_str);
+        let blob = repo
+            .blobs
+            .get(digest)
+            .filter(|b| !is_manifest || matches!(b.media_type, OCI_MANIFEST | OCI_INDEX));
+        let Some(blob) = blob else {
+            return Some(if is_manifest {
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    "MANIFEST_UNKNOWN",
+                    "manifest unknown",
+                    Some(json!({"Tag": reference})),
+                )
+            } else {
+                error_response(
+                    StatusCode::NOT_FOUND,
+                    "BLOB_UNKNOWN",
+                    "blob unknown to registry",
+                    Some(json!(digest)),
+                )
+            });
+        };
+        let mut resp = Response::builder()
+            .header(CONTENT_TYPE, blob.media_type)
+            .header(CONTENT_LENGTH, blob.body.len())
+            .header("docker-content-digest", digest)
+            .header("etag", format!("\"{digest}\""))
+            .body(Full::new(blob.body.clone()))
+            .unwrap();
+        if is_manifest {
+            self.add_rate_limit(&mut resp, None);
+        }
+        Some(with_api_version(resp))
     }
 }
