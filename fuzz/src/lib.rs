@@ -9,7 +9,7 @@ use std::path::Path;
 
 use http::{HeaderMap, HeaderValue};
 use pullprobe::config::Config;
-use pullprobe::credentials::Keyring;
+use pullprobe::credentials::{self, Keyring};
 use pullprobe::probe::challenge::{self, Challenge, ChallengeError};
 use pullprobe::probe::ratelimit;
 use pullprobe::reference::ImageRef;
@@ -104,7 +104,7 @@ pub fn reference(data: &[u8]) {
     }
 }
 
-/// `Keyring::from_slice` and `lookup`: never panic; and neither an error nor the keyring's
+/// `Keyring::from_slice` and `lookup_all`: never panic; and neither an error nor the keyring's
 /// `Debug` output shows a secret.
 ///
 /// The secret check runs on a canary copy of the input: when the input is JSON, every
@@ -143,16 +143,23 @@ const LOOKUPS: &[&str] = &[
     "localhost/x",
 ];
 
-/// Loads `data` and returns what a person could see: the error, or the keyring's `Debug` and
-/// the description of every credential a lookup finds.
+/// Loads `data` and returns what a person could see: the error, or the keyring's `Debug`, its
+/// keys, and the description and note of every entry a lookup finds.
 fn load_and_show(path: &Path, data: &[u8]) -> String {
     match Keyring::from_slice(path, data) {
         Ok(keyring) => {
             let mut shown = format!("{keyring:?}");
+            for key in keyring.keys() {
+                shown.push_str(&format!(" {key}"));
+            }
             for image in LOOKUPS {
                 let image = ImageRef::parse(image).expect("fixed references parse");
-                if let Some(c) = keyring.lookup(&image) {
-                    shown.push_str(&format!(" {} {c:?}", c.describe()));
+                for m in keyring.lookup_all(&image) {
+                    let c = m.credential;
+                    shown.push_str(&format!(" {} {c:?} {m:?}", c.describe()));
+                    if let Some(note) = credentials::ignored_note(&m) {
+                        shown.push_str(&format!(" {note}"));
+                    }
                 }
             }
             shown
