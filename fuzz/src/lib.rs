@@ -199,7 +199,10 @@ fn plant_canaries(doc: &mut serde_json::Value, canaries: &mut Vec<String>) {
             };
             *text = match field.as_str() {
                 "password" | "identitytoken" | "registrytoken" if !text.is_empty() => canary(),
-                "auth" if !text.is_empty() => match b64.decode(text.trim()) {
+                // kubelet also accepts unpadded base64, so decode that too.
+                "auth" if !text.is_empty() => match b64.decode(text.trim()).or_else(|_| {
+                    base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim())
+                }) {
                     Err(_) => format!("%{}%", canary()),
                     Ok(raw) => match String::from_utf8(raw) {
                         Err(_) => b64.encode([&[0xff_u8][..], canary().as_bytes()].concat()),
