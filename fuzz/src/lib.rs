@@ -9,7 +9,7 @@ use std::path::Path;
 
 use http::{HeaderMap, HeaderValue};
 use pullprobe::config::Config;
-use pullprobe::credentials::Keyring;
+use pullprobe::credentials::{self, Keyring};
 use pullprobe::probe::challenge::{self, Challenge, ChallengeError};
 use pullprobe::probe::ratelimit;
 use pullprobe::reference::ImageRef;
@@ -104,7 +104,7 @@ pub fn reference(data: &[u8]) {
     }
 }
 
-/// `Keyring::from_slice` and `lookup`: never panic; and neither an error nor the keyring's
+/// `Keyring::from_slice` and `lookup_all`: never panic; and neither an error nor the keyring's
 /// `Debug` output shows a secret.
 ///
 /// The secret check runs on a canary copy of the input: when the input is JSON, every
@@ -143,16 +143,23 @@ const LOOKUPS: &[&str] = &[
     "localhost/x",
 ];
 
-/// Loads `data` and returns what a person could see: the error, or the keyring's `Debug` and
-/// the description of every credential a lookup finds.
+/// Loads `data` and returns what a person could see: the error, or the keyring's `Debug`, its
+/// keys, and the description and note of every entry a lookup finds.
 fn load_and_show(path: &Path, data: &[u8]) -> String {
     match Keyring::from_slice(path, data) {
         Ok(keyring) => {
             let mut shown = format!("{keyring:?}");
+            for key in keyring.keys() {
+                shown.push_str(&format!(" {key}"));
+            }
             for image in LOOKUPS {
                 let image = ImageRef::parse(image).expect("fixed references parse");
-                if let Some(c) = keyring.lookup(&image) {
-                    shown.push_str(&format!(" {} {c:?}", c.describe()));
+                for m in keyring.lookup_all(&image) {
+                    let c = m.credential;
+                    shown.push_str(&format!(" {} {c:?} {m:?}", c.describe()));
+                    if let Some(note) = credentials::ignored_note(&m) {
+                        shown.push_str(&format!(" {note}"));
+                    }
                 }
             }
             shown
@@ -192,7 +199,10 @@ fn plant_canaries(doc: &mut serde_json::Value, canaries: &mut Vec<String>) {
             };
             *text = match field.as_str() {
                 "password" | "identitytoken" | "registrytoken" if !text.is_empty() => canary(),
-                "auth" if !text.is_empty() => match b64.decode(text.trim()) {
+                // kubelet also accepts unpadded base64, so decode that too.
+                "auth" if !text.is_empty() => match b64.decode(text.trim()).or_else(|_| {
+                    base64::engine::general_purpose::STANDARD_NO_PAD.decode(text.trim())
+                }) {
                     Err(_) => format!("%{}%", canary()),
                     Ok(raw) => match String::from_utf8(raw) {
                         Err(_) => b64.encode([&[0xff_u8][..], canary().as_bytes()].concat()),

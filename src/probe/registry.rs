@@ -73,11 +73,19 @@ fn pull_scope(target: &Target) -> String {
     format!("repository:{}:pull", target.image.repository())
 }
 
+/// The first entry kubelet would try (kubelet tries each in turn). One containerd would send
+/// as no credentials (an empty username) counts as none.
 fn credential(target: &Target) -> Option<&Credential> {
     target
         .credentials
         .as_ref()
-        .and_then(|c| c.keyring.lookup(&target.image))
+        .and_then(|c| {
+            c.keyring
+                .lookup_all(&target.image)
+                .first()
+                .map(|m| m.credential)
+        })
+        .filter(|c| !c.is_anonymous())
 }
 
 /// A status the auth or manifest phase does not expect, classified.
@@ -141,13 +149,6 @@ pub(crate) async fn authenticate(
     match parsed {
         Challenge::Basic { .. } => basic(session, &v2, &authority, cred).await,
         Challenge::Bearer(ch) => {
-            if let Some(Credential::RegistryToken(t)) = cred {
-                return Ok(Authorization::Bearer {
-                    token: t.clone(),
-                    challenge: ch,
-                    cached: false,
-                });
-            }
             let (token, cached) = tokens
                 .token(session, &ch, &pull_scope(target), cred)
                 .await?;
@@ -175,15 +176,7 @@ async fn basic(
             ),
         ));
     };
-    let Credential::Basic { username, password } = cred else {
-        return Err(StepError::new(
-            Reason::AuthFailed,
-            format!(
-                "{authority} asks for HTTP Basic credentials but the configured entry is {}",
-                cred.describe()
-            ),
-        ));
-    };
+    let Credential { username, password } = cred;
     let encoded = Secret::new(
         base64::engine::general_purpose::STANDARD
             .encode(format!("{username}:{}", password.expose())),

@@ -1,9 +1,9 @@
 //! Bearer tokens: fetched from the challenge's realm, reused until they expire.
 //!
 //! Request (distribution token spec): `GET <realm>?service=<service>&scope=<scope>`, with HTTP
-//! Basic credentials when configured; an identity token (`identitytoken`) is exchanged with the
-//! OAuth2 `POST` form (`grant_type=refresh_token`), as containerd does. The answer carries
-//! `token` and/or `access_token`, `expires_in` (default 60 s) and `issued_at`.
+//! Basic credentials when configured (kubelet only ever passes a username and password, so
+//! there is no identity token to exchange). The answer carries `token` and/or `access_token`,
+//! `expires_in` (default 60 s) and `issued_at`.
 //!
 //! The cache key includes a keyed hash of the credential, so a rotated secret never reuses a
 //! token fetched with the old one. Tokens are [`Secret`]s and never appear in messages.
@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{AUTHORIZATION, CONTENT_TYPE};
+use http::header::AUTHORIZATION;
 use http::{HeaderMap, HeaderValue, Method, StatusCode};
 use serde::Deserialize;
 use tokio::time::Instant;
@@ -57,13 +57,9 @@ impl TokenCache {
         let mut h = self.hasher.build_hasher();
         match credential {
             None => 0u8.hash(&mut h),
-            Some(Credential::Basic { username, password }) => {
+            Some(Credential { username, password }) => {
                 (1u8, username, password.expose()).hash(&mut h)
             }
-            Some(Credential::IdentityToken { username, token }) => {
-                (2u8, username, token.expose()).hash(&mut h)
-            }
-            Some(Credential::RegistryToken(t)) => (3u8, t.expose()).hash(&mut h),
         }
         Key {
             realm: challenge.realm.clone(),
@@ -156,44 +152,29 @@ async fn fetch(
         ));
     }
     let mut headers = HeaderMap::new();
-    let (method, body) = match credential {
-        Some(Credential::IdentityToken { token, .. }) => {
-            let mut form = url::form_urlencoded::Serializer::new(String::new());
-            form.append_pair("grant_type", "refresh_token")
-                .append_pair("refresh_token", token.expose())
-                .append_pair("client_id", "pullprobe")
-                .append_pair("scope", scope);
-            if let Some(s) = &challenge.service {
-                form.append_pair("service", s);
-            }
-            headers.insert(
-                CONTENT_TYPE,
-                HeaderValue::from_static("application/x-www-form-urlencoded"),
-            );
-            (Method::POST, Bytes::from(form.finish()))
+    {
+        let mut q = url.query_pairs_mut();
+        if let Some(s) = &challenge.service {
+            q.append_pair("service", s);
         }
-        other => {
-            {
-                let mut q = url.query_pairs_mut();
-                if let Some(s) = &challenge.service {
-                    q.append_pair("service", s);
-                }
-                q.append_pair("scope", scope);
-            }
-            if let Some(Credential::Basic { username, password }) = other {
-                let raw = format!("{username}:{}", password.expose());
-                let value = format!(
-                    "Basic {}",
-                    base64::engine::general_purpose::STANDARD.encode(raw)
-                );
-                let mut v = HeaderValue::from_str(&value)
-                    .map_err(|_| StepError::new(Reason::AuthFailed, "the configured credentials contain characters that cannot be sent in a header"))?;
-                v.set_sensitive(true);
-                headers.insert(AUTHORIZATION, v);
-            }
-            (Method::GET, Bytes::new())
-        }
-    };
+        q.append_pair("scope", scope);
+    }
+    if let Some(Credential { username, password }) = credential {
+        let raw = format!("{username}:{}", password.expose());
+        let value = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(raw)
+        );
+        let mut v = HeaderValue::from_str(&value).map_err(|_| {
+            StepError::new(
+                Reason::AuthFailed,
+                "the configured credentials contain characters that cannot be sent in a header",
+            )
+        })?;
+        v.set_sensitive(true);
+        headers.insert(AUTHORIZATION, v);
+    }
+    let (method, body) = (Method::GET, Bytes::new());
     let shown = redact_url(&url);
     let (resp, _) = session.fetch(method, &url, headers, body).await?;
     let status = resp.status();
