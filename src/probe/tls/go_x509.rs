@@ -1276,6 +1276,9 @@ fn chain_error(
         E::BadDer | E::BadDerTime | E::TrailingData(_) | E::MalformedExtensions => {
             Rejection::untrusted(format!("{what} is not well-formed DER"))
         }
+        E::MaximumPathDepthExceeded => Rejection::untrusted(
+            "the chain has more than 6 intermediate CAs, more than pullprobe (rustls-webpki) follows",
+        ),
         E::MaximumSignatureChecksExceeded
         | E::MaximumPathBuildCallsExceeded
         | E::MaximumNameConstraintComparisonsExceeded => Rejection::untrusted(
