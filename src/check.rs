@@ -302,7 +302,7 @@ pub fn render_text(reports: &[ProbeReport]) -> String {
                     .and_then(rfc3339)
                     .map(|u| format!(" (valid until {u})"))
                     .unwrap_or_default();
-                let _ = writeln!(out, "    trust anchor: {anchor}{until}");
+                let _ = writeln!(out, "    chain root:  {anchor}{until}");
             }
         }
         if let Some(l) = &r.rate_limit {

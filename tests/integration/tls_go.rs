@@ -275,7 +275,7 @@ async fn the_anchor_is_named_and_its_expiry_counted_in_check_output_and_metric()
     let text = run("text").await.unwrap();
     assert_eq!(text.code, 0, "{}{}", text.stdout, text.stderr);
     let line = format!(
-        "    trust anchor: CN=pullprobe short-lived root (valid until {})",
+        "    chain root:  CN=pullprobe short-lived root (valid until {})",
         rfc3339(ca.not_after_unix())
     );
     assert!(text.stdout.contains(&line), "{}", text.stdout);
