@@ -39,6 +39,7 @@ fn report(i: usize) -> ProbeReport {
         tls: ok.then_some(TlsReport {
             version: Some("TLSv1.3"),
             earliest_not_after: Some(1_800_000_000),
+            ..TlsReport::default()
         }),
         digest: ok.then(|| format!("sha256:{}", "ab".repeat(32))),
         rate_limit: ok.then(|| RateLimit {

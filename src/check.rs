@@ -116,7 +116,7 @@ struct JsonResult<'a> {
     duration_seconds: f64,
     phases: Vec<JsonPhase>,
     address: Option<String>,
-    tls: Option<JsonTls>,
+    tls: Option<JsonTls<'a>>,
     digest: Option<&'a str>,
     rate_limit: Option<JsonRateLimit<'a>>,
 }
@@ -128,9 +128,14 @@ struct JsonPhase {
 }
 
 #[derive(Serialize)]
-struct JsonTls {
+struct JsonTls<'a> {
     version: Option<&'static str>,
+    /// The earliest NotAfter of the presented chain and its trust anchor.
     earliest_not_after: Option<String>,
+    /// The subject of the trust anchor the chain was verified against (or of the root that
+    /// made it fail).
+    anchor_subject: Option<&'a str>,
+    anchor_not_after: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -192,6 +197,8 @@ pub fn render_json(reports: &[ProbeReport]) -> String {
             tls: r.tls.as_ref().map(|t| JsonTls {
                 version: t.version,
                 earliest_not_after: t.earliest_not_after.and_then(rfc3339),
+                anchor_subject: t.anchor_subject.as_deref(),
+                anchor_not_after: t.anchor_not_after.and_then(rfc3339),
             }),
             digest: r.digest.as_deref(),
             rate_limit: r.rate_limit.as_ref().map(|l| JsonRateLimit {
@@ -289,6 +296,14 @@ pub fn render_text(reports: &[ProbeReport]) -> String {
                 "    tls:         {} (chain valid until {expiry})",
                 t.version.unwrap_or("handshake not completed")
             );
+            if let Some(anchor) = &t.anchor_subject {
+                let until = t
+                    .anchor_not_after
+                    .and_then(rfc3339)
+                    .map(|u| format!(" (valid until {u})"))
+                    .unwrap_or_default();
+                let _ = writeln!(out, "    chain root:  {anchor}{until}");
+            }
         }
         if let Some(l) = &r.rate_limit {
             let window = l

@@ -68,6 +68,7 @@ impl Probe for Fake {
                 tls: b.failure.is_none().then_some(TlsReport {
                     version: Some("TLSv1.3"),
                     earliest_not_after: Some(1_900_000_000),
+                    ..TlsReport::default()
                 }),
                 failure: b.failure,
                 duration: Duration::from_millis(15),

@@ -130,7 +130,7 @@ const LAST_TS: Spec = Spec {
 const TLS_EXPIRY: Spec = Spec {
     slot: 11,
     name: "pullprobe_tls_cert_expiry_timestamp_seconds",
-    help: "Unix time of the earliest NotAfter in the certificate chain the registry presented in the last probe.",
+    help: "Unix time of the earliest NotAfter in the certificate chain the registry presented in the last probe and in the trust anchor that chain was verified against.",
     kind: MetricType::GAUGE,
     labels: TR,
     cached: true,
@@ -533,6 +533,7 @@ mod tests {
         r.tls = Some(TlsReport {
             version: Some("TLSv1.3"),
             earliest_not_after: Some(1_800_000_000),
+            ..TlsReport::default()
         });
         r.rate_limit = Some(RateLimit {
             limit: 100,
@@ -712,6 +713,7 @@ mod tests {
             r.tls = Some(TlsReport {
                 version: Some("TLSv1.2"),
                 earliest_not_after: rng.random_bool(0.9).then(|| rng.random_range(-1..1 << 40)),
+                ..TlsReport::default()
             });
         }
         if rng.random_bool(0.5) {

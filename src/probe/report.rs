@@ -30,8 +30,18 @@ pub struct RateLimit {
 pub struct TlsReport {
     /// `TLSv1.3`, `TLSv1.2`; `None` when the handshake did not finish.
     pub version: Option<&'static str>,
-    /// The earliest NotAfter of the presented chain, Unix seconds.
+    /// The earliest NotAfter of the presented chain and of the trust anchor it was verified
+    /// against (`anchor_not_after`), Unix seconds: an expiring root is as fatal as an
+    /// expiring leaf.
     pub earliest_not_after: Option<i64>,
+    /// The subject (`CN=…, O=…`) of the trust anchor the chain was verified against — the
+    /// registry's own certificate when that is itself trusted, as Go allows — or, when the
+    /// chain was refused because of its root (expired, not a CA, …), of that root. `None`
+    /// without verification (`insecure_skip_verify`) or when no root was reached.
+    pub anchor_subject: Option<String>,
+    /// That anchor's NotAfter, Unix seconds; `None` also for the built-in Mozilla anchors,
+    /// which carry no dates.
+    pub anchor_not_after: Option<i64>,
 }
 
 /// The complete result of probing one target once.

@@ -3,8 +3,9 @@
 //! `hostile` (with the soak test), name resolution as Go's resolver does it in `go_resolver`,
 //! and end-to-end tests against the real Debian packages in
 //! `docker_registry`, `unbound`, `alerts_e2e` and `secure_metrics`; the agent with the real
-//! engine in `agent_e2e`; and containerd's own client on the fakes, pinning the behaviour
-//! pullprobe must agree with, in `containerd`.
+//! engine in `agent_e2e`; the TLS verdicts where Go's crypto/x509 and webpki differ in `tls_go`;
+//! and containerd's own client on the fakes, pinning the behaviour pullprobe must agree with,
+//! in `containerd`.
 
 mod agent_e2e;
 mod alerts_e2e;
@@ -16,4 +17,5 @@ mod go_resolver;
 mod hostile;
 mod secure_metrics;
 mod support;
+mod tls_go;
 mod unbound;

@@ -1,13 +1,24 @@
-//! Certificates made inside each test with rcgen, and two misbehaving TLS endpoints.
+//! Certificates made inside each test with rcgen (and one with the `openssl` CLI), and
+//! misbehaving TLS endpoints.
 //!
 //! A [`TestCa`] issues leaf certificates whose validity window is chosen by [`Validity`]; the CA's
-//! own NotAfter is ten years out, so only the leaf varies. "Unknown CA" is a leaf from a second
-//! `TestCa` that the client does not trust. [`TlsStall`] reads the ClientHello and never answers;
+//! own NotAfter is ten years out ([`TestCa::new`]), long past ([`TestCa::expired`]) or near
+//! ([`TestCa::expiring_in`]). "Unknown CA" is a leaf from a second `TestCa` that the client does
+//! not trust.
+//!
+//! The certificates where Go's `crypto/x509` and rustls-webpki disagree, for the engine tests
+//! (`tls_go.rs`) and for differential runs against containerd's `ctr` on the same files:
+//! [`docker_recipe_cert`] (Docker's self-signed `CA:TRUE` recipe), [`TestCa::ca_true_leaf`] (a
+//! `CA:TRUE` server certificate signed by a CA), and [`TestCa::expired`] with any valid leaf (an
+//! expired root). [`Leaf::write_pem`] and [`TestCa::write_ca_pem`] put them in files.
+//!
+//! [`TlsStall`] reads the ClientHello and never answers;
 //! [`TlsReset`] reads a few bytes of it and resets the connection; [`TlsResetAfterHello`] answers
 //! with a real ServerHello and resets the connection right after it.
 
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::path::{Path, PathBuf};
+use std::process::Command;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -15,6 +26,7 @@ use rcgen::{
     BasicConstraints, CertificateParams, CertifiedIssuer, DnType, ExtendedKeyUsagePurpose, IsCa,
     KeyPair, KeyUsagePurpose,
 };
+use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::TcpListener;
@@ -43,11 +55,116 @@ pub enum Validity {
 pub struct Leaf {
     pub cert_pem: String,
     pub key_pem: String,
-    /// Leaf first, then the CA certificate.
+    /// Leaf first, then the CA certificate (just the leaf for a self-signed one).
     pub chain_der: Vec<CertificateDer<'static>>,
     pub key_der: PrivateKeyDer<'static>,
     /// The earliest NotAfter in `chain_der`, in Unix seconds.
     pub not_after_unix: i64,
+    /// The leaf's own NotAfter, in Unix seconds.
+    pub leaf_not_after_unix: i64,
+}
+
+impl Leaf {
+    /// The same certificate and key with a chain of the leaf alone, as a server that does not
+    /// send its CA (the client then needs the CA as a root, and `not_after_unix` is the leaf's).
+    pub fn alone(&self) -> Leaf {
+        Leaf {
+            cert_pem: self.cert_pem.clone(),
+            key_pem: self.key_pem.clone(),
+            chain_der: self.chain_der[..1].to_vec(),
+            key_der: self.key_der.clone_key(),
+            not_after_unix: self.leaf_not_after_unix,
+            leaf_not_after_unix: self.leaf_not_after_unix,
+        }
+    }
+
+    /// Writes `dir/<stem>.crt` (the chain, leaf first, PEM) and `dir/<stem>.key` and returns
+    /// both paths, e.g. for a registry's `http.tls` or containerd's hosts.toml.
+    pub fn write_pem(&self, dir: &Path, stem: &str) -> (PathBuf, PathBuf) {
+        let cert = dir.join(format!("{stem}.crt"));
+        let key = dir.join(format!("{stem}.key"));
+        let chain: String = self
+            .chain_der
+            .iter()
+            .map(|d| pem("CERTIFICATE", d.as_ref()))
+            .collect();
+        std::fs::write(&cert, chain).unwrap();
+        std::fs::write(&key, &self.key_pem).unwrap();
+        (cert, key)
+    }
+}
+
+/// PEM armour around `der`.
+fn pem(label: &str, der: &[u8]) -> String {
+    use base64::Engine as _;
+    let b64 = base64::engine::general_purpose::STANDARD.encode(der);
+    let mut out = format!("-----BEGIN {label}-----\n");
+    for line in b64.as_bytes().chunks(64) {
+        out.push_str(std::str::from_utf8(line).unwrap());
+        out.push('\n');
+    }
+    out.push_str(&format!("-----END {label}-----\n"));
+    out
+}
+
+/// NotAfter of a DER certificate, Unix seconds.
+fn not_after_of(der: &[u8]) -> i64 {
+    let (_, cert) = x509_parser::parse_x509_certificate(der).unwrap();
+    cert.validity().not_after.timestamp()
+}
+
+/// A registry certificate made exactly as Docker's documentation makes one ("Use self-signed
+/// certificates"):
+///
+/// ```text
+/// openssl req -x509 -newkey rsa:4096 -nodes -keyout key.pem -out cert.pem -days 365 \
+///     -subj /CN=<names[0]> -addext subjectAltName=DNS:<name>,IP:<address>,...
+/// ```
+///
+/// OpenSSL's default `v3_ca` section makes it `basicConstraints=critical,CA:TRUE` with equal
+/// subject and authority key identifiers. The one file is both the server's certificate and,
+/// given as `tls.ca_file` (containerd: hosts.toml `ca`), the root: Go accepts that
+/// (verify.go `Certificate.Verify`: `opts.Roots.contains(c)`), webpki alone refuses it
+/// (`CaUsedAsEndEntity`). Needs the `openssl` command (Debian: `openssl`, which
+/// `ca-certificates` depends on).
+pub fn docker_recipe_cert(names: &[&str]) -> Leaf {
+    let dir = tempfile::tempdir().unwrap();
+    let san: Vec<String> = names
+        .iter()
+        .map(|n| match n.parse::<IpAddr>() {
+            Ok(_) => format!("IP:{n}"),
+            Err(_) => format!("DNS:{n}"),
+        })
+        .collect();
+    let out = Command::new("openssl")
+        .current_dir(dir.path())
+        .args([
+            "req", "-x509", "-newkey", "rsa:4096", "-nodes", "-keyout", "key.pem", "-out",
+            "cert.pem", "-days", "365",
+        ])
+        .arg("-subj")
+        .arg(format!("/CN={}", names[0]))
+        .arg("-addext")
+        .arg(format!("subjectAltName={}", san.join(",")))
+        .output()
+        .expect("the openssl command runs (Debian package openssl)");
+    assert!(
+        out.status.success(),
+        "openssl req failed: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let cert_pem = std::fs::read_to_string(dir.path().join("cert.pem")).unwrap();
+    let key_pem = std::fs::read_to_string(dir.path().join("key.pem")).unwrap();
+    let cert = CertificateDer::from_pem_slice(cert_pem.as_bytes()).unwrap();
+    let not_after_unix = not_after_of(cert.as_ref());
+    Leaf {
+        key_der: PrivateKeyDer::from_pem_slice(key_pem.as_bytes()).unwrap(),
+        chain_der: vec![cert],
+        cert_pem,
+        key_pem,
+        not_after_unix,
+        leaf_not_after_unix: not_after_unix,
+    }
 }
 
 /// Seconds since the Unix epoch, whole (certificates carry no fractions).
@@ -61,11 +178,35 @@ fn unix_now() -> Duration {
 }
 
 impl TestCa {
-    /// A new self-signed CA whose common name is `name`.
+    /// A new self-signed CA whose common name is `name`, valid from yesterday for ten years.
     pub fn new(name: &str) -> TestCa {
         let now = rcgen::date_time_ymd(1970, 1, 1) + unix_now();
+        TestCa::with_window(name, |p| {
+            (p.not_before, p.not_after) = (now - DAY, now + 3650 * DAY);
+        })
+    }
+
+    /// A CA whose own validity ended yesterday (it began 400 days ago). Leaves it issues are
+    /// valid as asked; Go refuses every chain to it (verify.go `buildChains` →
+    /// `isValid(rootCertificate)`), webpki alone accepts them (trust anchors carry no dates).
+    pub fn expired(name: &str) -> TestCa {
+        let now = rcgen::date_time_ymd(1970, 1, 1) + unix_now();
+        TestCa::with_window(name, |p| {
+            (p.not_before, p.not_after) = (now - 400 * DAY, now - DAY);
+        })
+    }
+
+    /// A CA valid from yesterday until `days` days from now.
+    pub fn expiring_in(name: &str, days: u32) -> TestCa {
+        let now = rcgen::date_time_ymd(1970, 1, 1) + unix_now();
+        TestCa::with_window(name, |p| {
+            (p.not_before, p.not_after) = (now - DAY, now + days * DAY);
+        })
+    }
+
+    fn with_window(name: &str, window: impl FnOnce(&mut CertificateParams)) -> TestCa {
         let mut params = CertificateParams::default();
-        (params.not_before, params.not_after) = (now - DAY, now + 3650 * DAY);
+        window(&mut params);
         params.distinguished_name.push(DnType::CommonName, name);
         params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
         params.key_usages = vec![
@@ -98,9 +239,27 @@ impl TestCa {
         path
     }
 
+    /// The CA's NotAfter, Unix seconds.
+    pub fn not_after_unix(&self) -> i64 {
+        self.not_after_unix
+    }
+
     /// Issues a server certificate for `names` (DNS names or IP addresses, all become SANs).
     pub fn leaf(&self, names: &[&str], validity: Validity) -> Leaf {
-        self.issue(names, validity, ExtendedKeyUsagePurpose::ServerAuth)
+        self.issue(names, validity, ExtendedKeyUsagePurpose::ServerAuth, false)
+    }
+
+    /// Issues a valid server certificate for `names` that says `basicConstraints=CA:TRUE`, as
+    /// OpenSSL's `v3_ca` extensions make it when a CSR is signed with them. Go accepts it when
+    /// it chains to a root (verify.go `isValid` asks no CA question of the leaf); webpki alone
+    /// refuses it (`CaUsedAsEndEntity`).
+    pub fn ca_true_leaf(&self, names: &[&str]) -> Leaf {
+        self.issue(
+            names,
+            Validity::Valid,
+            ExtendedKeyUsagePurpose::ServerAuth,
+            true,
+        )
     }
 
     /// Issues a client certificate (for mutual TLS) for `name`.
@@ -109,10 +268,17 @@ impl TestCa {
             &[name],
             Validity::Valid,
             ExtendedKeyUsagePurpose::ClientAuth,
+            false,
         )
     }
 
-    fn issue(&self, names: &[&str], validity: Validity, usage: ExtendedKeyUsagePurpose) -> Leaf {
+    fn issue(
+        &self,
+        names: &[&str],
+        validity: Validity,
+        usage: ExtendedKeyUsagePurpose,
+        ca_true: bool,
+    ) -> Leaf {
         let mut params =
             CertificateParams::new(names.iter().map(|n| (*n).to_owned()).collect::<Vec<_>>())
                 .unwrap();
@@ -127,6 +293,10 @@ impl TestCa {
         }
         params.extended_key_usages = vec![usage];
         params.key_usages = vec![KeyUsagePurpose::DigitalSignature];
+        if ca_true {
+            params.is_ca = IsCa::Ca(BasicConstraints::Unconstrained);
+            params.key_usages.push(KeyUsagePurpose::KeyCertSign);
+        }
         let key = KeyPair::generate().unwrap();
         let cert = params.signed_by(&key, &self.issuer).unwrap();
         Leaf {
@@ -135,6 +305,7 @@ impl TestCa {
             chain_der: vec![cert.der().clone(), self.ca_der()],
             key_der: key.into(),
             not_after_unix: params.not_after.unix_timestamp().min(self.not_after_unix),
+            leaf_not_after_unix: params.not_after.unix_timestamp(),
         }
     }
 
