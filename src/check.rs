@@ -13,6 +13,7 @@ use serde::Serialize;
 use crate::cli::{Cli, EXIT_OK, EXIT_PROBE_FAILED, EXIT_USAGE, OutputFormat};
 use crate::config::{Config, Target};
 use crate::outcome::{Phase, Reason};
+use crate::platform::Platform;
 use crate::probe::{ProbeReport, Prober};
 
 /// Runs `--check` and returns the exit status. At most `--probe.concurrency` probes run at once. Output goes to stdout, errors to stderr.
@@ -28,7 +29,7 @@ pub async fn run(cli: &Cli) -> u8 {
             return EXIT_USAGE;
         }
     };
-    let targets = if cli.images.is_empty() {
+    let mut targets = if cli.images.is_empty() {
         config.targets.clone()
     } else {
         match config.targets_for_images(&cli.images) {
@@ -39,9 +40,14 @@ pub async fn run(cli: &Cli) -> u8 {
             }
         }
     };
-    tracing::debug!(config = %config.source, targets = targets.len(), timeout = ?config.timeout, "Checking targets");
+    // --check always checks the platform (one manifest GET per image).
+    for t in &mut targets {
+        t.check_platform = true;
+    }
+    let platform = cli.platform.clone().unwrap_or_else(Platform::host);
+    tracing::debug!(config = %config.source, targets = targets.len(), timeout = ?config.timeout, platform = %platform, "Checking targets");
     let reports = probe_all_bounded(
-        &Prober::from_config(&config),
+        &Prober::with_platform(&config, platform),
         targets,
         cli.probe_concurrency,
     )
@@ -50,11 +56,25 @@ pub async fn run(cli: &Cli) -> u8 {
         OutputFormat::Text => render_text(&reports),
         OutputFormat::Json => render_json(&reports),
     };
-    print!("{out}");
+    write_stdout(&out);
     if reports.iter().all(ProbeReport::ok) {
         EXIT_OK
     } else {
         EXIT_PROBE_FAILED
+    }
+}
+
+/// Writes the result to stdout. A reader that went away (`pullprobe --check | head -1`) is not
+/// an error: the exit status still says whether the targets were ok.
+fn write_stdout(out: &str) {
+    use std::io::Write as _;
+    let mut stdout = std::io::stdout().lock();
+    if let Err(e) = stdout
+        .write_all(out.as_bytes())
+        .and_then(|()| stdout.flush())
+        && e.kind() != std::io::ErrorKind::BrokenPipe
+    {
+        tracing::warn!(error = %e, "Cannot write the result to stdout");
     }
 }
 

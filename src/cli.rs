@@ -6,6 +6,8 @@ use std::time::Duration;
 
 use clap::{Parser, ValueEnum};
 
+use crate::platform::Platform;
+
 /// Exit status when every target is ok.
 pub const EXIT_OK: u8 = 0;
 /// Exit status when at least one target failed.
@@ -24,9 +26,16 @@ pub const EXIT_USAGE: u8 = 2;
     after_help = "Exit status of --check: 0 all targets ok, 1 at least one target failed, 2 usage or configuration error."
 )]
 pub struct Cli {
-    /// Probe every target once, explain the result and exit.
+    /// Probe every target once, explain the result and exit. Besides resolving the tag, it
+    /// fetches each image's manifest or index (one GET) to check that the node's platform is in
+    /// it; on Docker Hub that GET counts as one pull against the node's pull quota.
     #[arg(long)]
     pub check: bool,
+
+    /// With --check: the platform image indexes must offer, as os/arch[/variant] (for example
+    /// linux/arm64). Default: this machine's.
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform, requires = "check")]
+    pub platform: Option<Platform>,
 
     /// Configuration file (YAML). Without it, an embedded default probes well-known public registries.
     #[arg(long = "config.file", value_name = "PATH")]
@@ -67,8 +76,8 @@ pub struct Cli {
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 
-    /// Log level: error, warn, info, debug or trace (or a tracing filter directive).
-    #[arg(long = "log.level", value_name = "LEVEL", default_value = "info")]
+    /// Log level: error, warn, info, debug or trace.
+    #[arg(long = "log.level", value_name = "LEVEL", default_value = "info", value_parser = parse_log_level)]
     pub log_level: String,
 
     /// Log format on stderr.
@@ -79,6 +88,27 @@ pub struct Cli {
     /// the same registry host lends its tls, docker_config and plain_http settings.
     #[arg(value_name = "IMAGE", requires = "check")]
     pub images: Vec<String>,
+}
+
+/// A `--platform` value.
+fn parse_platform(s: &str) -> Result<Platform, String> {
+    Platform::parse(s).map_err(|e| e.to_string())
+}
+
+/// The log levels `--log.level` knows (Prometheus exporters' names; `warning` is not one).
+pub const LOG_LEVELS: [&str; 5] = ["error", "warn", "info", "debug", "trace"];
+
+/// A `--log.level` value: one of [`LOG_LEVELS`], in any case.
+fn parse_log_level(s: &str) -> Result<String, String> {
+    let lower = s.trim().to_ascii_lowercase();
+    if LOG_LEVELS.contains(&lower.as_str()) {
+        Ok(lower)
+    } else {
+        Err(format!(
+            "{s:?} is not a log level; use one of {}",
+            LOG_LEVELS.join(", ")
+        ))
+    }
 }
 
 /// A probe concurrency: a whole number from 1 to 1024.
@@ -132,6 +162,28 @@ mod tests {
             "IMAGE needs --check"
         );
         assert!(Cli::try_parse_from(["pullprobe", "--check", "--output", "xml"]).is_err());
+    }
+
+    #[test]
+    fn log_levels_are_a_closed_set() {
+        let level = |l: &str| Cli::try_parse_from(["pullprobe", "--log.level", l]);
+        assert_eq!(level("DEBUG").unwrap().log_level, "debug");
+        for bad in ["warning", "verbose", "pullprobe=debug", ""] {
+            let e = level(bad).unwrap_err().to_string();
+            assert!(e.contains("error, warn, info, debug, trace"), "{bad}: {e}");
+        }
+    }
+
+    #[test]
+    fn platform_flag() {
+        let c =
+            Cli::try_parse_from(["pullprobe", "--check", "--platform", "linux/arm64/v8"]).unwrap();
+        assert_eq!(c.platform.unwrap().to_string(), "linux/arm64");
+        assert!(Cli::try_parse_from(["pullprobe", "--check", "--platform", "arm64"]).is_err());
+        assert!(
+            Cli::try_parse_from(["pullprobe", "--platform", "linux/amd64"]).is_err(),
+            "--platform needs --check"
+        );
     }
 
     #[test]

@@ -81,6 +81,10 @@ pub struct TlsSettings {
     /// The certificates read from `ca_file`, added to the system trust store.
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub insecure_skip_verify: bool,
+    /// A `tls` block was written: the registry speaks HTTPS, verified as the block says. For a
+    /// loopback registry this replaces containerd's no-hosts.toml default (HTTPS without
+    /// verification, falling back to HTTP), as a hosts.toml `https://` host does.
+    pub configured: bool,
     /// The verifier built from these settings, on first use (see `probe::tls::trust_for`).
     pub(crate) trust_cache: std::sync::OnceLock<Result<crate::probe::Trust, String>>,
 }
@@ -94,6 +98,10 @@ pub struct Target {
     pub plain_http: bool,
     pub tls: Arc<TlsSettings>,
     pub credentials: Option<Arc<CredentialsFile>>,
+    /// Fetch the resolved manifest and, for an image index, require the node's platform in it
+    /// (one GET per probe). Always on for `--check`; opt-in per target for the agent, refused
+    /// for Docker Hub targets, where a GET counts as a pull.
+    pub check_platform: bool,
 }
 
 /// A configuration problem: the file, the key, what is wrong, and what to do.
@@ -184,6 +192,8 @@ struct RawTarget {
     plain_http: bool,
     #[serde(default)]
     tls: Option<RawTls>,
+    #[serde(default)]
+    check_platform: bool,
 }
 
 #[derive(Debug, Deserialize)]
@@ -279,6 +289,7 @@ impl Config {
                 credentials: lender
                     .map_or_else(|| self.docker_config.clone(), |t| t.credentials.clone()),
                 image,
+                check_platform: false,
             });
         }
         if issues.is_empty() {
@@ -383,6 +394,7 @@ impl Resolver<'_> {
         }
         let mut settings = TlsSettings {
             insecure_skip_verify: raw.insecure_skip_verify,
+            configured: true,
             ..TlsSettings::default()
         };
         if let Some(ca) = raw.ca_file {
@@ -551,6 +563,13 @@ impl Resolver<'_> {
                 None => docker_config.clone(),
             };
             let tls = self.tls(&format!("{key}.tls"), t.tls, t.plain_http);
+            if t.check_platform && image.as_ref().is_some_and(ImageRef::is_docker_hub) {
+                self.issue(
+                    format!("{key}.check_platform"),
+                    "the platform check fetches the image index with a GET on every probe, and on Docker Hub every manifest GET counts as a pull against the node's quota (100 per 6 hours anonymously)",
+                    "remove check_platform from Docker Hub targets and check them once with `pullprobe --check IMAGE`, or probe a copy of the image on a registry without pull quotas",
+                );
+            }
             if let Some(image) = image {
                 targets.push(Target {
                     name,
@@ -558,6 +577,7 @@ impl Resolver<'_> {
                     plain_http: t.plain_http,
                     tls: Arc::new(tls),
                     credentials,
+                    check_platform: t.check_platform,
                 });
             }
         }
@@ -711,6 +731,26 @@ mod tests {
         assert_eq!(err.issues[0].key, "(yaml)");
         let err = load("targets:\n  - name: x\n").unwrap_err();
         assert!(err.to_string().contains("image"), "{err}");
+    }
+
+    #[test]
+    fn check_platform_is_opt_in_and_refused_for_docker_hub() {
+        let c = load("targets:\n  - image: ghcr.io/org/app:1\n    check_platform: true\n  - image: quay.io/a/b\n").unwrap();
+        assert!(c.targets[0].check_platform);
+        assert!(!c.targets[1].check_platform);
+        for hub in [
+            "nginx",
+            "docker.io/org/app:1",
+            "index.docker.io/library/redis",
+        ] {
+            let e = load(&format!(
+                "targets:\n  - image: {hub}\n    check_platform: true\n"
+            ))
+            .unwrap_err();
+            assert_eq!(e.issues[0].key, "targets[0].check_platform", "{hub}");
+            assert!(e.issues[0].problem.contains("counts as a pull"), "{e}");
+            assert!(e.issues[0].fix.contains("pullprobe --check"), "{e}");
+        }
     }
 
     #[test]

@@ -19,9 +19,11 @@ pub enum Phase {
     Connect,
     /// The TLS handshake and certificate verification.
     Tls,
-    /// `GET /v2/`, the authentication challenge and the token request.
+    /// From the registry's first 401 until a token (or Basic credentials) is in hand: the
+    /// `WWW-Authenticate` challenge and the token request. Absent when no auth is needed.
     Auth,
-    /// `HEAD /v2/<repository>/manifests/<reference>`.
+    /// Resolving the reference: `HEAD /v2/<repository>/manifests/<reference>` (and, for the
+    /// platform check, `GET` of the manifest or index).
     Manifest,
 }
 
@@ -75,6 +77,7 @@ pub enum Reason {
     AuthFailed,
     NameUnknown,
     ManifestUnknown,
+    PlatformMissing,
     RateLimited,
     ServerError,
     ProtocolError,
@@ -83,7 +86,7 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, so that callers can enumerate the closed set.
-    pub const ALL: [Reason; 22] = [
+    pub const ALL: [Reason; 23] = [
         Reason::Ok,
         Reason::DnsNxdomain,
         Reason::DnsNoRecords,
@@ -102,6 +105,7 @@ impl Reason {
         Reason::AuthFailed,
         Reason::NameUnknown,
         Reason::ManifestUnknown,
+        Reason::PlatformMissing,
         Reason::RateLimited,
         Reason::ServerError,
         Reason::ProtocolError,
@@ -129,6 +133,7 @@ impl Reason {
             Reason::AuthFailed => "auth_failed",
             Reason::NameUnknown => "name_unknown",
             Reason::ManifestUnknown => "manifest_unknown",
+            Reason::PlatformMissing => "platform_missing",
             Reason::RateLimited => "rate_limited",
             Reason::ServerError => "server_error",
             Reason::ProtocolError => "protocol_error",
@@ -174,7 +179,12 @@ impl Reason {
             }
             Reason::AuthFailed => "the registry rejected the configured credentials",
             Reason::NameUnknown => "the repository does not exist on this registry",
-            Reason::ManifestUnknown => "the repository exists but the tag or digest does not",
+            Reason::ManifestUnknown => {
+                "the tag or digest was not found (the message says whether the repository was confirmed to exist)"
+            }
+            Reason::PlatformMissing => {
+                "the image index has no manifest for the node's platform, so the node cannot pull it (containerd: `no match for platform in manifest`)"
+            }
             Reason::RateLimited => {
                 "the registry answered 429 Too Many Requests: the pull quota for this node's egress is used up"
             }
@@ -240,6 +250,9 @@ impl Reason {
             }
             Reason::ManifestUnknown => {
                 "check the tag or digest in the pod spec; the image may not have been pushed yet or may have been deleted"
+            }
+            Reason::PlatformMissing => {
+                "build and push the image for the node's platform (e.g. `docker buildx build --platform linux/amd64,linux/arm64`), or schedule the pod on nodes of a platform the image has (nodeSelector kubernetes.io/arch)"
             }
             Reason::RateLimited => {
                 "authenticate pulls (imagePullSecrets), use a pull-through cache or mirror, or wait for the quota window to reset"
@@ -320,6 +333,7 @@ mod tests {
                 "auth_failed",
                 "name_unknown",
                 "manifest_unknown",
+                "platform_missing",
                 "rate_limited",
                 "server_error",
                 "protocol_error",

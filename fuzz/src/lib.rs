@@ -10,26 +10,27 @@ use std::path::Path;
 use http::{HeaderMap, HeaderValue};
 use pullprobe::config::Config;
 use pullprobe::credentials::{self, Keyring};
-use pullprobe::probe::challenge::{self, Challenge, ChallengeError};
+use pullprobe::probe::challenge::{self, Challenge};
 use pullprobe::probe::ratelimit;
 use pullprobe::reference::ImageRef;
 
-/// `challenge::parse`: never panics; a Bearer challenge always has a realm; a syntax error
-/// points inside the input.
+/// `challenge::from_header_lines` (containerd's `ParseAuthHeader`): never panics; the input,
+/// split at `\n` into header lines, yields Bearer challenges before Basic ones, and never more
+/// challenges than lines.
 pub fn challenge(data: &[u8]) {
-    let Ok(text) = std::str::from_utf8(data) else {
-        return;
-    };
-    match challenge::parse(text) {
-        Ok(Challenge::Bearer(b)) => assert!(!b.realm.is_empty(), "{text:?}: empty realm"),
-        Ok(Challenge::Basic { .. }) => {}
-        Err(e) => {
-            if let ChallengeError::Syntax(at) = e {
-                assert!(at <= text.chars().count(), "{text:?}: {e}");
-            }
-            assert!(!e.to_string().is_empty());
-        }
-    }
+    let lines: Vec<&[u8]> = data.split(|b| *b == b'\n').collect();
+    let all = challenge::from_header_lines(lines.iter().copied());
+    assert!(all.len() <= lines.len());
+    let first_basic = all
+        .iter()
+        .position(|c| matches!(c, Challenge::Basic { .. }))
+        .unwrap_or(all.len());
+    assert!(
+        all[first_basic..]
+            .iter()
+            .all(|c| matches!(c, Challenge::Basic { .. })),
+        "{data:?}: Bearer after Basic"
+    );
 }
 
 /// `ratelimit::parse_value` and `from_headers`: never panic; a parsed value renders back to

@@ -1,22 +1,28 @@
-//! `WWW-Authenticate` challenge parsing (RFC 7235 auth-params, as the registry token spec
-//! and distribution's client use them).
+//! `WWW-Authenticate` challenges, read as containerd's `remotes/docker/auth/parse.go` reads
+//! them.
 //!
-//! `scheme` is a token (compared case-insensitively), followed by comma-separated
-//! `key=token` or `key="quoted string"` pairs; keys are lower-cased, backslash escapes work
-//! inside quotes, and commas inside quotes (realms with query strings, multi-action scopes)
-//! do not split. One header may carry several challenges; the first Bearer or Basic wins.
+//! `ParseAuthHeader` looks at every `WWW-Authenticate` header line and reads **one** challenge
+//! from each (`parseValueAndParams`): a scheme token, lower-cased, then `key=token` or
+//! `key="quoted string"` pairs separated by commas (keys lower-cased, backslash escapes inside
+//! quotes). It stops quietly at the first thing that is not such a pair, so a malformed tail
+//! is ignored, never an error. Schemes other than Basic, Digest and Bearer (`Negotiate`,
+//! `NTLM`, …) are skipped. The challenges are then sorted by priority, Bearer before Digest
+//! before Basic, keeping header order within a scheme (`sort.Stable(byScheme)`). containerd's
+//! authorizer takes the first Bearer (or Basic) of that list; Digest it does not implement.
 
 use std::collections::BTreeMap;
 
-/// A parsed challenge.
+/// A challenge containerd can act on.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub enum Challenge {
-    Basic { realm: Option<String> },
     Bearer(BearerChallenge),
+    Basic { realm: Option<String> },
 }
 
 #[derive(Clone, Debug, PartialEq, Eq, Default)]
 pub struct BearerChallenge {
+    /// The token endpoint; empty when the challenge named none (containerd then fails with
+    /// "no realm specified for token auth challenge").
     pub realm: String,
     pub service: Option<String>,
     pub scope: Option<String>,
@@ -24,140 +30,114 @@ pub struct BearerChallenge {
     pub error: Option<String>,
 }
 
-/// Why a challenge could not be used.
-#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
-pub enum ChallengeError {
-    #[error("the header is empty")]
-    Empty,
-    #[error("malformed auth-params at byte {0}")]
-    Syntax(usize),
-    #[error("unsupported authentication scheme {0:?} (registries use Bearer or Basic)")]
-    UnsupportedScheme(String),
-    #[error("the Bearer challenge has no realm")]
-    MissingRealm,
+/// Every usable challenge in `lines` (the values of the `WWW-Authenticate` headers, in order),
+/// Bearer first then Basic, as containerd's `ParseAuthHeader` orders them.
+pub fn from_header_lines<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Vec<Challenge> {
+    let mut bearer = Vec::new();
+    let mut basic = Vec::new();
+    for line in lines {
+        let (scheme, mut params) = parse_line(line);
+        match scheme.as_str() {
+            "bearer" => bearer.push(Challenge::Bearer(BearerChallenge {
+                realm: params.remove("realm").unwrap_or_default(),
+                service: params.remove("service"),
+                scope: params.remove("scope"),
+                error: params.remove("error").filter(|e| !e.is_empty()),
+            })),
+            "basic" => basic.push(Challenge::Basic {
+                realm: params.remove("realm"),
+            }),
+            _ => {}
+        }
+    }
+    bearer.extend(basic);
+    bearer
 }
 
-/// Parses one `WWW-Authenticate` header value.
-///
-/// # Errors
-/// When the value is malformed, has no Bearer/Basic challenge, or a Bearer challenge lacks a realm.
-pub fn parse(value: &str) -> Result<Challenge, ChallengeError> {
-    let challenges = split_challenges(value)?;
-    let mut first_unsupported = None;
-    for (scheme, params) in challenges {
-        match scheme.to_ascii_lowercase().as_str() {
-            "basic" => {
-                return Ok(Challenge::Basic {
-                    realm: params.get("realm").cloned(),
-                });
+/// The first usable challenge of one header value (convenience for tests and benches).
+pub fn parse(value: &str) -> Option<Challenge> {
+    from_header_lines([value.as_bytes()]).into_iter().next()
+}
+
+/// The names of the schemes in `lines` that containerd cannot use, for messages.
+pub fn unusable_schemes<'a>(lines: impl IntoIterator<Item = &'a [u8]>) -> Vec<String> {
+    lines
+        .into_iter()
+        .map(parse_line)
+        .filter(|(s, _)| !matches!(s.as_str(), "bearer" | "basic"))
+        .map(|(s, _)| if s.is_empty() { "?".to_owned() } else { s })
+        .collect()
+}
+
+/// RFC 2616 token characters: any CHAR except CTLs and separators.
+fn is_token(b: u8) -> bool {
+    b.is_ascii() && !b.is_ascii_control() && !b" \t\"(),/:;<=>?@[]\\{}".contains(&b)
+}
+
+fn is_space(b: u8) -> bool {
+    matches!(b, b' ' | b'\t' | b'\r' | b'\n')
+}
+
+fn token(s: &[u8]) -> (&[u8], &[u8]) {
+    let n = s.iter().take_while(|b| is_token(**b)).count();
+    s.split_at(n)
+}
+
+/// containerd `expectTokenOrQuoted`: an unterminated quoted string reads as empty and ends
+/// the line.
+fn token_or_quoted(s: &[u8]) -> (Vec<u8>, &[u8]) {
+    let Some(rest) = s.strip_prefix(b"\"") else {
+        let (t, r) = token(s);
+        return (t.to_vec(), r);
+    };
+    let mut out = Vec::new();
+    let mut i = 0;
+    while i < rest.len() {
+        match rest[i] {
+            b'"' => return (out, &rest[i + 1..]),
+            b'\\' if i + 1 < rest.len() => {
+                out.push(rest[i + 1]);
+                i += 2;
             }
-            "bearer" => {
-                let realm = params
-                    .get("realm")
-                    .filter(|r| !r.is_empty())
-                    .ok_or(ChallengeError::MissingRealm)?;
-                return Ok(Challenge::Bearer(BearerChallenge {
-                    realm: realm.clone(),
-                    service: params.get("service").cloned(),
-                    scope: params.get("scope").cloned(),
-                    error: params.get("error").cloned(),
-                }));
-            }
-            _ => {
-                first_unsupported.get_or_insert(scheme);
+            b'\\' => break,
+            b => {
+                out.push(b);
+                i += 1;
             }
         }
     }
-    Err(first_unsupported.map_or(ChallengeError::Empty, ChallengeError::UnsupportedScheme))
+    (Vec::new(), &[])
 }
 
-type Params = BTreeMap<String, String>;
-
-fn is_tchar(c: char) -> bool {
-    c.is_ascii_alphanumeric() || "!#$%&'*+-.^_`|~".contains(c)
-}
-
-/// Splits `Scheme k=v, k="v", Scheme2 k=v` into challenges.
-fn split_challenges(value: &str) -> Result<Vec<(String, Params)>, ChallengeError> {
-    let s: Vec<char> = value.chars().collect();
-    let mut i = 0;
-    let mut out: Vec<(String, Params)> = Vec::new();
-    let skip_ws = |i: &mut usize| {
-        while *i < s.len() && (s[*i] == ' ' || s[*i] == '\t') {
-            *i += 1;
-        }
-    };
-    let read_token = |i: &mut usize| {
-        let start = *i;
-        while *i < s.len() && is_tchar(s[*i]) {
-            *i += 1;
-        }
-        s[start..*i].iter().collect::<String>()
-    };
+/// containerd `parseValueAndParams` for one header line.
+fn parse_line(line: &[u8]) -> (String, BTreeMap<String, String>) {
+    let mut params = BTreeMap::new();
+    let (scheme, mut s) = token(line);
+    let scheme = String::from_utf8_lossy(scheme).to_ascii_lowercase();
+    if scheme.is_empty() {
+        return (scheme, params);
+    }
     loop {
-        // Skip separators between challenges / params.
-        while i < s.len() && (s[i] == ' ' || s[i] == '\t' || s[i] == ',') {
-            i += 1;
-        }
-        if i >= s.len() {
+        let start = s.iter().take_while(|b| is_space(**b)).count();
+        let (key, rest) = token(&s[start..]);
+        if key.is_empty() {
             break;
         }
-        let start = i;
-        let token = read_token(&mut i);
-        if token.is_empty() {
-            return Err(ChallengeError::Syntax(start));
-        }
-        skip_ws(&mut i);
-        if i < s.len() && s[i] == '=' {
-            // A parameter of the current challenge.
-            let Some((_, params)) = out.last_mut() else {
-                return Err(ChallengeError::Syntax(start));
-            };
-            i += 1;
-            skip_ws(&mut i);
-            let val = if i < s.len() && s[i] == '"' {
-                i += 1;
-                let mut v = String::new();
-                loop {
-                    match s.get(i) {
-                        None => return Err(ChallengeError::Syntax(i)),
-                        Some('"') => {
-                            i += 1;
-                            break;
-                        }
-                        Some('\\') => {
-                            v.push(*s.get(i + 1).ok_or(ChallengeError::Syntax(i))?);
-                            i += 2;
-                        }
-                        Some(c) => {
-                            v.push(*c);
-                            i += 1;
-                        }
-                    }
-                }
-                v
-            } else {
-                let v = read_token(&mut i);
-                // token68-style values such as base64 with '/' or '=' are not used by registries.
-                if v.is_empty() {
-                    return Err(ChallengeError::Syntax(i));
-                }
-                v
-            };
-            params.insert(token.to_ascii_lowercase(), val);
-            skip_ws(&mut i);
-            if i < s.len() && s[i] != ',' {
-                return Err(ChallengeError::Syntax(i));
-            }
-        } else {
-            // A new challenge scheme.
-            out.push((token, Params::new()));
-        }
+        let Some(rest) = rest.strip_prefix(b"=") else {
+            break;
+        };
+        let (value, rest) = token_or_quoted(rest);
+        params.insert(
+            String::from_utf8_lossy(key).to_ascii_lowercase(),
+            String::from_utf8_lossy(&value).into_owned(),
+        );
+        let skip = rest.iter().take_while(|b| is_space(**b)).count();
+        let Some(rest) = rest[skip..].strip_prefix(b",") else {
+            break;
+        };
+        s = rest;
     }
-    if out.is_empty() {
-        return Err(ChallengeError::Empty);
-    }
-    Ok(out)
+    (scheme, params)
 }
 
 #[cfg(test)]
@@ -165,8 +145,8 @@ mod tests {
     use super::*;
 
     fn bearer(v: &str) -> BearerChallenge {
-        match parse(v).unwrap() {
-            Challenge::Bearer(b) => b,
+        match parse(v) {
+            Some(Challenge::Bearer(b)) => b,
             other => panic!("{other:?}"),
         }
     }
@@ -185,49 +165,51 @@ mod tests {
         assert_eq!(b.error.as_deref(), Some("insufficient_scope"));
     }
 
+    // parse.go parseValueAndParams: keys lower-cased, quoted values keep commas, escapes.
     #[test]
-    fn quoting_case_and_spacing() {
+    fn quoting_and_case() {
         let b = bearer(
-            r#"bearer  Realm = "https://r.example/t?a=1,b=2" , scope="repository:a/b:pull,push", service=svc"#,
+            r#"bearer Realm="https://r.example/t?a=1,b=2", scope="repository:a/b:pull,push",service=svc"#,
         );
         assert_eq!(b.realm, "https://r.example/t?a=1,b=2");
         assert_eq!(b.scope.as_deref(), Some("repository:a/b:pull,push"));
         assert_eq!(b.service.as_deref(), Some("svc"));
         let b = bearer(r#"Bearer realm="a\"b\\c""#);
         assert_eq!(b.realm, r#"a"b\c"#);
+        // Space before '=' ends the parameters (expectToken then HasPrefix "=").
+        assert_eq!(bearer(r#"Bearer realm ="x""#).realm, "");
     }
 
+    // parse.go ParseAuthHeader: one challenge per header line, Bearer sorted before Basic,
+    // unknown schemes skipped.
     #[test]
-    fn basic_and_multiple_challenges() {
-        assert_eq!(
-            parse(r#"Basic realm="Registry Realm""#).unwrap(),
-            Challenge::Basic {
-                realm: Some("Registry Realm".into())
-            }
-        );
-        assert_eq!(parse("Basic").unwrap(), Challenge::Basic { realm: None });
-        let b = bearer(r#"Negotiate, Bearer realm="https://t""#);
-        assert_eq!(b.realm, "https://t");
-    }
-
-    #[test]
-    fn malformed_input_is_an_error_not_a_panic() {
-        let cases: &[(&str, ChallengeError)] = &[
-            ("", ChallengeError::Empty),
-            ("   ", ChallengeError::Empty),
-            ("Bearer service=x", ChallengeError::MissingRealm),
-            ("Bearer realm=\"\"", ChallengeError::MissingRealm),
-            (
-                "Negotiate abc",
-                ChallengeError::UnsupportedScheme("Negotiate".into()),
-            ),
-            ("Bearer realm=\"unterminated", ChallengeError::Syntax(26)),
-            ("=x", ChallengeError::Syntax(0)),
-            ("Bearer realm=\"x\" junk\"", ChallengeError::Syntax(17)),
+    fn several_header_lines_bearer_first() {
+        let lines: [&[u8]; 3] = [
+            b"Negotiate",
+            br#"Basic realm="r""#,
+            br#"Bearer realm="https://t/token",service="s""#,
         ];
-        for (input, want) in cases {
-            assert_eq!(parse(input).as_ref().unwrap_err(), want, "{input:?}");
-        }
+        let all = from_header_lines(lines);
+        assert_eq!(all.len(), 2);
+        assert!(matches!(&all[0], Challenge::Bearer(b) if b.realm == "https://t/token"));
+        assert!(matches!(&all[1], Challenge::Basic { realm: Some(r) } if r == "r"));
+        assert_eq!(unusable_schemes(lines), ["negotiate"]);
+        // Two challenges in one line: only the first is read.
+        assert_eq!(
+            parse(r#"Basic realm="r", Bearer realm="https://t""#),
+            Some(Challenge::Basic {
+                realm: Some("r".into())
+            })
+        );
+        assert_eq!(parse("Negotiate abc"), None);
+    }
+
+    #[test]
+    fn malformed_input_is_lenient_not_a_panic() {
+        assert_eq!(parse(""), None);
+        assert_eq!(bearer("Bearer service=x").realm, "");
+        assert_eq!(bearer("Bearer realm=\"unterminated").realm, "");
+        assert_eq!(bearer(r#"Bearer realm="x" junk""#).realm, "x");
         for hostile in [
             "\u{0}\u{1}\u{7f}",
             "Bearer realm=\"\\",

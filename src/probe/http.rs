@@ -2,8 +2,8 @@
 //!
 //! A [`Session`] lives for one probe. It reuses a connection per `scheme://host:port` (as an
 //! HTTP client with keep-alive does), opens new ones for other hosts (token realms,
-//! redirects) through the same DNS → TCP → TLS steps, follows a bounded number of redirects
-//! without carrying `Authorization` to another host, and caps what it reads: response heads
+//! redirects) through the same DNS → TCP → TLS steps, follows redirects as Go's client does
+//! (containerd's transport), and caps what it reads: response heads
 //! by hyper's buffer limit, bodies by an explicit byte limit. Dropping the session aborts its
 //! connection tasks, so a cancelled probe leaves nothing behind.
 
@@ -12,7 +12,7 @@ use std::net::IpAddr;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST, LOCATION, USER_AGENT};
-use http::{HeaderMap, HeaderValue, Method, Request, Response, StatusCode};
+use http::{HeaderMap, HeaderValue, Method, Request, Response};
 use http_body_util::{BodyExt, Full, Limited};
 use hyper::body::Incoming;
 use hyper::client::conn::http1;
@@ -30,8 +30,9 @@ use crate::outcome::Reason;
 
 /// The largest response head (status line and headers) accepted.
 pub const MAX_HEAD_BYTES: usize = 64 * 1024;
-/// At most this many redirects are followed, like registry clients do.
-pub const MAX_REDIRECTS: usize = 5;
+/// At most this many redirects are followed (containerd's `CheckRedirect`: "stopped after 10
+/// redirects").
+pub const MAX_REDIRECTS: usize = 10;
 
 pub(crate) trait Io: AsyncRead + AsyncWrite + Unpin + Send {}
 impl<T: AsyncRead + AsyncWrite + Unpin + Send> Io for T {}
@@ -203,8 +204,7 @@ impl<'a> Session<'a> {
         Ok(resp)
     }
 
-    /// Sends a request and follows up to [`MAX_REDIRECTS`] redirects. `Authorization` is only
-    /// sent to the origin it was meant for.
+    /// Sends a request and follows redirects as Go's `http.Client` does for containerd.
     pub(crate) async fn fetch(
         &mut self,
         method: Method,
@@ -212,25 +212,54 @@ impl<'a> Session<'a> {
         headers: HeaderMap,
         body: Bytes,
     ) -> Result<(Response<Incoming>, Url), StepError> {
+        self.fetch_authorized(method, url, headers, body, &|_| None)
+            .await
+    }
+
+    /// Sends a request and follows up to [`MAX_REDIRECTS`] redirects the way Go's
+    /// `http.Client` does under containerd's `request.do`:
+    /// - 301/302/303 turn any method but GET and HEAD into a body-less GET; 307/308 keep both;
+    /// - an `Authorization` header given in `headers` goes along only to the same host or a
+    ///   subdomain of it (Go `shouldCopyHeaderOnRedirect`, host names without ports);
+    /// - `authorize` is asked for every request, the first and each redirect (containerd's
+    ///   `CheckRedirect` calls `request.authorize`): what it returns replaces the header, so a
+    ///   host the authorizer already holds a token for gets its own;
+    /// - a 3xx without `Location` is returned as it is;
+    /// - more than [`MAX_REDIRECTS`] is an error ("stopped after 10 redirects").
+    ///
+    /// Returns the last response and the URL it answered.
+    pub(crate) async fn fetch_authorized(
+        &mut self,
+        method: Method,
+        url: &Url,
+        headers: HeaderMap,
+        body: Bytes,
+        authorize: &(dyn Fn(&Url) -> Option<HeaderValue> + Sync),
+    ) -> Result<(Response<Incoming>, Url), StepError> {
         let (mut method, mut url, mut headers, mut body) = (method, url.clone(), headers, body);
-        let first_origin = origin(&url);
-        for _ in 0..=MAX_REDIRECTS {
+        let first_host = url.host_str().map(str::to_ascii_lowercase);
+        for hop in 0..=MAX_REDIRECTS {
+            // The header the request carries: the authorizer's for this host, else what the
+            // previous request carried (when Go copies it along).
+            if let Some(v) = authorize(&url) {
+                headers.insert(AUTHORIZATION, v);
+            }
             let resp = self.send_once(&method, &url, &headers, &body).await?;
             let status = resp.status();
-            if !status.is_redirection() || status == StatusCode::NOT_MODIFIED {
-                return Ok((resp, url));
-            }
-            let location = resp
+            let follows = matches!(status.as_u16(), 301 | 302 | 303 | 307 | 308);
+            let Some(location) = resp
                 .headers()
                 .get(LOCATION)
+                .filter(|_| follows)
                 .and_then(|v| v.to_str().ok())
-                .ok_or_else(|| {
-                    StepError::new(
-                        Reason::ProtocolError,
-                        format!("{method} {}: {status} without a Location", redact_url(&url)),
-                    )
-                })?;
-            let next = url.join(location).map_err(|_| {
+                .map(str::to_owned)
+            else {
+                return Ok((resp, url));
+            };
+            if hop == MAX_REDIRECTS {
+                break;
+            }
+            let next = url.join(&location).map_err(|_| {
                 StepError::new(
                     Reason::ProtocolError,
                     format!("{}: redirect to an invalid URL", redact_url(&url)),
@@ -250,11 +279,15 @@ impl<'a> Session<'a> {
             }
             // Drain what is left of the redirect body so the connection can be reused.
             let _ = read_body(resp, 16 * 1024).await;
-            if status == StatusCode::SEE_OTHER && method != Method::HEAD {
+            if matches!(status.as_u16(), 301..=303)
+                && method != Method::GET
+                && method != Method::HEAD
+            {
                 method = Method::GET;
                 body = Bytes::new();
             }
-            if origin(&next) != first_origin {
+            let next_host = next.host_str().map(str::to_ascii_lowercase);
+            if !same_domain_or_subdomain(first_host.as_deref(), next_host.as_deref()) {
                 headers.remove(AUTHORIZATION);
             }
             url = next;
@@ -262,10 +295,24 @@ impl<'a> Session<'a> {
         Err(StepError::new(
             Reason::ProtocolError,
             format!(
-                "more than {MAX_REDIRECTS} redirects, last to {}",
+                "stopped after {MAX_REDIRECTS} redirects, the last to {}",
                 redact_url(&url)
             ),
         ))
+    }
+}
+
+/// Go's `isDomainOrSubdomain(sub, parent)`: `sub` is `parent` or ends with `.parent`.
+fn same_domain_or_subdomain(parent: Option<&str>, sub: Option<&str>) -> bool {
+    match (parent, sub) {
+        (Some(p), Some(s)) => {
+            s == p
+                || (s.parse::<IpAddr>().is_err()
+                    && s.len() > p.len()
+                    && s.ends_with(p)
+                    && s.as_bytes()[s.len() - p.len() - 1] == b'.')
+        }
+        _ => false,
     }
 }
 

@@ -1,12 +1,15 @@
 //! The probe engine: walks the image-pull path for one target under one deadline.
 //!
 //! One file per phase, as blackbox_exporter's `prober/` does: [`dns`], [`tcp`], [`tls`], then
-//! [`registry`] for `auth` and `manifest` (with [`challenge`], [`token`], [`ratelimit`]). This
-//! file is the only place that orders the phases and applies the deadline, so the phase of any
-//! failure — including the deadline running out — is known from where it happened.
+//! [`registry`] for `manifest` and `auth` (with [`challenge`], [`token`], [`ratelimit`]), which
+//! resolves the reference the way containerd's resolver does. This file chooses the transport
+//! as containerd would (including its loopback defaults, [`fallback`]), runs one attempt per
+//! credential kubelet would try, and applies the deadline, so the phase of any failure —
+//! including the deadline running out — is known from where it happened.
 
 pub mod challenge;
 mod dns;
+mod fallback;
 mod http;
 pub mod ratelimit;
 mod registry;
@@ -29,8 +32,11 @@ pub use report::{PhaseTiming, ProbeReport, RateLimit, TlsReport};
 pub(crate) use tls::Trust;
 pub use token::MAX_TOKEN_BODY;
 
-use crate::config::{Config, Target};
+use crate::config::{Config, Target, TlsSettings};
+use crate::credentials::{Credential, KeyringMatch};
 use crate::outcome::{Failure, Phase, Reason};
+use crate::platform::Platform;
+use fallback::LoopbackDefault;
 
 /// A failure inside a phase, before the orchestrator attaches the phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -62,29 +68,53 @@ struct Inner {
     dns: dns::Dns,
     timeout: Duration,
     tokens: Arc<token::TokenCache>,
+    /// The node's platform, for targets with `check_platform`.
+    platform: Platform,
 }
 
-/// Times the phases as they are entered.
+/// Times the phases as they are entered. A phase entered again (`manifest` after `auth`)
+/// adds to its time; the list comes out in phase order.
 #[derive(Default)]
-struct Recorder {
+pub(crate) struct Recorder {
     current: Option<(Phase, Instant)>,
     done: Vec<PhaseTiming>,
 }
 
 impl Recorder {
-    fn enter(&mut self, phase: Phase) {
+    pub(crate) fn enter(&mut self, phase: Phase) {
         self.finish();
         self.current = Some((phase, Instant::now()));
     }
 
     fn finish(&mut self) {
         if let Some((phase, start)) = self.current.take() {
-            self.done.push(PhaseTiming {
-                phase,
-                duration: start.elapsed(),
-            });
+            match self.done.iter_mut().find(|p| p.phase == phase) {
+                Some(p) => p.duration += start.elapsed(),
+                None => self.done.push(PhaseTiming {
+                    phase,
+                    duration: start.elapsed(),
+                }),
+            }
         }
     }
+
+    fn into_phases(mut self) -> Vec<PhaseTiming> {
+        self.finish();
+        self.done.sort_by_key(|p| p.phase);
+        self.done
+    }
+}
+
+/// The TLS settings of a loopback registry without hosts.toml: containerd skips verification.
+fn loopback_tls() -> Arc<TlsSettings> {
+    static SKIP: std::sync::OnceLock<Arc<TlsSettings>> = std::sync::OnceLock::new();
+    SKIP.get_or_init(|| {
+        Arc::new(TlsSettings {
+            insecure_skip_verify: true,
+            ..TlsSettings::default()
+        })
+    })
+    .clone()
 }
 
 /// What the walk learned so far; kept when the deadline cuts it short.
@@ -113,8 +143,26 @@ impl Prober {
                 dns: dns::Dns::new(&config.dns),
                 timeout: config.timeout,
                 tokens,
+                platform: Platform::host(),
             }),
         }
+    }
+
+    /// The same prober checking image indexes against `platform` instead of this machine's.
+    pub fn with_platform(config: &Config, platform: Platform) -> Self {
+        Prober {
+            inner: Arc::new(Inner {
+                dns: dns::Dns::new(&config.dns),
+                timeout: config.timeout,
+                tokens: Arc::default(),
+                platform,
+            }),
+        }
+    }
+
+    /// The platform image indexes are checked against.
+    pub fn platform(&self) -> &Platform {
+        &self.inner.platform
     }
 
     /// The deadline of one probe.
@@ -136,7 +184,6 @@ impl Prober {
             Ok(Err(f)) => Some(f),
             Err(_) => Some(self.deadline_failure(walk.rec.current.map(|c| c.0))),
         };
-        walk.rec.finish();
         let report = ProbeReport {
             target: target.name.clone(),
             image: target.image.to_string(),
@@ -144,7 +191,7 @@ impl Prober {
             failure,
             duration: start.elapsed(),
             started_at,
-            phases: walk.rec.done,
+            phases: walk.rec.into_phases(),
             address: walk.address,
             tls: walk.report_tls,
             digest: walk.manifest.digest,
@@ -188,19 +235,33 @@ impl Prober {
     async fn walk(&self, target: &Target, deadline: Instant, w: &mut Walk) -> Result<(), Failure> {
         let image = &target.image;
         let host = image.api_host();
-        let scheme = if target.plain_http { "http" } else { "https" };
-        let port = image
-            .port()
-            .unwrap_or(if target.plain_http { 80 } else { 443 });
-        let base = Url::parse(&format!("{scheme}://{}/", image.api_authority())).map_err(|e| {
-            Failure::new(
+        // A host the reference grammar accepts but the URL standard does not cannot be asked.
+        if Url::parse(&format!("http://{}/", image.api_authority())).is_err() {
+            return Err(Failure::new(
                 Phase::Dns,
                 Reason::DnsError,
-                format!("{} is not a usable host: {e}", image.api_authority()),
-            )
-        })?;
+                format!("{} is not a usable host", image.api_authority()),
+            ));
+        }
+        // containerd's defaults for a loopback registry without hosts.toml, unless the target
+        // says how to reach it (plain_http or a tls block).
+        let loopback = if target.plain_http || target.tls.configured {
+            None
+        } else {
+            fallback::loopback_default(host, image.port())
+        };
+        let mut plain = target.plain_http || loopback == Some(LoopbackDefault::Http);
+        let tls_settings = match loopback {
+            Some(LoopbackDefault::Https | LoopbackDefault::HttpsWithFallback) => loopback_tls(),
+            _ => target.tls.clone(),
+        };
+        let port = image.port().unwrap_or(if plain { 80 } else { 443 });
 
-        let addrs = match host.parse::<IpAddr>() {
+        let addrs = match host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .parse::<IpAddr>()
+        {
             Ok(ip) => vec![ip],
             Err(_) => {
                 w.rec.enter(Phase::Dns);
@@ -219,16 +280,30 @@ impl Prober {
             .map_err(|e| e.at(Phase::Connect))?;
         w.address = Some(addr);
 
-        let io: Box<dyn Io> = if target.plain_http {
+        let io: Box<dyn Io> = if plain {
             Box::new(stream)
         } else {
             w.rec.enter(Phase::Tls);
-            let trust = tls::trust_for(&target.tls)
+            let trust = tls::trust_for(&tls_settings)
                 .map_err(|e| Failure::new(Phase::Tls, Reason::TlsUntrusted, e))?;
-            match trust.handshake(stream, host).await {
+            let (sniffed, first) = fallback::Sniff::new(stream);
+            match trust.handshake(sniffed, host).await {
                 Ok((tls, report)) => {
                     w.report_tls = Some(report);
                     Box::new(tls)
+                }
+                Err((_, _))
+                    if loopback == Some(LoopbackDefault::HttpsWithFallback)
+                        && fallback::answered_http(&first) =>
+                {
+                    // containerd's HTTP fallback: the server answered the ClientHello in HTTP.
+                    plain = true;
+                    w.rec.enter(Phase::Connect);
+                    let (stream, addr) = tcp::connect(&addrs, port, deadline)
+                        .await
+                        .map_err(|e| e.at(Phase::Connect))?;
+                    w.address = Some(addr);
+                    Box::new(stream)
                 }
                 Err((e, report)) => {
                     w.report_tls = Some(report);
@@ -237,26 +312,115 @@ impl Prober {
             }
         };
 
-        w.rec.enter(Phase::Auth);
-        let mut session = http::Session::new(&self.inner.dns, &target.tls, deadline);
+        let scheme = if plain { "http" } else { "https" };
+        let base = Url::parse(&format!("{scheme}://{}/", image.api_authority())).map_err(|_| {
+            Failure::new(
+                Phase::Dns,
+                Reason::DnsError,
+                format!("{} is not a usable host", image.api_authority()),
+            )
+        })?;
+        w.rec.enter(Phase::Manifest);
+        let mut session = http::Session::new(&self.inner.dns, &tls_settings, deadline);
         session
             .attach(&base, io)
             .await
-            .map_err(|e| e.at(Phase::Auth))?;
-        let auth = registry::authenticate(&mut session, &base, target, &self.inner.tokens)
-            .await
-            .map_err(|e| e.at(Phase::Auth))?;
+            .map_err(|e| e.at(Phase::Manifest))?;
 
-        w.rec.enter(Phase::Manifest);
-        registry::head_manifest(
-            &mut session,
-            &base,
-            target,
-            auth,
-            &self.inner.tokens,
-            &mut w.manifest,
-        )
-        .await
-        .map_err(|e| e.at(Phase::Manifest))
+        // kubelet tries every matching credential in turn (and pulls anonymously when none
+        // matches); the pull succeeds with the first that works.
+        let matches: Vec<KeyringMatch<'_>> = target
+            .credentials
+            .as_ref()
+            .map(|c| c.keyring.lookup_all(image))
+            .unwrap_or_default();
+        let platform = target.check_platform.then_some(&self.inner.platform);
+        let mut failures: Vec<(Option<&KeyringMatch<'_>>, Failure)> = Vec::new();
+        let attempts: Vec<Option<&KeyringMatch<'_>>> = if matches.is_empty() {
+            vec![None]
+        } else {
+            matches.iter().map(Some).collect()
+        };
+        for m in attempts {
+            // containerd's CRI `ParseAuth`: an empty username means an anonymous pull.
+            let credential: Option<&Credential> =
+                m.map(|m| m.credential).filter(|c| !c.is_anonymous());
+            let mut out = registry::ManifestOutcome::default();
+            let result = registry::Attempt::new(
+                &mut session,
+                base.clone(),
+                target,
+                &self.inner.tokens,
+                credential,
+                &mut w.rec,
+                platform,
+            )
+            .resolve(&mut out)
+            .await;
+            w.manifest = out;
+            match result {
+                Ok(()) => return Ok(()),
+                Err(f) => failures.push((m, f)),
+            }
+        }
+        Err(explain_credentials(target, &matches, failures))
     }
+}
+
+fn is_auth_reason(r: Reason) -> bool {
+    matches!(r, Reason::AuthRequired | Reason::AuthFailed)
+}
+
+/// The failure of a target whose every attempt failed: the attempt that got furthest, its
+/// message saying which credentials were used (the docker config file and key, or the keys
+/// present when none matched) and what the other attempts found.
+fn explain_credentials(
+    target: &Target,
+    matches: &[KeyringMatch<'_>],
+    failures: Vec<(Option<&KeyringMatch<'_>>, Failure)>,
+) -> Failure {
+    let rank = |f: &Failure| (f.phase, !is_auth_reason(f.reason));
+    let best = failures
+        .iter()
+        .enumerate()
+        .max_by(|(ia, (_, a)), (ib, (_, b))| rank(a).cmp(&rank(b)).then(ib.cmp(ia)))
+        .map_or(0, |(i, _)| i);
+    let mut failure = failures[best].1.clone();
+    if !is_auth_reason(failure.reason) {
+        return failure;
+    }
+    let Some(file) = target.credentials.as_ref() else {
+        return failure;
+    };
+    let path = file.path.display();
+    if matches.is_empty() {
+        let keys: Vec<&str> = file.keyring.keys().collect();
+        let host = target.image.registry();
+        if keys.is_empty() {
+            failure.message += &format!(" — {path} has no credentials");
+        } else {
+            failure.message += &format!(
+                " — no key of {path} matches {host}/{} the way kubelet matches (keys: {})",
+                target.image.repository(),
+                keys.join(", ")
+            );
+        }
+        return failure;
+    }
+    let (used, _) = &failures[best];
+    if let Some(m) = used {
+        failure.message += &format!(" — credentials from {path}, key {:?}", m.key);
+        if let Some(note) = crate::credentials::ignored_note(m) {
+            failure.message += &format!("; {note}");
+        }
+    }
+    for (i, (m, f)) in failures.iter().enumerate() {
+        if i == best {
+            continue;
+        }
+        if let Some(m) = m {
+            failure.message += &format!("; key {:?} also failed ({})", m.key, f.reason);
+        }
+    }
+    failure
 }

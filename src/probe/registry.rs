@@ -1,29 +1,51 @@
-//! The `auth` and `manifest` phases: the registry API as containerd uses it.
+//! The `auth` and `manifest` phases: resolving the reference as containerd's resolver does.
 //!
-//! `auth`: `GET /v2/`, then per the challenge: nothing (200), HTTP Basic with the configured
-//! credentials, or a Bearer token for `repository:<repo>:pull` from the realm.
-//! `manifest`: `HEAD /v2/<repo>/manifests/<ref>` with containerd's Accept list, recording
-//! `Docker-Content-Digest` and the rate-limit headers. A manifest is never fetched with GET (on
-//! Docker Hub a GET counts as a pull). A 404 is explained with `GET /v2/<repo>/tags/list`
-//! (not a pull): the repository exists (`manifest_unknown`, with the nearest tags) or not
-//! (`name_unknown`).
+//! Mirrors containerd (1.6/1.7 `remotes/docker`, 2.x `core/remotes/docker`):
+//! - `dockerResolver.Resolve`: no `/v2/` ping; `HEAD /v2/<repo>/manifests/<ref>` with the
+//!   resolver's Accept list straight away. For a digest reference a 404 is retried as
+//!   `HEAD /v2/<repo>/blobs/<digest>`. A 2xx without `Docker-Content-Digest` or
+//!   `Content-Length` is followed by a `GET` of the manifest, whose digest is computed —
+//!   never on Docker Hub, where a GET counts as a pull.
+//! - `request.doWithRetries` / `retryRequest`: a 401 goes to the authorizer and the request is
+//!   retried; a 405 on a manifest `HEAD` is retried as `GET` (not on Docker Hub: reported
+//!   instead); a 408 is retried at once; at most five responses per request.
+//! - `dockerAuthorizer.AddResponses`: keyed by the host of the response's request (after
+//!   redirects), every `WWW-Authenticate` line parsed ([`challenge::from_header_lines`]),
+//!   Bearer preferred to Basic; a Bearer `error=` on the first answer drops the handler and
+//!   retries, on the same request twice fails ("authorization failed"); Basic without both a
+//!   username and a password fails ("no basic auth credentials").
+//! - `authHandler.doBearerAuth`: the token for `repository:<repo>:pull` merged with the
+//!   challenge's own scopes, sorted and de-duplicated (`GetTokenScopes`), see [`super::token`].
+//!
+//! The `auth` phase is the time from the first 401 until the token (or the Basic credential)
+//! is in hand; a registry that needs no auth has no `auth` phase. The challenge a host asked
+//! for is remembered with the token, so a probe with a cached token is one request.
+//!
+//! With `check_platform`, the resolved manifest is fetched (`GET …/manifests/<digest>`, the
+//! fetcher's request) and, when it is an image index, the node's platform must be in it
+//! (containerd's `no match for platform in manifest`).
+
+use std::collections::HashMap;
+use std::fmt::Write as _;
 
 use base64::Engine as _;
 use bytes::Bytes;
-use http::header::{ACCEPT, AUTHORIZATION, WWW_AUTHENTICATE};
-use http::{HeaderMap, HeaderValue, Method, StatusCode};
+use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
+use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
+use hyper::body::Incoming;
 use serde::Deserialize;
 use url::Url;
 
-use super::StepError;
 use super::challenge::{self, BearerChallenge, Challenge};
 use super::http::{Session, read_body};
 use super::ratelimit;
 use super::report::RateLimit;
-use super::token::TokenCache;
+use super::token::{KnownAuth, TokenCache};
+use super::{Recorder, StepError};
 use crate::config::Target;
 use crate::credentials::{Credential, Secret};
-use crate::outcome::Reason;
+use crate::outcome::{Failure, Phase, Reason};
+use crate::platform::Platform;
 
 /// containerd's resolver Accept header: the node gets the digest it would pull.
 pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.manifest.v2+json, \
@@ -31,35 +53,19 @@ pub(crate) const MANIFEST_ACCEPT: &str = "application/vnd.docker.distribution.ma
      application/vnd.oci.image.manifest.v1+json, \
      application/vnd.oci.image.index.v1+json, */*";
 
+/// containerd `MaxManifestSize`: larger manifests are refused.
+pub(crate) const MAX_MANIFEST_SIZE: u64 = 4 * 1024 * 1024;
 /// Error bodies and tag lists are read up to this size.
 const MAX_BODY: usize = 1024 * 1024;
 /// How many tags a `manifest_unknown` message suggests.
 const SUGGESTED_TAGS: usize = 5;
+/// containerd `retryRequest`: no retry once a request has this many responses.
+const MAX_RESPONSES: usize = 5;
 
-/// How requests to the registry are authorised after the `auth` phase.
-#[derive(Clone, Debug)]
-pub(crate) enum Authorization {
-    None,
-    Basic(Secret),
-    Bearer {
-        token: Secret,
-        challenge: BearerChallenge,
-        cached: bool,
-    },
-}
-
-impl Authorization {
-    fn header(&self) -> Option<HeaderValue> {
-        let value = match self {
-            Authorization::None => return None,
-            Authorization::Basic(v) => format!("Basic {}", v.expose()),
-            Authorization::Bearer { token, .. } => format!("Bearer {}", token.expose()),
-        };
-        let mut v = HeaderValue::from_str(&value).ok()?;
-        v.set_sensitive(true);
-        Some(v)
-    }
-}
+const INDEX_TYPES: [&str; 2] = [
+    "application/vnd.oci.image.index.v1+json",
+    "application/vnd.docker.distribution.manifest.list.v2+json",
+];
 
 /// What the manifest phase learned, also on failure.
 #[derive(Debug, Default)]
@@ -68,27 +74,78 @@ pub(crate) struct ManifestOutcome {
     pub rate_limit: Option<RateLimit>,
 }
 
-/// The repository-scoped pull scope (the resource name may contain a `host:port`).
-fn pull_scope(target: &Target) -> String {
-    format!("repository:{}:pull", target.image.repository())
+/// An authorizer handler for one host: the ready `Authorization` value.
+#[derive(Clone)]
+struct Handler {
+    header: HeaderValue,
+    /// The Bearer challenge it answers (for invalidating a refused token).
+    bearer: Option<BearerChallenge>,
+    /// Set when the token came from an earlier probe; containerd starts every pull without one,
+    /// so a refusal of it is forgotten rather than counted.
+    cached: bool,
 }
 
-/// The first entry kubelet would try (kubelet tries each in turn). One containerd would send
-/// as no credentials (an empty username) counts as none.
-fn credential(target: &Target) -> Option<&Credential> {
-    target
-        .credentials
-        .as_ref()
-        .and_then(|c| {
-            c.keyring
-                .lookup_all(&target.image)
-                .first()
-                .map(|m| m.credential)
-        })
-        .filter(|c| !c.is_anonymous())
+/// Why the authorizer could not act on a 401.
+enum AuthError {
+    /// containerd `ErrNotImplemented`: no usable scheme; the 401 stands.
+    NotImplemented,
+    Failed(Failure),
 }
 
-/// A status the auth or manifest phase does not expect, classified.
+/// One pull attempt with one credential (or none), as containerd runs it for kubelet.
+pub(crate) struct Attempt<'x, 'a> {
+    pub session: &'x mut Session<'a>,
+    /// `scheme://host[:port]/`.
+    pub base: Url,
+    pub target: &'x Target,
+    pub tokens: &'x TokenCache,
+    pub credential: Option<&'x Credential>,
+    pub rec: &'x mut Recorder,
+    pub platform: Option<&'x Platform>,
+    handlers: HashMap<String, Handler>,
+}
+
+/// A response with the URL that answered it (after redirects).
+struct Answer {
+    resp: Response<Incoming>,
+    url: Url,
+    method: Method,
+}
+
+/// Go's `URL.Host`: `host[:port]`, the port only when written.
+fn url_host(url: &Url) -> String {
+    match (url.host_str(), url.port()) {
+        (Some(h), Some(p)) => format!("{h}:{p}"),
+        (Some(h), None) => h.to_owned(),
+        _ => String::new(),
+    }
+}
+
+/// go-digest `Digest.Validate` for the algorithms it registers: `sha256`, `sha384`, `sha512`
+/// with exactly their length of lowercase hex.
+fn is_digest(d: &str) -> bool {
+    d.split_once(':').is_some_and(|(alg, hex)| {
+        let len = match alg {
+            "sha256" => 64,
+            "sha384" => 96,
+            "sha512" => 128,
+            _ => return false,
+        };
+        hex.len() == len && hex.bytes().all(|b| matches!(b, b'0'..=b'9' | b'a'..=b'f'))
+    })
+}
+
+fn sha256_digest(body: &[u8]) -> String {
+    let d = ring::digest::digest(&ring::digest::SHA256, body);
+    let mut s = String::with_capacity(7 + 64);
+    s.push_str("sha256:");
+    for b in d.as_ref() {
+        let _ = write!(s, "{b:02x}");
+    }
+    s
+}
+
+/// A status the manifest phase does not expect, classified.
 fn unexpected(what: &str, status: StatusCode) -> StepError {
     let reason = match status {
         StatusCode::TOO_MANY_REQUESTS => Reason::RateLimited,
@@ -98,260 +155,755 @@ fn unexpected(what: &str, status: StatusCode) -> StepError {
     StepError::new(reason, format!("{what} answered {status}"))
 }
 
-/// The `auth` phase.
-pub(crate) async fn authenticate(
-    session: &mut Session<'_>,
-    base: &Url,
-    target: &Target,
-    tokens: &TokenCache,
-) -> Result<Authorization, StepError> {
-    let v2 = base.join("/v2/").expect("static path");
-    let (resp, _) = session
-        .fetch(Method::GET, &v2, HeaderMap::new(), Bytes::new())
-        .await?;
-    let status = resp.status();
-    let challenge_header = resp.headers().get(WWW_AUTHENTICATE).cloned();
-    let _ = read_body(resp, MAX_BODY).await;
-    let authority = target.image.api_authority();
-    if status.is_success() {
-        return Ok(Authorization::None);
+impl<'x, 'a> Attempt<'x, 'a> {
+    pub(crate) fn new(
+        session: &'x mut Session<'a>,
+        base: Url,
+        target: &'x Target,
+        tokens: &'x TokenCache,
+        credential: Option<&'x Credential>,
+        rec: &'x mut Recorder,
+        platform: Option<&'x Platform>,
+    ) -> Self {
+        let mut attempt = Attempt {
+            session,
+            base,
+            target,
+            tokens,
+            credential,
+            rec,
+            platform,
+            handlers: HashMap::new(),
+        };
+        attempt.restore_handler();
+        attempt
     }
-    if status == StatusCode::NOT_FOUND {
-        return Err(StepError::new(
-            Reason::ProtocolError,
-            format!(
-                "GET https://{authority}/v2/ answered 404: this host does not serve the registry API (wrong host, or a path-based proxy)"
-            ),
-        ));
-    }
-    if status != StatusCode::UNAUTHORIZED {
-        return Err(unexpected(&format!("GET /v2/ on {authority}"), status));
-    }
-    let header = challenge_header.as_ref().ok_or_else(|| {
-        StepError::new(
-            Reason::ProtocolError,
-            format!("{authority} answered 401 without a WWW-Authenticate challenge"),
-        )
-    })?;
-    let text = header.to_str().map_err(|_| {
-        StepError::new(
-            Reason::ProtocolError,
-            format!("{authority} sent a WWW-Authenticate header that is not text"),
-        )
-    })?;
-    let parsed = challenge::parse(text).map_err(|e| {
-        StepError::new(
-            Reason::ProtocolError,
-            format!("{authority} sent an unusable WWW-Authenticate challenge: {e}"),
-        )
-    })?;
-    let cred = credential(target);
-    match parsed {
-        Challenge::Basic { .. } => basic(session, &v2, &authority, cred).await,
-        Challenge::Bearer(ch) => {
-            let (token, cached) = tokens
-                .token(session, &ch, &pull_scope(target), cred)
-                .await?;
-            Ok(Authorization::Bearer {
-                token,
-                challenge: ch,
-                cached,
-            })
-        }
-    }
-}
 
-/// Basic auth: check the credentials against `/v2/` so a wrong password fails in `auth`.
-async fn basic(
-    session: &mut Session<'_>,
-    v2: &Url,
-    authority: &str,
-    cred: Option<&Credential>,
-) -> Result<Authorization, StepError> {
-    let Some(cred) = cred else {
-        return Err(StepError::new(
-            Reason::AuthRequired,
-            format!(
-                "{authority} requires HTTP Basic credentials and none are configured for this image"
-            ),
-        ));
-    };
-    let Credential { username, password } = cred;
-    let encoded = Secret::new(
-        base64::engine::general_purpose::STANDARD
-            .encode(format!("{username}:{}", password.expose())),
-    );
-    let auth = Authorization::Basic(encoded);
-    let mut headers = HeaderMap::new();
-    if let Some(v) = auth.header() {
-        headers.insert(AUTHORIZATION, v);
+    /// The repository scope containerd puts in the request context (`ContextWithRepositoryScope`).
+    fn repository_scope(&self) -> String {
+        format!("repository:{}:pull", self.target.image.repository())
     }
-    let (resp, _) = session
-        .fetch(Method::GET, v2, headers, Bytes::new())
-        .await?;
-    let status = resp.status();
-    let _ = read_body(resp, MAX_BODY).await;
-    match status {
-        s if s.is_success() => Ok(auth),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => Err(StepError::new(
-            Reason::AuthFailed,
-            format!("{authority} rejected {} ({status})", cred.describe()),
-        )),
-        s => Err(unexpected(
-            &format!("GET /v2/ with credentials on {authority}"),
-            s,
-        )),
-    }
-}
 
-/// The `manifest` phase. Retries once with a fresh token when a cached one is refused.
-pub(crate) async fn head_manifest(
-    session: &mut Session<'_>,
-    base: &Url,
-    target: &Target,
-    auth: Authorization,
-    tokens: &TokenCache,
-    out: &mut ManifestOutcome,
-) -> Result<(), StepError> {
-    let repo = target.image.repository();
-    let reference = target.image.manifest_reference();
-    let url = base
-        .join(&format!("/v2/{repo}/manifests/{reference}"))
-        .map_err(|_| StepError::new(Reason::ProtocolError, "cannot build the manifest URL"))?;
-    let mut auth = auth;
-    let resp = loop {
-        let mut headers = HeaderMap::new();
-        headers.insert(ACCEPT, HeaderValue::from_static(MANIFEST_ACCEPT));
-        if let Some(v) = auth.header() {
-            headers.insert(AUTHORIZATION, v);
+    /// containerd `GetTokenScopes`: the context scope and the challenge's, sorted, de-duplicated.
+    fn scopes(&self, challenge: &BearerChallenge) -> String {
+        let mut all = vec![self.repository_scope()];
+        if let Some(s) = &challenge.scope {
+            all.extend(s.split(' ').filter(|s| !s.is_empty()).map(str::to_owned));
         }
-        let (resp, _) = session
-            .fetch(Method::HEAD, &url, headers, Bytes::new())
-            .await?;
-        if let Some(rl) = ratelimit::from_headers(resp.headers()) {
-            out.rate_limit = Some(rl);
-        }
-        match (&auth, resp.status()) {
-            (
-                Authorization::Bearer {
-                    challenge,
-                    cached: true,
-                    ..
-                },
-                StatusCode::UNAUTHORIZED,
-            ) => {
-                let cred = credential(target);
-                tokens.invalidate(challenge, &pull_scope(target), cred);
-                let (token, _) = tokens
-                    .token(session, challenge, &pull_scope(target), cred)
-                    .await?;
-                auth = Authorization::Bearer {
-                    token,
-                    challenge: challenge.clone(),
-                    cached: false,
-                };
+        all.sort();
+        all.dedup();
+        all.join(" ")
+    }
+
+    /// Reuses what an earlier probe learned about the registry host: Basic credentials, or a
+    /// cached Bearer token for the same challenge.
+    fn restore_handler(&mut self) {
+        let host = url_host(&self.base);
+        let handler = match self.tokens.known(&host, self.credential) {
+            Some(KnownAuth::Basic) => self.basic_header().map(|header| Handler {
+                header,
+                bearer: None,
+                cached: true,
+            }),
+            Some(KnownAuth::Bearer(ch)) => {
+                let scope = self.scopes(&ch);
+                self.tokens
+                    .cached(&ch, &scope, self.credential)
+                    .and_then(|t| bearer_header(&t))
+                    .map(|header| Handler {
+                        header,
+                        bearer: Some(ch),
+                        cached: true,
+                    })
             }
-            _ => break resp,
+            None => None,
+        };
+        if let Some(h) = handler {
+            self.handlers.insert(host, h);
         }
-    };
-    let status = resp.status();
-    if status.is_success() {
-        out.digest = resp
+    }
+
+    fn basic_header(&self) -> Option<HeaderValue> {
+        let c = self.credential?;
+        let raw = format!("{}:{}", c.username, c.password.expose());
+        let encoded = Secret::new(base64::engine::general_purpose::STANDARD.encode(raw));
+        let mut v = HeaderValue::from_str(&format!("Basic {}", encoded.expose())).ok()?;
+        v.set_sensitive(true);
+        Some(v)
+    }
+
+    fn url(&self, path: &str) -> Result<Url, Failure> {
+        self.base.join(path).map_err(|_| {
+            Failure::new(
+                Phase::Manifest,
+                Reason::ProtocolError,
+                format!("cannot build the request URL for {path}"),
+            )
+        })
+    }
+
+    /// containerd `request.doWithRetries` for one request.
+    async fn request(
+        &mut self,
+        method: Method,
+        url: &Url,
+        accept: &str,
+    ) -> Result<Answer, Failure> {
+        let mut method = method;
+        // (method, URL) of the request behind each response, for `sameRequest`.
+        let mut history: Vec<(Method, Url)> = Vec::new();
+        loop {
+            let mut headers = HeaderMap::new();
+            if let Ok(v) = HeaderValue::from_str(accept) {
+                headers.insert(ACCEPT, v);
+            }
+            let handlers = &self.handlers;
+            let authorize = |u: &Url| handlers.get(&url_host(u)).map(|h| h.header.clone());
+            let (resp, answered) = self
+                .session
+                .fetch_authorized(method.clone(), url, headers, Bytes::new(), &authorize)
+                .await
+                .map_err(|e| e.at(Phase::Manifest))?;
+            let status = resp.status();
+            let host = url_host(&answered);
+            history.push((method.clone(), answered.clone()));
+            let retry_allowed = history.len() <= MAX_RESPONSES;
+            match status {
+                StatusCode::UNAUTHORIZED if retry_allowed => {
+                    if self.handlers.get(&host).is_some_and(|h| h.cached) {
+                        // A token or password from an earlier probe was refused: forget it and
+                        // start over as containerd does at the start of a pull.
+                        let h = self.handlers.remove(&host).expect("checked above");
+                        if let Some(ch) = &h.bearer {
+                            let scope = self.scopes(ch);
+                            self.tokens.invalidate(ch, &scope, self.credential);
+                        }
+                        self.tokens.forget(&host, self.credential);
+                        history.pop();
+                        let _ = read_body(resp, MAX_BODY).await;
+                        continue;
+                    }
+                    let lines: Vec<Vec<u8>> = resp
+                        .headers()
+                        .get_all(WWW_AUTHENTICATE)
+                        .iter()
+                        .map(|v| v.as_bytes().to_vec())
+                        .collect();
+                    let headers = resp.headers().clone();
+                    let _ = read_body(resp, MAX_BODY).await;
+                    self.rec.enter(Phase::Auth);
+                    match self.add_responses(&history, &lines, &host, &headers).await {
+                        Ok(()) => {
+                            self.rec.enter(Phase::Manifest);
+                            continue;
+                        }
+                        Err(AuthError::Failed(f)) => return Err(f),
+                        Err(AuthError::NotImplemented) => {
+                            // containerd keeps the 401: the pull fails with it.
+                            let schemes: Vec<String> =
+                                challenge::unusable_schemes(lines.iter().map(Vec::as_slice))
+                                    .into_iter()
+                                    .filter(|s| s != "?")
+                                    .collect();
+                            return Err(if schemes.is_empty() {
+                                Failure::new(
+                                    Phase::Auth,
+                                    Reason::ProtocolError,
+                                    format!(
+                                        "{host} answered 401 without a WWW-Authenticate challenge containerd can read, so the node cannot authenticate"
+                                    ),
+                                )
+                            } else {
+                                Failure::new(
+                                    Phase::Auth,
+                                    Reason::AuthRequired,
+                                    format!(
+                                        "{host} answered 401 asking for {} authentication, which containerd does not support (it speaks Bearer tokens and Basic)",
+                                        schemes.join(", ")
+                                    ),
+                                )
+                            });
+                        }
+                    }
+                }
+                StatusCode::METHOD_NOT_ALLOWED
+                    if retry_allowed
+                        && method == Method::HEAD
+                        && url.path().contains("/manifests/") =>
+                {
+                    let _ = read_body(resp, MAX_BODY).await;
+                    if self.target.image.is_docker_hub() {
+                        return Err(Failure::new(
+                            Phase::Manifest,
+                            Reason::ProtocolError,
+                            format!(
+                                "{host} answered 405 to the manifest HEAD; containerd would retry with GET, which Docker Hub counts as a pull, so pullprobe stops here"
+                            ),
+                        ));
+                    }
+                    method = Method::GET;
+                }
+                StatusCode::REQUEST_TIMEOUT if retry_allowed => {
+                    let _ = read_body(resp, MAX_BODY).await;
+                }
+                _ => {
+                    return Ok(Answer {
+                        resp,
+                        url: answered,
+                        method,
+                    });
+                }
+            }
+        }
+    }
+
+    /// containerd `dockerAuthorizer.AddResponses`.
+    async fn add_responses(
+        &mut self,
+        history: &[(Method, Url)],
+        lines: &[Vec<u8>],
+        host: &str,
+        headers: &HeaderMap,
+    ) -> Result<(), AuthError> {
+        // The first challenge of containerd's sorted list decides (Bearer before Basic).
+        let first = challenge::from_header_lines(lines.iter().map(Vec::as_slice))
+            .into_iter()
+            .next();
+        match first {
+            None => Err(AuthError::NotImplemented),
+            Some(Challenge::Bearer(ch)) => {
+                if let Some(error) = &ch.error {
+                    // containerd `invalidAuthorization`.
+                    let n = history.len();
+                    if n == 1 || history[n - 2] != history[n - 1] {
+                        self.handlers.remove(host);
+                    } else {
+                        return Err(AuthError::Failed(self.denied(
+                            headers,
+                            error,
+                            StatusCode::UNAUTHORIZED,
+                        )));
+                    }
+                }
+                if ch.error.as_deref() == Some("invalid_token") {
+                    self.handlers.remove(host);
+                }
+                if self.handlers.contains_key(host) {
+                    return Ok(());
+                }
+                return self.bearer(host, ch).await;
+            }
+            Some(Challenge::Basic { .. }) => {
+                let usable = self
+                    .credential
+                    .is_some_and(|c| !c.username.is_empty() && !c.password.expose().is_empty());
+                if !usable {
+                    return Err(AuthError::Failed(Failure::new(
+                        Phase::Auth,
+                        Reason::AuthRequired,
+                        match self.credential {
+                            None => format!(
+                                "{host} asks for HTTP Basic credentials and none are configured for this image (containerd: no basic auth credentials)"
+                            ),
+                            Some(c) => format!(
+                                "{host} asks for HTTP Basic credentials, but {} lacks a username or a password (containerd: no basic auth credentials)",
+                                c.describe()
+                            ),
+                        },
+                    )));
+                }
+                let header = self.basic_header().ok_or_else(|| {
+                    AuthError::Failed(Failure::new(
+                        Phase::Auth,
+                        Reason::AuthFailed,
+                        "the configured credentials contain characters that cannot be sent in a header",
+                    ))
+                })?;
+                self.handlers.insert(
+                    host.to_owned(),
+                    Handler {
+                        header,
+                        bearer: None,
+                        cached: false,
+                    },
+                );
+                self.tokens
+                    .remember(host, self.credential, KnownAuth::Basic);
+                Ok(())
+            }
+        }
+    }
+
+    /// A new Bearer handler for `host`: the token in hand (containerd fetches it when the
+    /// retried request is authorised).
+    async fn bearer(&mut self, host: &str, ch: BearerChallenge) -> Result<(), AuthError> {
+        if ch.realm.is_empty() {
+            return Err(AuthError::Failed(Failure::new(
+                Phase::Auth,
+                Reason::ProtocolError,
+                format!(
+                    "{host} sent a Bearer challenge without a realm, so there is no token server to ask (containerd: no realm specified for token auth challenge)"
+                ),
+            )));
+        }
+        // Go's url.Parse (containerd `GenerateTokenOptions`) refuses control characters.
+        if ch.realm.bytes().any(|b| b < 0x20 || b == 0x7f) {
+            return Err(AuthError::Failed(Failure::new(
+                Phase::Auth,
+                Reason::ProtocolError,
+                format!(
+                    "{host} sent a Bearer challenge whose realm contains control characters, which containerd cannot parse as a URL"
+                ),
+            )));
+        }
+        let scope = self.scopes(&ch);
+        let token = self
+            .tokens
+            .fetch(self.session, &ch, &scope, self.credential)
+            .await
+            .map_err(|e| AuthError::Failed(e.at(Phase::Auth)))?;
+        let header = bearer_header(&token).ok_or_else(|| {
+            AuthError::Failed(Failure::new(
+                Phase::Auth,
+                Reason::ProtocolError,
+                "the token server sent a token that cannot be sent in a header",
+            ))
+        })?;
+        // Only a challenge without a refusal is worth remembering for the next probe.
+        let known = BearerChallenge {
+            error: None,
+            ..ch.clone()
+        };
+        self.tokens
+            .remember(host, self.credential, KnownAuth::Bearer(known));
+        self.handlers.insert(
+            host.to_owned(),
+            Handler {
+                header,
+                bearer: Some(ch),
+                cached: false,
+            },
+        );
+        Ok(())
+    }
+
+    /// A manifest request refused with a token or credentials in hand: missing access, or
+    /// Docker Hub's ambiguous answer.
+    fn denied(&self, headers: &HeaderMap, error: &str, status: StatusCode) -> Failure {
+        let shown = self.shown();
+        let image = &self.target.image;
+        let insufficient_scope = error == "insufficient_scope"
+            || challenge::from_header_lines(headers.get_all(WWW_AUTHENTICATE).iter().map(|v| v.as_bytes()))
+                .iter()
+                .any(|c| matches!(c, Challenge::Bearer(b) if b.error.as_deref() == Some("insufficient_scope")));
+        let who = self
+            .credential
+            .map_or_else(|| "anonymous pulls".to_owned(), Credential::describe);
+        if image.is_docker_hub() && status == StatusCode::UNAUTHORIZED && insufficient_scope {
+            return Failure::new(
+                Phase::Manifest,
+                Reason::AuthRequired,
+                format!(
+                    "Docker Hub answered 401 insufficient_scope for {shown} with {who}: the repository does not exist, \
+                     or it is private and these credentials may not pull it — Docker Hub answers both the same way and does not reveal which"
+                ),
+            );
+        }
+        let server = if error.is_empty() {
+            String::new()
+        } else {
+            format!(" (server message: {error})")
+        };
+        match self.credential {
+            None => Failure::new(
+                Phase::Manifest,
+                Reason::AuthRequired,
+                format!(
+                    "{shown} needs credentials to pull ({status}{server}) and none are configured for this image"
+                ),
+            ),
+            Some(c) => Failure::new(
+                Phase::Manifest,
+                Reason::AuthFailed,
+                format!(
+                    "{shown}: the registry does not let {} pull this repository ({status}{server})",
+                    c.describe()
+                ),
+            ),
+        }
+    }
+
+    fn shown(&self) -> String {
+        format!(
+            "{}/{}",
+            self.target.image.registry(),
+            self.target.image.repository()
+        )
+    }
+
+    /// containerd `dockerResolver.Resolve` against this host, then (with a platform) the
+    /// fetch of the manifest and the platform check.
+    pub(crate) async fn resolve(&mut self, out: &mut ManifestOutcome) -> Result<(), Failure> {
+        let image = self.target.image.clone();
+        let repo = image.repository();
+        let digest = image.digest().map(str::to_owned);
+        let mut paths = vec![format!(
+            "/v2/{repo}/manifests/{}",
+            image.manifest_reference()
+        )];
+        if let Some(d) = &digest {
+            paths.push(format!("/v2/{repo}/blobs/{d}"));
+        }
+        for path in &paths {
+            let url = self.url(path)?;
+            let answer = self.request(Method::HEAD, &url, MANIFEST_ACCEPT).await?;
+            if let Some(rl) = ratelimit::from_headers(answer.resp.headers()) {
+                out.rate_limit = Some(rl);
+            }
+            let status = answer.resp.status();
+            if status == StatusCode::NOT_FOUND {
+                let _ = read_body(answer.resp, MAX_BODY).await;
+                continue;
+            }
+            if !status.is_success() {
+                return Err(self.failed(answer, out).await);
+            }
+            let headers = answer.resp.headers().clone();
+            let _ = read_body(answer.resp, MAX_BODY).await;
+            let size = headers
+                .get(CONTENT_LENGTH)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| v.parse::<u64>().ok());
+            let media_type = headers
+                .get(CONTENT_TYPE)
+                .and_then(|v| v.to_str().ok())
+                .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+            // Bytes that are not text cannot be a digest either (Go reads them as a string).
+            let header_digest = headers
+                .get("docker-content-digest")
+                .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
+            let mut resolved = digest.clone();
+            if resolved.is_none()
+                && size.is_some()
+                && let Some(d) = &header_digest
+            {
+                if !is_digest(d) {
+                    return Err(Failure::new(
+                        Phase::Manifest,
+                        Reason::ProtocolError,
+                        format!(
+                            "{} sent a Docker-Content-Digest that is not a valid digest, so containerd refuses the answer",
+                            url_host(&answer.url)
+                        ),
+                    ));
+                }
+                resolved = Some(d.clone());
+            }
+            let mut fetched: Option<(Bytes, Option<String>)> = None;
+            if resolved.is_none() || size.is_none() {
+                if image.is_docker_hub() {
+                    // containerd would GET the manifest to learn its digest; on Docker Hub that
+                    // is a pull, so pullprobe reports what it has instead.
+                    out.digest = None;
+                    return Ok(());
+                }
+                let (body, mt) = self.get_manifest(&answer.url, MANIFEST_ACCEPT).await?;
+                if resolved.is_none() {
+                    resolved = Some(sha256_digest(&body));
+                }
+                fetched = Some((body, mt));
+            }
+            let size = size.or_else(|| fetched.as_ref().map(|(b, _)| b.len() as u64));
+            if size.is_some_and(|s| s > MAX_MANIFEST_SIZE) {
+                return Err(Failure::new(
+                    Phase::Manifest,
+                    Reason::ProtocolError,
+                    format!(
+                        "the manifest of {} is {} bytes; containerd refuses manifests over {MAX_MANIFEST_SIZE} bytes",
+                        image,
+                        size.unwrap_or_default()
+                    ),
+                ));
+            }
+            out.digest = resolved.clone();
+            if let Some(platform) = self.platform {
+                let resolved = resolved.unwrap_or_default();
+                let (body, mt) = match fetched {
+                    Some(f) if digest.is_none() || sha256_digest(&f.0) == resolved => f,
+                    _ => {
+                        let url = self.url(&format!("/v2/{repo}/manifests/{resolved}"))?;
+                        let accept = media_type.clone().unwrap_or_else(|| "*/*".to_owned());
+                        let (body, mt) = self.get_manifest(&url, &format!("{accept}, */*")).await?;
+                        if resolved.starts_with("sha256:") && sha256_digest(&body) != resolved {
+                            return Err(Failure::new(
+                                Phase::Manifest,
+                                Reason::ProtocolError,
+                                format!(
+                                    "the manifest {resolved} of {image} that the registry sent has another digest ({}), so containerd rejects it",
+                                    sha256_digest(&body)
+                                ),
+                            ));
+                        }
+                        (body, mt)
+                    }
+                };
+                check_platform(
+                    &body,
+                    mt.or(media_type).as_deref(),
+                    platform,
+                    &image.to_string(),
+                )?;
+            }
+            return Ok(());
+        }
+        Err(self.not_found().await)
+    }
+
+    /// `GET` of a manifest: containerd's fallback when `HEAD` lacks the digest or the size,
+    /// and the fetcher's request for the platform check.
+    async fn get_manifest(
+        &mut self,
+        url: &Url,
+        accept: &str,
+    ) -> Result<(Bytes, Option<String>), Failure> {
+        let answer = self.request(Method::GET, url, accept).await?;
+        let status = answer.resp.status();
+        if !status.is_success() {
+            return Err(self.failed(answer, &ManifestOutcome::default()).await);
+        }
+        let mt = answer
+            .resp
             .headers()
-            .get("docker-content-digest")
+            .get(CONTENT_TYPE)
             .and_then(|v| v.to_str().ok())
-            .filter(|d| is_digest(d))
-            .map(str::to_owned);
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        let body = read_body(answer.resp, MAX_MANIFEST_SIZE as usize)
+            .await
+            .map_err(|e| e.at(Phase::Manifest))?;
+        Ok((body, mt))
+    }
+
+    /// A final status other than 2xx and 404.
+    async fn failed(&mut self, answer: Answer, out: &ManifestOutcome) -> Failure {
+        let status = answer.resp.status();
+        let headers = answer.resp.headers().clone();
+        let _ = read_body(answer.resp, MAX_BODY).await;
+        let shown = self.shown();
+        let reference = self.target.image.manifest_reference().to_owned();
+        let what = format!(
+            "{} manifest of {shown}:{reference} on {}",
+            answer.method,
+            url_host(&answer.url)
+        );
+        match status {
+            StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
+                let error = challenge::from_header_lines(
+                    headers
+                        .get_all(WWW_AUTHENTICATE)
+                        .iter()
+                        .map(|v| v.as_bytes()),
+                )
+                .into_iter()
+                .find_map(|c| match c {
+                    Challenge::Bearer(b) => b.error,
+                    Challenge::Basic { .. } => None,
+                })
+                .unwrap_or_default();
+                self.denied(&headers, &error, status)
+            }
+            StatusCode::TOO_MANY_REQUESTS => {
+                let quota = match &out.rate_limit {
+                    Some(rl) => format!(
+                        " (remaining {} of {}{}{})",
+                        rl.remaining,
+                        rl.limit,
+                        rl.window_seconds
+                            .map(|w| format!(
+                                " per {}",
+                                humantime::format_duration(std::time::Duration::from_secs(w))
+                            ))
+                            .unwrap_or_default(),
+                        rl.source
+                            .as_deref()
+                            .map(|s| format!(", counted against {s}"))
+                            .unwrap_or_default()
+                    ),
+                    None => String::new(),
+                };
+                Failure::new(
+                    Phase::Manifest,
+                    Reason::RateLimited,
+                    format!("{what} answered 429 Too Many Requests{quota}"),
+                )
+            }
+            s if s.is_redirection() => Failure::new(
+                Phase::Manifest,
+                Reason::ProtocolError,
+                format!(
+                    "{what} answered {s} without a usable Location (containerd: unexpected status code)"
+                ),
+            ),
+            s => unexpected(&what, s).at(Phase::Manifest),
+        }
+    }
+
+    /// Every path answered 404: ask the tag list (not a pull) whether the repository exists.
+    async fn not_found(&mut self) -> Failure {
+        let image = self.target.image.clone();
+        let reference = image.manifest_reference().to_owned();
+        let shown = self.shown();
+        let is_digest = image.digest().is_some();
+        let what = if is_digest { "digest" } else { "tag" };
+        let unconfirmed = || {
+            Failure::new(
+                Phase::Manifest,
+                Reason::ManifestUnknown,
+                format!(
+                    "{what} `{reference}` not found in {shown}, and the registry did not confirm that the repository exists \
+                     (its tag list was not available) — check the repository path and the {what} in the pod spec"
+                ),
+            )
+        };
+        let Ok(url) = self.url(&format!("/v2/{}/tags/list", image.repository())) else {
+            return unconfirmed();
+        };
+        let Ok(answer) = self.request(Method::GET, &url, "application/json").await else {
+            return unconfirmed();
+        };
+        let status = answer.resp.status();
+        let body = read_body(answer.resp, MAX_BODY).await;
+        match (status, body) {
+            (s, Ok(body)) if s.is_success() => {
+                let tags = serde_json::from_slice::<TagList>(&body)
+                    .ok()
+                    .and_then(|t| t.tags)
+                    .unwrap_or_default();
+                let detail = if tags.is_empty() {
+                    "the repository exists but has no tags".to_owned()
+                } else if is_digest {
+                    format!("the repository exists and has {} tags", tags.len())
+                } else {
+                    format!(
+                        "the repository exists and has tags {}",
+                        nearest_tags(&reference, &tags, SUGGESTED_TAGS).join(", ")
+                    )
+                };
+                Failure::new(
+                    Phase::Manifest,
+                    Reason::ManifestUnknown,
+                    format!(
+                        "{what} `{reference}` not found in {shown}; {detail} — check the {what} in the pod spec"
+                    ),
+                )
+            }
+            (StatusCode::NOT_FOUND, body) => {
+                let code = body
+                    .ok()
+                    .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
+                    .and_then(|e| e.errors.into_iter().next())
+                    .map(|e| e.code);
+                match code.as_deref() {
+                    None | Some("NAME_UNKNOWN") => Failure::new(
+                        Phase::Manifest,
+                        Reason::NameUnknown,
+                        format!("repository {shown} not found on {}", image.api_authority()),
+                    ),
+                    Some(_) => unconfirmed(),
+                }
+            }
+            _ => unconfirmed(),
+        }
+    }
+}
+
+fn bearer_header(token: &Secret) -> Option<HeaderValue> {
+    let mut v = HeaderValue::from_str(&format!("Bearer {}", token.expose())).ok()?;
+    v.set_sensitive(true);
+    Some(v)
+}
+
+#[derive(Deserialize)]
+struct IndexDoc {
+    #[serde(default, rename = "mediaType")]
+    media_type: Option<String>,
+    #[serde(default)]
+    manifests: Option<Vec<IndexEntry>>,
+}
+
+#[derive(Deserialize)]
+struct IndexEntry {
+    #[serde(default)]
+    platform: Option<PlatformDoc>,
+}
+
+#[derive(Deserialize)]
+struct PlatformDoc {
+    #[serde(default)]
+    os: String,
+    #[serde(default)]
+    architecture: String,
+    #[serde(default)]
+    variant: Option<String>,
+}
+
+/// containerd `images.Manifest` with `platforms.Only(node)`: an index must list a manifest for
+/// the node's platform (entries without a platform are given the benefit of the doubt: containerd
+/// would read their config to decide). A single manifest is pulled whatever its platform.
+fn check_platform(
+    body: &[u8],
+    media_type: Option<&str>,
+    platform: &Platform,
+    image: &str,
+) -> Result<(), Failure> {
+    let doc: IndexDoc = serde_json::from_slice(body).map_err(|e| {
+        Failure::new(
+            Phase::Manifest,
+            Reason::ProtocolError,
+            format!(
+                "the manifest of {image} is not JSON (line {} column {})",
+                e.line(),
+                e.column()
+            ),
+        )
+    })?;
+    let is_index = media_type.is_some_and(|m| INDEX_TYPES.contains(&m))
+        || doc
+            .media_type
+            .as_deref()
+            .is_some_and(|m| INDEX_TYPES.contains(&m))
+        || (media_type.is_none() && doc.manifests.is_some());
+    if !is_index {
         return Ok(());
     }
-    let shown = format!("{}/{repo}", target.image.registry());
-    match status {
-        StatusCode::NOT_FOUND => Err(explain_not_found(session, base, target, &auth, &shown).await),
-        StatusCode::UNAUTHORIZED | StatusCode::FORBIDDEN => {
-            Err(denied(resp.headers(), target, &auth, &shown, status))
+    let entries = doc.manifests.unwrap_or_default();
+    let mut offered = Vec::new();
+    for e in &entries {
+        let Some(p) = &e.platform else { return Ok(()) };
+        let candidate = Platform {
+            os: p.os.clone(),
+            architecture: p.architecture.clone(),
+            variant: p.variant.clone().unwrap_or_default(),
+        };
+        if platform.matches(&candidate) {
+            return Ok(());
         }
-        StatusCode::TOO_MANY_REQUESTS => {
-            let quota = match &out.rate_limit {
-                Some(rl) => format!(
-                    " (remaining {} of {}{}{})",
-                    rl.remaining,
-                    rl.limit,
-                    rl.window_seconds
-                        .map(|w| format!(
-                            " per {}",
-                            humantime::format_duration(std::time::Duration::from_secs(w))
-                        ))
-                        .unwrap_or_default(),
-                    rl.source
-                        .as_deref()
-                        .map(|s| format!(", counted against {s}"))
-                        .unwrap_or_default()
-                ),
-                None => String::new(),
-            };
-            Err(StepError::new(
-                Reason::RateLimited,
-                format!(
-                    "HEAD manifest of {shown}:{reference} answered 429 Too Many Requests{quota}"
-                ),
-            ))
+        let shown = candidate.normalize().to_string();
+        if shown != "unknown/unknown" && !offered.contains(&shown) {
+            offered.push(shown);
         }
-        s => Err(unexpected(
-            &format!("HEAD manifest of {shown}:{reference}"),
-            s,
-        )),
     }
-}
-
-fn is_digest(d: &str) -> bool {
-    d.split_once(':').is_some_and(|(alg, hex)| {
-        !alg.is_empty()
-            && alg.len() <= 16
-            && !hex.is_empty()
-            && hex.len() <= 128
-            && hex.bytes().all(|b| b.is_ascii_hexdigit())
-    })
-}
-
-/// 401/403 on the manifest after the auth phase: missing access, or Hub's ambiguous answer.
-fn denied(
-    headers: &HeaderMap,
-    target: &Target,
-    auth: &Authorization,
-    shown: &str,
-    status: StatusCode,
-) -> StepError {
-    let insufficient_scope = headers
-        .get(WWW_AUTHENTICATE)
-        .and_then(|v| v.to_str().ok())
-        .and_then(|v| challenge::parse(v).ok())
-        .is_some_and(|c| matches!(c, Challenge::Bearer(b) if b.error.as_deref() == Some("insufficient_scope")));
-    let cred = credential(target);
-    if target.image.is_docker_hub() && status == StatusCode::UNAUTHORIZED && insufficient_scope {
-        let who = cred.map_or_else(|| "anonymous pulls".to_owned(), |c| c.describe());
-        return StepError::new(
-            Reason::AuthRequired,
-            format!(
-                "Docker Hub answered 401 insufficient_scope for {shown} with {who}: the repository does not exist, \
-                 or it is private and these credentials may not pull it — Docker Hub answers both the same way and does not reveal which"
-            ),
-        );
-    }
-    match (cred, auth) {
-        (None, _) | (_, Authorization::None) => StepError::new(
-            Reason::AuthRequired,
-            format!(
-                "{shown} needs credentials to pull ({status}) and none are configured for this image"
-            ),
+    Err(Failure::new(
+        Phase::Manifest,
+        Reason::PlatformMissing,
+        format!(
+            "{image} is an image index for {} — nothing for this node's platform {platform}, so containerd fails with `no match for platform in manifest`",
+            if offered.is_empty() {
+                "no platform at all".to_owned()
+            } else {
+                offered.join(", ")
+            }
         ),
-        (Some(c), _) => StepError::new(
-            Reason::AuthFailed,
-            format!(
-                "{shown}: the registry does not let {} pull this repository ({status})",
-                c.describe()
-            ),
-        ),
-    }
+    ))
 }
 
 #[derive(Deserialize)]
@@ -370,85 +922,6 @@ struct ErrorBody {
 struct ErrorEntry {
     #[serde(default)]
     code: String,
-}
-
-/// A 404 on the manifest: ask the tag list (not a pull) whether the repository exists.
-async fn explain_not_found(
-    session: &mut Session<'_>,
-    base: &Url,
-    target: &Target,
-    auth: &Authorization,
-    shown: &str,
-) -> StepError {
-    let reference = target.image.manifest_reference();
-    let what = if target.image.digest().is_some() {
-        "digest"
-    } else {
-        "tag"
-    };
-    let missing_manifest = |detail: String| {
-        StepError::new(
-            Reason::ManifestUnknown,
-            format!(
-                "{what} `{reference}` not found in {shown}; {detail} — check the {what} in the pod spec"
-            ),
-        )
-    };
-    let Ok(url) = base.join(&format!("/v2/{}/tags/list", target.image.repository())) else {
-        return missing_manifest(
-            "the registry did not say whether the repository exists".to_owned(),
-        );
-    };
-    let mut headers = HeaderMap::new();
-    if let Some(v) = auth.header() {
-        headers.insert(AUTHORIZATION, v);
-    }
-    let Ok((resp, _)) = session
-        .fetch(Method::GET, &url, headers, Bytes::new())
-        .await
-    else {
-        return missing_manifest(
-            "the registry did not say whether the repository exists".to_owned(),
-        );
-    };
-    let status = resp.status();
-    let body = read_body(resp, MAX_BODY).await;
-    match (status, body) {
-        (s, Ok(body)) if s.is_success() => {
-            let tags = serde_json::from_slice::<TagList>(&body)
-                .ok()
-                .and_then(|t| t.tags)
-                .unwrap_or_default();
-            if tags.is_empty() {
-                missing_manifest("the repository exists but has no tags".to_owned())
-            } else {
-                missing_manifest(format!(
-                    "the repository exists and has tags {}",
-                    nearest_tags(reference, &tags, SUGGESTED_TAGS).join(", ")
-                ))
-            }
-        }
-        (StatusCode::NOT_FOUND, body) => {
-            let code = body
-                .ok()
-                .and_then(|b| serde_json::from_slice::<ErrorBody>(&b).ok())
-                .and_then(|e| e.errors.into_iter().next())
-                .map(|e| e.code);
-            match code.as_deref() {
-                None | Some("NAME_UNKNOWN") => StepError::new(
-                    Reason::NameUnknown,
-                    format!(
-                        "repository {shown} not found on {}",
-                        target.image.api_authority()
-                    ),
-                ),
-                Some(_) => missing_manifest(
-                    "the registry did not say whether the repository exists".to_owned(),
-                ),
-            }
-        }
-        _ => missing_manifest("the registry did not say whether the repository exists".to_owned()),
-    }
 }
 
 /// The tags closest to `wanted` by edit distance (ties by name), at most `n`.
@@ -500,66 +973,67 @@ mod tests {
         assert!(nearest_tags("x", &[], 3).is_empty());
     }
 
-    fn target(image: &str) -> Target {
-        let yaml = format!("targets:\n  - image: {image}\n");
-        crate::config::Config::from_yaml("t.yaml", &yaml, std::path::Path::new("/"))
-            .unwrap()
-            .targets
-            .remove(0)
-    }
-
-    #[test]
-    fn docker_hub_insufficient_scope_is_reported_as_ambiguous() {
-        let mut h = HeaderMap::new();
-        h.insert(
-            WWW_AUTHENTICATE,
-            HeaderValue::from_static(
-                r#"Bearer realm="https://auth.docker.io/token",service="registry.docker.io",scope="repository:someone/private:pull",error="insufficient_scope""#,
-            ),
-        );
-        let hub = target("someone/private");
-        let e = denied(
-            &h,
-            &hub,
-            &Authorization::None,
-            "docker.io/someone/private",
-            StatusCode::UNAUTHORIZED,
-        );
-        assert_eq!(e.reason, Reason::AuthRequired);
-        assert!(
-            e.message.contains("does not exist, or it is private"),
-            "{}",
-            e.message
-        );
-        assert!(e.message.contains("does not reveal which"), "{}", e.message);
-
-        // Elsewhere, the same answer without credentials is a plain auth_required.
-        let other = target("ghcr.io/org/private");
-        let e = denied(
-            &h,
-            &other,
-            &Authorization::None,
-            "ghcr.io/org/private",
-            StatusCode::UNAUTHORIZED,
-        );
-        assert_eq!(e.reason, Reason::AuthRequired);
-        assert!(!e.message.contains("Docker Hub"), "{}", e.message);
-        // A 403 on Docker Hub is not the ambiguous case.
-        let e = denied(
-            &HeaderMap::new(),
-            &hub,
-            &Authorization::None,
-            "docker.io/someone/private",
-            StatusCode::FORBIDDEN,
-        );
-        assert!(!e.message.contains("does not reveal"), "{}", e.message);
-    }
-
     #[test]
     fn digests_are_validated_before_reporting() {
         assert!(is_digest(&format!("sha256:{}", "ab".repeat(32))));
+        assert!(is_digest(&format!("sha512:{}", "0".repeat(128))));
+        assert!(!is_digest(&format!("sha256:{}", "AB".repeat(32))));
+        assert!(!is_digest(&format!("sha256:{}", "ab".repeat(31))));
+        assert!(!is_digest(&format!("md5:{}", "ab".repeat(16))));
         assert!(!is_digest("sha256:"));
         assert!(!is_digest("sha256:<script>"));
         assert!(!is_digest("nodigest"));
+        assert_eq!(
+            sha256_digest(b""),
+            "sha256:e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"
+        );
+    }
+
+    fn index(platforms: &[&str]) -> Vec<u8> {
+        let entries: Vec<serde_json::Value> = platforms
+            .iter()
+            .map(|p| {
+                let parts: Vec<&str> = p.split('/').collect();
+                let mut plat = serde_json::json!({"os": parts[0], "architecture": parts[1]});
+                if let Some(v) = parts.get(2) {
+                    plat["variant"] = (*v).into();
+                }
+                serde_json::json!({"mediaType": "application/vnd.oci.image.manifest.v1+json",
+                    "digest": format!("sha256:{}", "0".repeat(64)), "size": 1, "platform": plat})
+            })
+            .collect();
+        serde_json::to_vec(&serde_json::json!({"schemaVersion": 2,
+            "mediaType": "application/vnd.oci.image.index.v1+json", "manifests": entries}))
+        .unwrap()
+    }
+
+    // containerd images.Manifest with platforms.Only: "no match for platform in manifest".
+    #[test]
+    fn platform_check_on_an_index() {
+        let amd64 = Platform::parse("linux/amd64").unwrap();
+        let arm_only = index(&["linux/arm64", "linux/arm/v7", "unknown/unknown"]);
+        let f = check_platform(&arm_only, None, &amd64, "r/app:1").unwrap_err();
+        assert_eq!(f.reason, Reason::PlatformMissing);
+        assert_eq!(f.phase, Phase::Manifest);
+        assert!(
+            f.message.contains("linux/arm64, linux/arm/v7"),
+            "{}",
+            f.message
+        );
+        assert!(!f.message.contains("unknown"), "{}", f.message);
+        assert!(f.message.contains("linux/amd64"), "{}", f.message);
+        assert!(check_platform(&index(&["linux/amd64"]), None, &amd64, "x").is_ok());
+        // arm64 nodes also run arm/v7 images (platformVector).
+        let arm64 = Platform::parse("linux/arm64").unwrap();
+        assert!(check_platform(&index(&["linux/arm/v7"]), None, &arm64, "x").is_ok());
+        // A single manifest is pulled whatever its platform.
+        let manifest = br#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{},"layers":[]}"#;
+        assert!(check_platform(manifest, None, &amd64, "x").is_ok());
+        assert_eq!(
+            check_platform(b"<html>", None, &amd64, "x")
+                .unwrap_err()
+                .reason,
+            Reason::ProtocolError
+        );
     }
 }

@@ -17,7 +17,6 @@ use rustls::client::danger::{HandshakeSignatureValid, ServerCertVerified, Server
 use rustls::crypto::WebPkiSupportedAlgorithms;
 use rustls::{AlertDescription, ClientConfig, DigitallySignedStruct, SignatureScheme};
 use rustls_pki_types::{CertificateDer, ServerName, UnixTime};
-use tokio::net::TcpStream;
 use tokio_rustls::TlsConnector;
 use tokio_rustls::client::TlsStream;
 
@@ -104,11 +103,14 @@ impl Trust {
     }
 
     /// Runs the handshake. On failure the report still carries what was seen of the chain.
-    pub(crate) async fn handshake(
+    pub(crate) async fn handshake<S>(
         &self,
-        tcp: TcpStream,
+        tcp: S,
         host: &str,
-    ) -> Result<(TlsStream<TcpStream>, TlsReport), (StepError, TlsReport)> {
+    ) -> Result<(TlsStream<S>, TlsReport), (StepError, TlsReport)>
+    where
+        S: tokio::io::AsyncRead + tokio::io::AsyncWrite + Unpin,
+    {
         let server_name = ServerName::try_from(host.to_owned()).map_err(|e| {
             (
                 StepError::new(

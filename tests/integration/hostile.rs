@@ -104,14 +104,40 @@ async fn the_hostile_server_itself_is_a_working_registry() {
     assert_ok(&r);
     assert_eq!(r.digest.as_deref(), Some(DIGEST));
     let paths: Vec<String> = s.requests().iter().map(|q| q.path().to_owned()).collect();
-    assert_eq!(paths, ["/v2/", "/token", MANIFEST_PATH]);
+    // containerd's resolver: no `/v2/` ping; the manifest HEAD, its 401, the token, the retry.
+    assert_eq!(paths, [MANIFEST_PATH, "/token", MANIFEST_PATH]);
+}
+
+#[tokio::test]
+async fn a_second_probe_with_the_cached_token_is_one_request() {
+    let s = Hostile::start(healthy).await;
+    init();
+    let yaml = format!(
+        "timeout: 2s\ntargets:\n  - image: {}\n    plain_http: true\n",
+        image_at(s.addr)
+    );
+    let config = Config::from_yaml("hostile.yaml", &yaml, Path::new("/nonexistent")).unwrap();
+    let prober = Prober::from_config(&config);
+    assert_ok(&prober.probe(&config.targets[0]).await);
+    s.forget_requests();
+    let r = prober.probe(&config.targets[0]).await;
+    assert_ok(&r);
+    let paths: Vec<String> = s.requests().iter().map(|q| q.path().to_owned()).collect();
+    assert_eq!(paths, [MANIFEST_PATH]);
+    let phases: Vec<Phase> = r.phases.iter().map(|p| p.phase).collect();
+    assert_eq!(
+        phases,
+        [Phase::Connect, Phase::Manifest],
+        "no auth phase with a cached token"
+    );
 }
 
 // ---- 1. trickling servers ------------------------------------------------------------------
 
 #[tokio::test]
-async fn a_response_head_trickled_one_byte_per_second_times_out_in_auth() {
-    let s = breaking("/v2/", |_, me| Reply::Trickle {
+async fn a_trickled_401_challenge_times_out_in_manifest() {
+    // The 401 answers the manifest HEAD: the phase is the request's, `auth` starts with it.
+    let s = breaking(MANIFEST_PATH, |_, me| Reply::Trickle {
         at_once: Vec::new(),
         trickled: response(
             401,
@@ -121,7 +147,7 @@ async fn a_response_head_trickled_one_byte_per_second_times_out_in_auth() {
         every: Duration::from_secs(1),
     })
     .await;
-    assert_failure(&probe(s.addr).await, Phase::Auth, Reason::Timeout);
+    assert_failure(&probe(s.addr).await, Phase::Manifest, Reason::Timeout);
 }
 
 #[tokio::test]
@@ -153,7 +179,7 @@ async fn a_trickled_manifest_answer_times_out_in_manifest() {
 
 #[tokio::test]
 async fn a_one_mebibyte_header_line_is_a_protocol_error_not_a_buffer() {
-    let s = breaking("/v2/", |_, _| {
+    let s = breaking(MANIFEST_PATH, |_, _| {
         Reply::Bytes(response(
             200,
             &[("X-Huge", &vec![b'a'; 1 << 20][..])],
@@ -162,7 +188,7 @@ async fn a_one_mebibyte_header_line_is_a_protocol_error_not_a_buffer() {
     })
     .await;
     let r = probe(s.addr).await;
-    assert_failure(&r, Phase::Auth, Reason::ProtocolError);
+    assert_failure(&r, Phase::Manifest, Reason::ProtocolError);
     assert!(
         r.duration < Duration::from_secs(1),
         "refused as it arrives: {:?}",
@@ -182,7 +208,7 @@ async fn too_many_headers_are_a_protocol_error_and_a_large_head_under_the_limit_
     let many: Vec<(String, Vec<u8>)> = (0..1000)
         .map(|i| (format!("X-Header-{i}"), b"v".to_vec()))
         .collect();
-    let s = breaking("/v2/", move |_, _| {
+    let s = breaking(MANIFEST_PATH, move |_, _| {
         let headers: Vec<(&str, &[u8])> = many
             .iter()
             .map(|(n, v)| (n.as_str(), v.as_slice()))
@@ -190,10 +216,10 @@ async fn too_many_headers_are_a_protocol_error_and_a_large_head_under_the_limit_
         Reply::Bytes(response(200, &headers, b"{}"))
     })
     .await;
-    assert_failure(&probe(s.addr).await, Phase::Auth, Reason::ProtocolError);
+    assert_failure(&probe(s.addr).await, Phase::Manifest, Reason::ProtocolError);
 
     // Half the head limit in one header is unusual but valid.
-    let s = breaking("/v2/", |req, me| {
+    let s = breaking(MANIFEST_PATH, |req, me| {
         if req.header("authorization").is_some() {
             return healthy(req, me);
         }
@@ -335,9 +361,10 @@ async fn a_token_that_cannot_be_sent_in_a_header_is_a_protocol_error_in_auth() {
         let s = breaking("/token", move |_, _| Reply::Bytes(json(body.as_bytes()))).await;
         let r = probe(s.addr).await;
         assert_failure(&r, Phase::Auth, Reason::ProtocolError);
-        assert!(
-            !s.requests().iter().any(RawRequest::is_manifest_head),
-            "{token}: the manifest is not asked without the token"
+        assert_eq!(
+            s.count(RawRequest::is_manifest_head),
+            1,
+            "{token}: the manifest is not asked again without the token"
         );
     }
 }
@@ -373,7 +400,7 @@ async fn a_redirected_token_realm_is_followed() {
     let real = Hostile::start(healthy).await;
     let real_addr = real.addr;
     let s = Hostile::start(move |req, me| match req.path() {
-        "/v2/" if req.header("authorization").is_none() => Reply::Bytes(response(
+        MANIFEST_PATH if req.header("authorization").is_none() => Reply::Bytes(response(
             401,
             &[(
                 "WWW-Authenticate",
@@ -405,9 +432,10 @@ async fn a_redirected_token_realm_is_followed() {
 }
 
 #[tokio::test]
-async fn a_manifest_redirect_to_another_origin_is_followed_without_the_token() {
-    // The other origin (a CDN, a mirror) answers without asking for credentials.
-    let other = Hostile::start(|req, _| {
+async fn a_manifest_redirect_to_another_host_is_followed_without_the_token() {
+    // The other host (a CDN, a mirror) answers without asking for credentials. Go's client
+    // drops `Authorization` on a redirect to another host name (`shouldCopyHeaderOnRedirect`).
+    let other = Hostile::start_on("127.0.0.2".parse().unwrap(), |req, _| {
         Reply::Bytes(if req.is_manifest_head() {
             manifest_ok(&[])
         } else {
@@ -435,7 +463,7 @@ async fn a_manifest_redirect_to_another_origin_is_followed_without_the_token() {
     assert_eq!(
         seen[0].header("authorization"),
         None,
-        "Authorization must not be forwarded to another origin"
+        "Authorization must not be forwarded to another host"
     );
     let heads: Vec<RawRequest> = s
         .requests()
@@ -443,9 +471,39 @@ async fn a_manifest_redirect_to_another_origin_is_followed_without_the_token() {
         .filter(RawRequest::is_manifest_head)
         .collect();
     assert_eq!(
-        heads[0].header("authorization"),
+        heads.last().unwrap().header("authorization"),
         Some(format!("Bearer {TOKEN}").as_bytes()),
         "the registry itself got the token"
+    );
+}
+
+#[tokio::test]
+async fn a_manifest_redirect_to_another_port_of_the_same_host_keeps_the_token() {
+    // Go compares host names without ports (`idnaASCIIFromURL`): same host, token kept.
+    let other = Hostile::start(|req, _| {
+        Reply::Bytes(if req.is_manifest_head() {
+            manifest_ok(&[])
+        } else {
+            response(404, &[], b"")
+        })
+    })
+    .await;
+    let other_addr = other.addr;
+    let s = breaking(MANIFEST_PATH, move |req, me| {
+        if req.header("authorization").is_none() {
+            return healthy(req, me);
+        }
+        Reply::Bytes(redirect(
+            307,
+            &format!("http://{other_addr}/v2/library/alpine/manifests/elsewhere"),
+        ))
+    })
+    .await;
+    assert_ok(&probe(s.addr).await);
+    let seen = other.requests();
+    assert_eq!(
+        seen[0].header("authorization"),
+        Some(format!("Bearer {TOKEN}").as_bytes())
     );
 }
 
@@ -457,10 +515,12 @@ async fn a_manifest_redirect_on_the_same_origin_keeps_the_token() {
     .await;
     let r = probe(s.addr).await;
     assert_ok(&r);
+    // The first HEAD has no token yet: its redirect answers 401, the token is fetched, and the
+    // HEAD is sent again; that second redirect carries the token.
     let moved = s
         .requests()
         .into_iter()
-        .find(|q| q.path().ends_with("/moved"))
+        .rfind(|q| q.path().ends_with("/moved"))
         .expect("the redirect was followed");
     assert_eq!(
         moved.header("authorization"),
@@ -516,43 +576,65 @@ async fn a_reset_after_the_server_hello_is_a_tls_handshake_failure() {
 // ---- 7. garbage in headers ---------------------------------------------------------------------
 
 #[tokio::test]
-async fn unusable_challenges_are_protocol_errors_in_auth() {
-    let challenges: [&[u8]; 7] = [
-        b"Bearer realm=\"http://127.0.0.1:1/t\xff\"",
-        b"Bearer realm=\"http://127.0.0.1:1/t\x01\"",
-        b"Bearer realm=\"http://127.0.0.1:1/t\x7f\"",
-        b"Bearer realm=\"not a url\",service=\"x\"",
-        b"Bearer realm=\"ftp://127.0.0.1/token\"",
-        b"Bearer realm=\"\",service=\"x\"",
-        b"\x80\x81\x82",
+async fn unusable_challenges_fail_as_they_do_for_containerd() {
+    // containerd reads these leniently (auth/parse.go) and then fails: a realm that is not an
+    // http(s) URL cannot be asked, a line that is no challenge at all leaves the 401 standing.
+    // A realm with a non-ASCII byte is a URL Go accepts, so the token request is really sent
+    // (and refused here: nothing listens on port 1). Control characters break the response
+    // head itself (Go's and hyper's header parsers both refuse them), in the manifest request.
+    let challenges: [(&[u8], Phase, Reason); 7] = [
+        (
+            b"Bearer realm=\"http://127.0.0.1:1/t\xff\"",
+            Phase::Auth,
+            Reason::ConnectRefused,
+        ),
+        (
+            b"Bearer realm=\"http://127.0.0.1:1/t\x01\"",
+            Phase::Manifest,
+            Reason::ProtocolError,
+        ),
+        (
+            b"Bearer realm=\"http://127.0.0.1:1/t\x7f\"",
+            Phase::Manifest,
+            Reason::ProtocolError,
+        ),
+        (
+            b"Bearer realm=\"not a url\",service=\"x\"",
+            Phase::Auth,
+            Reason::ProtocolError,
+        ),
+        (
+            b"Bearer realm=\"ftp://127.0.0.1/token\"",
+            Phase::Auth,
+            Reason::ProtocolError,
+        ),
+        (
+            b"Bearer realm=\"\",service=\"x\"",
+            Phase::Auth,
+            Reason::ProtocolError,
+        ),
+        (b"\x80\x81\x82", Phase::Auth, Reason::ProtocolError),
     ];
-    for challenge in challenges {
-        let s = breaking("/v2/", move |_, _| {
+    for (challenge, phase, reason) in challenges {
+        let s = breaking(MANIFEST_PATH, move |_, _| {
             Reply::Bytes(response(401, &[("WWW-Authenticate", challenge)], b""))
         })
         .await;
         let r = probe(s.addr).await;
-        assert_failure(&r, Phase::Auth, Reason::ProtocolError);
+        assert_failure(&r, phase, reason);
     }
 }
 
 #[tokio::test]
 async fn garbage_in_optional_headers_is_ignored_and_never_reported() {
-    let cases: [(&str, &[u8], bool); 8] = [
-        ("docker-content-digest", b"sha256:\xff\xfe", false),
-        (
-            "docker-content-digest",
-            b"sha256:<script>alert(1)</script>",
-            false,
-        ),
-        ("docker-content-digest", b"../../../etc/passwd", false),
-        ("ratelimit-limit", b"100\xff;w=21600", true),
-        ("ratelimit-limit", b"99999999999999999999999;w=1", true),
-        ("ratelimit-remaining", b"\x80;w=\x81", true),
-        ("docker-ratelimit-source", b"\xff\xfe<b>", true),
-        ("docker-ratelimit-source", b"a b c", true),
+    let cases: [(&str, &[u8]); 5] = [
+        ("ratelimit-limit", b"100\xff;w=21600"),
+        ("ratelimit-limit", b"99999999999999999999999;w=1"),
+        ("ratelimit-remaining", b"\x80;w=\x81"),
+        ("docker-ratelimit-source", b"\xff\xfe<b>"),
+        ("docker-ratelimit-source", b"a b c"),
     ];
-    for (name, value, digest_kept) in cases {
+    for (name, value) in cases {
         let s = breaking(MANIFEST_PATH, move |req, me| {
             if req.header("authorization").is_none() {
                 return healthy(req, me);
@@ -564,27 +646,13 @@ async fn garbage_in_optional_headers_is_ignored_and_never_reported() {
             ];
             extra.retain(|(n, _)| *n != name);
             extra.push((name, value));
-            let mut answer = manifest_ok(&extra);
-            if name == "docker-content-digest" {
-                // Replace the good digest header with the garbage one.
-                let good = format!("Docker-Content-Digest: {DIGEST}\r\n");
-                let at = answer
-                    .windows(good.len())
-                    .position(|w| w == good.as_bytes())
-                    .unwrap();
-                answer.drain(at..at + good.len());
-            }
-            Reply::Bytes(answer)
+            Reply::Bytes(manifest_ok(&extra))
         })
         .await;
         let r = probe(s.addr).await;
         assert_ok(&r);
         let shown = format!("{name}: {}", String::from_utf8_lossy(value));
-        if digest_kept {
-            assert_eq!(r.digest.as_deref(), Some(DIGEST), "{shown}");
-        } else {
-            assert_eq!(r.digest, None, "{shown}: never a garbage digest");
-        }
+        assert_eq!(r.digest.as_deref(), Some(DIGEST), "{shown}");
         match name {
             "docker-ratelimit-source" => {
                 let rl = r.rate_limit.expect("limit and remaining are fine");
@@ -594,11 +662,45 @@ async fn garbage_in_optional_headers_is_ignored_and_never_reported() {
                     "{shown}"
                 );
             }
-            "ratelimit-limit" | "ratelimit-remaining" => {
-                assert_eq!(r.rate_limit, None, "{shown}");
-            }
-            _ => assert!(r.rate_limit.is_some(), "{shown}"),
+            _ => assert_eq!(r.rate_limit, None, "{shown}"),
         }
+    }
+}
+
+#[tokio::test]
+async fn a_garbage_digest_header_fails_as_containerd_refuses_it_and_is_never_reported() {
+    // containerd `Resolve`: a Docker-Content-Digest that does not validate (go-digest
+    // `Digest.Validate`) fails the resolve; pullprobe must not call that image pullable.
+    let cases: [&[u8]; 4] = [
+        b"sha256:\xff\xfe",
+        b"sha256:<script>alert(1)</script>",
+        b"../../../etc/passwd",
+        b"sha256:ABCDEF",
+    ];
+    for value in cases {
+        let s = breaking(MANIFEST_PATH, move |req, me| {
+            if req.header("authorization").is_none() {
+                return healthy(req, me);
+            }
+            let mut answer = manifest_ok(&[]);
+            let good = format!("Docker-Content-Digest: {DIGEST}");
+            let at = answer
+                .windows(good.len())
+                .position(|w| w == good.as_bytes())
+                .unwrap();
+            answer.splice(
+                at..at + good.len(),
+                [b"Docker-Content-Digest: ".as_slice(), value].concat(),
+            );
+            Reply::Bytes(answer)
+        })
+        .await;
+        let r = probe(s.addr).await;
+        assert_failure(&r, Phase::Manifest, Reason::ProtocolError);
+        assert_eq!(r.digest, None);
+        let msg = r.failure.unwrap().message;
+        assert!(msg.contains("not a valid digest"), "{msg}");
+        assert!(!msg.contains("script") && !msg.contains("passwd"), "{msg}");
     }
 }
 
