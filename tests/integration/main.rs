@@ -5,11 +5,12 @@
 //! `docker_registry`, `unbound`, `alerts_e2e` and `secure_metrics`; the agent with the real
 //! engine in `agent_e2e`; the TLS verdicts where Go's crypto/x509 and webpki differ in `tls_go`;
 //! and containerd's own client on the fakes, pinning the behaviour pullprobe must agree with,
-//! in `containerd`.
+//! in `containerd`; pullprobe against it on the same fixtures in `differential`.
 
 mod agent_e2e;
 mod alerts_e2e;
 mod containerd;
+mod differential;
 mod docker_registry;
 mod engine;
 mod fakes;
