@@ -26,7 +26,7 @@ use crate::support::containerd::{Containerd, CtrOpts, CtrOutcome, HostsDir, ctr_
 use crate::support::hostile::{Hostile, RawRequest, Reply, response};
 use crate::support::registry::{Auth, FakeRegistry, OciImage, StatusOverride, TokenBehavior};
 use crate::support::tls::{Leaf, TestCa, Validity, docker_recipe_cert, server_config};
-use crate::support::{closed_port, init, pullprobe};
+use crate::support::{init, pullprobe};
 
 const USER: &str = "diff-user";
 const PASSWORD: &str = "diff-Pa55word";
@@ -50,6 +50,12 @@ struct Verdict {
     message: String,
 }
 
+/// A random address in 127.0.0.0/8 other than 127.0.0.1 (where the fakes listen).
+fn random_loopback() -> std::net::Ipv4Addr {
+    let [a, b, c]: [u8; 3] = rand::random();
+    std::net::Ipv4Addr::new(127, a.max(2), b, c.clamp(1, 254))
+}
+
 fn have_ctr() -> bool {
     require_tool("ctr").is_some()
 }
@@ -57,6 +63,11 @@ fn have_ctr() -> bool {
 async fn pullprobe_check(dir: &Path, target: &str, extra_args: &[&str]) -> Verdict {
     let config = dir.join("pullprobe.yaml");
     std::fs::write(&config, format!("timeout: 8s\ntargets:\n  - {target}\n")).unwrap();
+    verdict_of(&config, extra_args).await
+}
+
+/// `pullprobe --check --output json --config.file <config> <extra_args>`: the one result.
+async fn verdict_of(config: &Path, extra_args: &[&str]) -> Verdict {
     let mut args = vec![
         "--check".to_owned(),
         "--output".to_owned(),
@@ -324,11 +335,13 @@ async fn registry_protocol_verdicts_agree_with_ctr() {
         ));
     }
 
-    let refused = closed_port();
+    // A loopback address no test binds (the fakes use 127.0.0.1), so the port stays refused
+    // even while other tests start servers.
+    let refused = random_loopback();
     fixtures.push(Fixture {
         name: "nothing listens",
-        target: format!("image: 127.0.0.1:{}/app:1", refused.port()),
-        ctr_ref: format!("127.0.0.1:{}/app:1", refused.port()),
+        target: format!("image: {refused}:5000/app:1"),
+        ctr_ref: format!("{refused}:5000/app:1"),
         ctr: CtrOpts::default(),
         want: Some("connect_refused"),
         keep: Vec::new(),
@@ -729,4 +742,95 @@ async fn platform_verdicts_agree_with_a_daemon_pull() {
             assert!(pp.message.contains("linux/arm64"), "{}", pp.message);
         }
     }
+}
+
+// ---- name resolution: the node's /etc/hosts and resolv.conf -------------------------------
+
+/// Go's resolver as containerd runs it (and glibc's, should ctr be built with cgo): the hosts
+/// file first, for the name as written, then DNS with the `search` list. ctr runs in a private
+/// mount namespace with the fixture's hosts file and resolv.conf bind-mounted over the real
+/// ones; pullprobe reads the same files (`dns.hosts_file`, `dns.resolv_conf`). The nameserver
+/// is a fake on port 53 of a random loopback address (resolv.conf cannot name a port).
+#[tokio::test(flavor = "multi_thread")]
+async fn name_resolution_verdicts_agree_with_ctr() {
+    if !have_ctr()
+        || require_tool("unshare").is_none()
+        || !std::fs::metadata("/proc/self")
+            .is_ok_and(|m| std::os::unix::fs::MetadataExt::uid(&m) == 0)
+    {
+        assert!(
+            std::env::var_os("PULLPROBE_REQUIRE_TOOLS").is_none(),
+            "the name-resolution fixtures need ctr, unshare and root"
+        );
+        return;
+    }
+    init();
+    let dns_ip = random_loopback();
+    let lo: std::net::IpAddr = "127.0.0.1".parse().unwrap();
+    let dns = crate::support::dns::FakeDns::start_at(
+        (dns_ip, 53).into(),
+        vec![
+            (
+                "registry.example.test",
+                crate::support::dns::DnsBehavior::Answer(vec![lo]),
+            ),
+            (
+                "servfail.example.test",
+                crate::support::dns::DnsBehavior::ServFail,
+            ),
+            (
+                "nodata.example.test",
+                crate::support::dns::DnsBehavior::NoData,
+            ),
+        ],
+    )
+    .await;
+    let node = tempfile::tempdir().unwrap();
+    let hosts = node.path().join("hosts");
+    let resolv_conf = node.path().join("resolv.conf");
+    std::fs::write(&hosts, "127.0.0.1 localhost\n127.0.0.1 myregistry\n").unwrap();
+    std::fs::write(
+        &resolv_conf,
+        format!("nameserver {dns_ip}\nsearch corp.test\noptions timeout:1 attempts:1\n"),
+    )
+    .unwrap();
+    let reg = FakeRegistry::builder().repo("app", &["1"]).start().await;
+    let port = reg.addr.port();
+    for (name, want) in [
+        ("myregistry", None),
+        ("registry.example.test", None),
+        ("nohost", Some("dns_nxdomain")),
+        ("missing.example.test", Some("dns_nxdomain")),
+        ("servfail.example.test", Some("dns_servfail")),
+        ("nodata.example.test", Some("dns_no_records")),
+    ] {
+        let host = format!("{name}:{port}");
+        // Both sides speak plain HTTP to the fake: ctr through a hosts.toml http:// host.
+        let hosts_dir = HostsDir::new();
+        hosts_dir.hosts_toml(
+            &host,
+            &format!("server = \"http://{host}\"\n[host.\"http://{host}\"]\n"),
+        );
+        let dir = tempfile::tempdir().unwrap();
+        let config = dir.path().join("pullprobe.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "timeout: 8s\ndns:\n  hosts_file: {}\n  resolv_conf: {}\ntargets:\n  - image: {host}/app:1\n    plain_http: true\n",
+                hosts.display(),
+                resolv_conf.display()
+            ),
+        )
+        .unwrap();
+        let pp = verdict_of(&config, &[]).await;
+        let ctr = ctr_fetch_async(
+            &format!("{host}/app:1"),
+            &CtrOpts::default()
+                .hosts_dir(hosts_dir.path())
+                .node_files(&hosts, &resolv_conf),
+        )
+        .await;
+        assert_agree(name, want, &pp, &ctr);
+    }
+    drop(dns);
 }

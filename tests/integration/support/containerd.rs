@@ -59,6 +59,10 @@ pub struct CtrOpts {
     pub debug: bool,
     /// Kill ctr after this long; [`CtrOutcome::timed_out`] then says so.
     pub timeout: Duration,
+    /// The node's `/etc/hosts` and `/etc/resolv.conf` as ctr's resolver should see them: ctr
+    /// then runs in a private mount namespace (`unshare --mount`, root only) with these files
+    /// bind-mounted over the real ones, which stay untouched.
+    pub node_files: Option<(PathBuf, PathBuf)>,
 }
 
 impl Default for CtrOpts {
@@ -71,11 +75,17 @@ impl Default for CtrOpts {
             tlscacert: None,
             debug: false,
             timeout: DEFAULT_TIMEOUT,
+            node_files: None,
         }
     }
 }
 
 impl CtrOpts {
+    pub fn node_files(mut self, hosts: &Path, resolv_conf: &Path) -> Self {
+        self.node_files = Some((hosts.to_owned(), resolv_conf.to_owned()));
+        self
+    }
+
     pub fn hosts_dir(mut self, dir: &Path) -> Self {
         self.hosts_dir = Some(dir.to_owned());
         self
@@ -205,7 +215,26 @@ pub fn ctr_fetch(reference: &str, opts: &CtrOpts) -> CtrOutcome {
     args.extend(["content".into(), "fetch-object".into()]);
     args.extend(opts.registry_args());
     args.push(reference.into());
-    run_ctr(args, opts.timeout)
+    match &opts.node_files {
+        None => run_ctr(args, opts.timeout),
+        Some((hosts, resolv_conf)) => {
+            // sh -c 'mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf &&
+            // shift 2 && exec ctr "$@"' in a private mount namespace.
+            let mut wrapped: Vec<OsString> = vec![
+                "--mount".into(),
+                "--propagation".into(),
+                "private".into(),
+                "sh".into(),
+                "-c".into(),
+                r#"mount --bind "$1" /etc/hosts && mount --bind "$2" /etc/resolv.conf && shift 2 && exec ctr "$@""#.into(),
+                "sh".into(),
+                hosts.into(),
+                resolv_conf.into(),
+            ];
+            wrapped.extend(args);
+            run_program("unshare", wrapped, opts.timeout)
+        }
+    }
 }
 
 /// [`ctr_fetch`] on a blocking thread, for async tests.
@@ -218,9 +247,14 @@ pub async fn ctr_fetch_async(reference: &str, opts: &CtrOpts) -> CtrOutcome {
 
 /// Runs `ctr <args>` with a private environment under `timeout`. Blocks.
 fn run_ctr(args: Vec<OsString>, timeout: Duration) -> CtrOutcome {
+    run_program("ctr", args, timeout)
+}
+
+/// Runs `program <args>` (ctr, or a wrapper that ends in ctr) as [`run_ctr`] does.
+fn run_program(program: &str, args: Vec<OsString>, timeout: Duration) -> CtrOutcome {
     let home = tempfile::tempdir().unwrap();
     let (out_path, err_path) = (home.path().join("stdout"), home.path().join("stderr"));
-    let mut cmd = Command::new("ctr");
+    let mut cmd = Command::new(program);
     private_env(&mut cmd, home.path());
     cmd.args(&args)
         .stdin(Stdio::null())
@@ -241,7 +275,7 @@ fn run_ctr(args: Vec<OsString>, timeout: Duration) -> CtrOutcome {
     };
     if std::env::var_os("PULLPROBE_CTR_LOG").is_some() {
         let args: Vec<_> = args.iter().map(|a| a.to_string_lossy()).collect();
-        eprintln!("=== ctr {}\n{outcome}", args.join(" "));
+        eprintln!("=== {program} {}\n{outcome}", args.join(" "));
     }
     outcome
 }

@@ -65,6 +65,22 @@ impl FakeDns {
     /// Starts the server. Names are matched case-insensitively, with or without a trailing dot.
     pub async fn start(zone: Vec<(&str, DnsBehavior)>) -> FakeDns {
         let (udp, tcp) = bind_same_port().await;
+        Self::serve(udp, tcp, zone)
+    }
+
+    /// Starts the server on `addr` exactly (UDP and TCP), e.g. port 53 of a loopback address
+    /// for a resolv.conf, whose `nameserver` lines cannot name a port.
+    pub async fn start_at(addr: SocketAddr, zone: Vec<(&str, DnsBehavior)>) -> FakeDns {
+        let udp = UdpSocket::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{addr}: {e}"));
+        let tcp = TcpListener::bind(addr)
+            .await
+            .unwrap_or_else(|e| panic!("{addr}: {e}"));
+        Self::serve(udp, tcp, zone)
+    }
+
+    fn serve(udp: UdpSocket, tcp: TcpListener, zone: Vec<(&str, DnsBehavior)>) -> FakeDns {
         let addr = udp.local_addr().unwrap();
         let queries = Arc::new(AtomicUsize::new(0));
         let asked = Arc::new(Mutex::new(Vec::new()));
