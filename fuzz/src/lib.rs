@@ -86,8 +86,15 @@ pub fn reference(data: &[u8]) {
     );
     assert!(!r.manifest_reference().is_empty(), "{text:?}");
     assert!(!r.api_host().is_empty(), "{text:?}");
-    // Docker's grammar: tags are ASCII (oci-spec alone would accept Unicode letters).
-    assert!(r.tag().is_none_or(|t| t.is_ascii()), "{text:?}");
+    // Docker's grammar as Go reads it: every part is ASCII (`\w` is ASCII in RE2).
+    assert!(r.to_string().is_ascii(), "{text:?}");
+    // An IPv6 literal's host is given without brackets, its authority with them.
+    assert!(!r.api_host().contains(['[', ']']), "{text:?}");
+    assert_eq!(
+        r.registry().starts_with('['),
+        r.api_authority().starts_with('['),
+        "{text:?}"
+    );
     let shown = r.to_string();
     let again = ImageRef::parse(&shown)
         .unwrap_or_else(|e| panic!("{text:?} normalises to {shown:?}, which does not parse: {e}"));
@@ -97,10 +104,15 @@ pub fn reference(data: &[u8]) {
     match url::Url::parse(&format!("https://{authority}/")) {
         Ok(url) => assert_eq!(url.port(), r.port().filter(|p| *p != 443), "{text:?}"),
         // The reference grammar allows hosts the URL standard refuses: a numeric last label
-        // (`a.123`, read as a malformed IPv4 address) or a label that is broken punycode
-        // (`xn--55550`). The engine reports such a target as dns/dns_error ("not a usable
+        // (`a.123`, read as a malformed IPv4 address), a label that is broken punycode
+        // (`xn--55550`), or a bracketed literal of hex digits and colons that is no IPv6
+        // address (`[abc]`). The engine reports such a target as dns/dns_error ("not a usable
         // host"); no other URL error (port, empty host) may happen.
-        Err(url::ParseError::InvalidIpv4Address | url::ParseError::IdnaError) => {}
+        Err(
+            url::ParseError::InvalidIpv4Address
+            | url::ParseError::IdnaError
+            | url::ParseError::InvalidIpv6Address,
+        ) => {}
         Err(e) => panic!("{text:?}: authority {authority:?} is not a URL host: {e}"),
     }
 }

@@ -199,6 +199,75 @@ async fn ok_plain_http_without_auth_has_no_rate_limit_and_no_tls() {
     assert!(r.phase_duration(Phase::Tls).is_none());
 }
 
+/// An IPv6-literal registry, `[::1]:PORT/app:1`, as distribution/reference (so kubelet and
+/// containerd) accept it: dialled without DNS, asked with `Host: [::1]:PORT`, and its token realm
+/// and the docker config key `[::1]:PORT` work as for any host.
+#[tokio::test]
+async fn ok_ipv6_literal_registry_with_bearer_credentials() {
+    let tls = Tls::new();
+    let reg = FakeRegistry::builder()
+        .ipv6()
+        .auth(bearer(Some(("u", "p"))))
+        .repo("app", &["1"])
+        .start()
+        .await;
+    assert!(reg.addr.is_ipv6(), "{}", reg.addr);
+    let authority = format!("[::1]:{}", reg.addr.port());
+    let creds = tls.docker_config(&authority, "u", "p");
+    // YAML would read an unquoted `[` as the start of a list.
+    let yaml = format!(
+        "targets:\n  - image: \"{authority}/app:1\"\n    plain_http: true\n    docker_config: {creds}\n"
+    );
+    let r = probe_one(tls.dir.path(), &yaml).await;
+    assert!(r.ok(), "{:#?}", r.failure);
+    assert_eq!(r.registry, authority);
+    assert_eq!(r.address, Some(reg.addr));
+    assert_eq!(r.digest, reg.digest("app", "1"));
+    assert!(
+        r.phase_duration(Phase::Dns).is_none(),
+        "an IP literal is not resolved"
+    );
+    let reqs = reg.requests();
+    let head = reqs
+        .iter()
+        .rfind(|q| q.server == ServerKind::Registry && q.method == http::Method::HEAD)
+        .unwrap();
+    assert_eq!(head.host.as_deref(), Some(authority.as_str()));
+    assert!(head.authorization.is_some(), "the token was sent");
+    let tokens: Vec<_> = reqs
+        .iter()
+        .filter(|q| q.server == ServerKind::Token)
+        .map(|q| (&q.method, q.path_and_query.as_str()))
+        .collect();
+    // containerd's OAuth POST, which the fake does not serve, then the GET with the password.
+    assert_eq!(
+        tokens.last().map(|t| t.1),
+        Some("/token?service=fake-registry&scope=repository%3Aapp%3Apull"),
+        "{tokens:?}"
+    );
+}
+
+/// Over TLS the IPv6 literal is the server name, verified against the certificate's IP SAN.
+#[tokio::test]
+async fn ok_ipv6_literal_registry_over_tls() {
+    let tls = Tls::new();
+    let reg = FakeRegistry::builder()
+        .ipv6()
+        .tls(tls.server(&["::1"], Validity::Valid))
+        .repo("app", &["1"])
+        .start()
+        .await;
+    let yaml = format!(
+        "targets:\n  - image: \"[::1]:{}/app:1\"\n    tls:\n      ca_file: {}\n",
+        reg.addr.port(),
+        tls.ca_file()
+    );
+    let r = probe_one(tls.dir.path(), &yaml).await;
+    assert!(r.ok(), "{:#?}", r.failure);
+    assert!(r.tls.is_some());
+    assert_eq!(r.address, Some(reg.addr));
+}
+
 #[tokio::test]
 async fn credentials_are_used_for_basic_and_bearer() {
     let tls = Tls::new();

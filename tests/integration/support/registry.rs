@@ -22,7 +22,7 @@
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::convert::Infallible;
 use std::io;
-use std::net::{Ipv4Addr, SocketAddr};
+use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::pin::Pin;
 use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
@@ -152,6 +152,8 @@ pub struct FakeRegistryBuilder {
     token_tls: Option<Arc<rustls::ServerConfig>>,
     auth: Auth,
     realm_host: Option<String>,
+    /// Listen on `::1` instead of `127.0.0.1`.
+    ipv6: bool,
     repos: Vec<(String, Vec<String>)>,
     rate_limit: Option<RateLimitHeaders>,
     manifest_status: Option<StatusOverride>,
@@ -199,6 +201,7 @@ impl FakeRegistry {
             token_tls: None,
             auth: Auth::None,
             realm_host: None,
+            ipv6: false,
             repos: Vec::new(),
             rate_limit: None,
             manifest_status: None,
@@ -310,6 +313,12 @@ impl FakeRegistryBuilder {
         self
     }
 
+    /// Both servers listen on `[::1]` (the realm says `[::1]` too) instead of `127.0.0.1`.
+    pub fn ipv6(mut self) -> Self {
+        self.ipv6 = true;
+        self
+    }
+
     /// Unknown repositories get Docker Hub's 401 `insufficient_scope` instead of 404.
     pub fn hub_semantics(mut self, on: bool) -> Self {
         self.hub_semantics = on;
@@ -327,17 +336,23 @@ impl FakeRegistryBuilder {
     }
 
     pub async fn start(self) -> FakeRegistry {
-        let listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
-        let token_listener = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+        let ip: IpAddr = if self.ipv6 {
+            Ipv6Addr::LOCALHOST.into()
+        } else {
+            Ipv4Addr::LOCALHOST.into()
+        };
+        let listener = TcpListener::bind((ip, 0)).await.unwrap();
+        let token_listener = TcpListener::bind((ip, 0)).await.unwrap();
         let (addr, token_addr) = (
             listener.local_addr().unwrap(),
             token_listener.local_addr().unwrap(),
         );
         let token_tls = self.token_tls.or_else(|| self.tls.clone());
         let scheme = if token_tls.is_some() { "https" } else { "http" };
-        let host = self
-            .realm_host
-            .unwrap_or_else(|| token_addr.ip().to_string());
+        let host = self.realm_host.unwrap_or_else(|| match token_addr.ip() {
+            IpAddr::V6(v6) => format!("[{v6}]"),
+            v4 => v4.to_string(),
+        });
         let repos = self
             .repos
             .into_iter()
