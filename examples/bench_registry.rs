@@ -39,8 +39,9 @@ use tokio_rustls::TlsAcceptor;
 
 /// A small OCI image manifest; its digest is what `Docker-Content-Digest` reports.
 const MANIFEST: &str = r#"{"schemaVersion":2,"mediaType":"application/vnd.oci.image.manifest.v1+json","config":{"mediaType":"application/vnd.oci.image.config.v1+json","digest":"sha256:44136fa355b3678a1146ad16f7e8649e94fb4fc21fe77e8310c060f61caaff8a","size":2},"layers":[]}"#;
-/// Any well-formed digest will do: the probes only check its shape.
-const DIGEST: &str = "sha256:1d7e2cc7d8c1b0a6a7d2f0ea3b6b9e2d5c4f3a291807f6e5d4c3b2a190807f6e";
+/// The real digest of [`MANIFEST`]: `pullprobe --check` fetches the manifest and verifies it,
+/// as containerd does.
+const DIGEST: &str = "sha256:f20c43161d73848408ef247f0ec7111b19fe58ffebc0cbcaa0d2c8bda4967268";
 
 #[derive(Debug, Parser)]
 struct Args {
