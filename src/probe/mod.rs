@@ -236,13 +236,13 @@ impl Prober {
         let image = &target.image;
         let host = image.api_host();
         // A host the reference grammar accepts but the URL standard does not cannot be asked.
-        if Url::parse(&format!("http://{}/", image.api_authority())).is_err() {
-            return Err(Failure::new(
+        let mut base = Url::parse(&format!("http://{}/", image.api_authority())).map_err(|_| {
+            Failure::new(
                 Phase::Dns,
                 Reason::DnsError,
                 format!("{} is not a usable host", image.api_authority()),
-            ));
-        }
+            )
+        })?;
         // containerd's defaults for a loopback registry without hosts.toml, unless the target
         // says how to reach it (plain_http or a tls block).
         let loopback = if target.plain_http || target.tls.configured {
@@ -312,14 +312,10 @@ impl Prober {
             }
         };
 
-        let scheme = if plain { "http" } else { "https" };
-        let base = Url::parse(&format!("{scheme}://{}/", image.api_authority())).map_err(|_| {
-            Failure::new(
-                Phase::Dns,
-                Reason::DnsError,
-                format!("{} is not a usable host", image.api_authority()),
-            )
-        })?;
+        if !plain {
+            // http → https keeps a special scheme, which `set_scheme` always allows.
+            let _ = base.set_scheme("https");
+        }
         w.rec.enter(Phase::Manifest);
         let mut session = http::Session::new(&self.inner.dns, &tls_settings, deadline);
         session

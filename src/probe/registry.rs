@@ -634,13 +634,13 @@ impl<'x, 'a> Attempt<'x, 'a> {
                         let url = self.url(&format!("/v2/{repo}/manifests/{resolved}"))?;
                         let accept = media_type.clone().unwrap_or_else(|| "*/*".to_owned());
                         let (body, mt) = self.get_manifest(&url, &format!("{accept}, */*")).await?;
-                        if resolved.starts_with("sha256:") && sha256_digest(&body) != resolved {
+                        let actual = sha256_digest(&body);
+                        if resolved.starts_with("sha256:") && actual != resolved {
                             return Err(Failure::new(
                                 Phase::Manifest,
                                 Reason::ProtocolError,
                                 format!(
-                                    "the manifest {resolved} of {image} that the registry sent has another digest ({}), so containerd rejects it",
-                                    sha256_digest(&body)
+                                    "the manifest {resolved} of {image} that the registry sent has another digest ({actual}), so containerd rejects it"
                                 ),
                             ));
                         }
