@@ -18,7 +18,6 @@
 use std::any::Any;
 use std::path::Path;
 
-use base64::Engine as _;
 use sha2::Digest as _;
 
 use crate::docker_registry::require_tool;
@@ -26,7 +25,7 @@ use crate::support::containerd::{Containerd, CtrOpts, CtrOutcome, HostsDir, ctr_
 use crate::support::hostile::{Hostile, RawRequest, Reply, response};
 use crate::support::registry::{Auth, FakeRegistry, OciImage, StatusOverride, TokenBehavior};
 use crate::support::tls::{Leaf, TestCa, Validity, docker_recipe_cert, server_config};
-use crate::support::{init, pullprobe};
+use crate::support::{init, pullprobe, write_docker_config};
 
 const USER: &str = "diff-user";
 const PASSWORD: &str = "diff-Pa55word";
@@ -130,21 +129,9 @@ async fn run(fixtures: Vec<Fixture>) {
 
 /// A docker config.json with one entry, in `dir`.
 fn docker_config(dir: &Path, key: &str, user: &str, pass: &str) -> String {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
     let path = dir.join(format!("config-{}.json", rand::random::<u32>()));
-    std::fs::write(
-        &path,
-        format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
+    write_docker_config(&path, key, user, pass);
     path.display().to_string()
-}
-
-fn bearer(user_pass: Option<(&str, &str)>) -> Auth {
-    Auth::Bearer {
-        user_pass: user_pass.map(|(u, p)| (u.to_owned(), p.to_owned())),
-        service: "fake-registry".into(),
-    }
 }
 
 /// A plain fixture on a fake registry reached at its loopback address by both sides.
@@ -198,7 +185,7 @@ async fn registry_protocol_verdicts_agree_with_ctr() {
     });
 
     let reg = FakeRegistry::builder()
-        .auth(bearer(None))
+        .auth(Auth::bearer(None))
         .repo("team/app", &["1"])
         .start()
         .await;
@@ -210,7 +197,7 @@ async fn registry_protocol_verdicts_agree_with_ctr() {
     ));
 
     let reg = FakeRegistry::builder()
-        .auth(bearer(None))
+        .auth(Auth::bearer(None))
         .v2_status(StatusOverride::Status(404))
         .repo("app", &["1"])
         .start()
@@ -223,7 +210,7 @@ async fn registry_protocol_verdicts_agree_with_ctr() {
     ));
 
     for (auth, what) in [
-        (bearer(Some((USER, PASSWORD))), "Bearer"),
+        (Auth::bearer(Some((USER, PASSWORD))), "Bearer"),
         (
             Auth::Basic {
                 user: USER.into(),
@@ -264,7 +251,7 @@ async fn registry_protocol_verdicts_agree_with_ctr() {
     }
 
     let reg = FakeRegistry::builder()
-        .auth(bearer(Some((USER, PASSWORD))))
+        .auth(Auth::bearer(Some((USER, PASSWORD))))
         .token_behavior(TokenBehavior::Status(500))
         .repo("app", &["1"])
         .start()

@@ -176,13 +176,8 @@ pub fn run_check(config: &Path, images: &[&str], extra: &[&str]) -> Run {
 }
 
 fn auth_file(dir: &Path, name: &str, key: &str, user: &str, pass: &str) -> PathBuf {
-    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
     let path = dir.join(name);
-    std::fs::write(
-        &path,
-        format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#),
-    )
-    .unwrap();
+    crate::support::write_docker_config(&path, key, user, pass);
     path
 }
 

@@ -16,7 +16,7 @@ use crate::support::registry::{
     Auth, FakeRegistry, RateLimitHeaders, ServerKind, StatusOverride, TokenBehavior,
 };
 use crate::support::tls::{TestCa, TlsReset, TlsStall, Validity, server_config};
-use crate::support::{closed_port, init, pullprobe, silent_listener};
+use crate::support::{closed_port, init, pullprobe, silent_listener, write_docker_config};
 
 const REPO: &str = "library/alpine";
 
@@ -74,25 +74,12 @@ impl Tls {
     }
 
     fn docker_config(&self, key: &str, user: &str, pass: &str) -> String {
-        use base64::Engine as _;
-        let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
         let path = self
             .dir
             .path()
             .join(format!("creds-{user}-{}.json", pass.len()));
-        std::fs::write(
-            &path,
-            format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#),
-        )
-        .unwrap();
+        write_docker_config(&path, key, user, pass);
         path.display().to_string()
-    }
-}
-
-fn bearer(user_pass: Option<(&str, &str)>) -> Auth {
-    Auth::Bearer {
-        user_pass: user_pass.map(|(u, p)| (u.to_owned(), p.to_owned())),
-        service: "fake-registry".to_owned(),
     }
 }
 
@@ -104,7 +91,7 @@ async fn ok_over_tls_with_bearer_token_rate_limit_and_token_reuse() {
     let leaf = tls.ca.leaf(&["127.0.0.1"], Validity::Valid);
     let reg = FakeRegistry::builder()
         .tls(server_config(&leaf))
-        .auth(bearer(None))
+        .auth(Auth::bearer(None))
         .repo(REPO, &["3.20", "latest"])
         .rate_limit(Some(RateLimitHeaders::hub(76)))
         .start()
@@ -207,7 +194,7 @@ async fn ok_ipv6_literal_registry_with_bearer_credentials() {
     let tls = Tls::new();
     let reg = FakeRegistry::builder()
         .ipv6()
-        .auth(bearer(Some(("u", "p"))))
+        .auth(Auth::bearer(Some(("u", "p"))))
         .repo("app", &["1"])
         .start()
         .await;
@@ -281,7 +268,7 @@ async fn credentials_are_used_for_basic_and_bearer() {
             },
             Phase::Manifest,
         ),
-        (bearer(Some(("u", "p"))), Phase::Auth),
+        (Auth::bearer(Some(("u", "p"))), Phase::Auth),
     ] {
         let reg = FakeRegistry::builder()
             .tls(tls.server(&["127.0.0.1"], Validity::Valid))
@@ -646,7 +633,7 @@ async fn token_server_answers_are_classified() {
     ];
     for (behavior, want) in cases {
         let reg = FakeRegistry::builder()
-            .auth(bearer(None))
+            .auth(Auth::bearer(None))
             .token_behavior(behavior.clone())
             .repo(REPO, &["latest"])
             .start()
@@ -660,7 +647,7 @@ async fn token_server_answers_are_classified() {
         TokenBehavior::Ok { expires_in: None },
     ] {
         let reg = FakeRegistry::builder()
-            .auth(bearer(None))
+            .auth(Auth::bearer(None))
             .token_behavior(ok.clone())
             .repo(REPO, &["latest"])
             .start()
@@ -682,7 +669,7 @@ async fn the_v2_endpoint_is_never_asked() {
         StatusOverride::Hang,
     ] {
         let reg = FakeRegistry::builder()
-            .auth(bearer(None))
+            .auth(Auth::bearer(None))
             .v2_status(status.clone())
             .repo(REPO, &["latest"])
             .start()
@@ -707,7 +694,7 @@ async fn token_realm_on_another_host_reports_its_own_dns_and_tls_failures_under_
     // The realm host name does not exist.
     let reg = FakeRegistry::builder()
         .tls(tls.server(&["registry.test"], Validity::Valid))
-        .auth(bearer(None))
+        .auth(Auth::bearer(None))
         .token_realm_host("auth.test")
         .repo(REPO, &["latest"])
         .start()
@@ -726,7 +713,7 @@ async fn token_realm_on_another_host_reports_its_own_dns_and_tls_failures_under_
     let reg = FakeRegistry::builder()
         .tls(tls.server(&["registry.test"], Validity::Valid))
         .token_tls(tls.server(&["127.0.0.1"], Validity::Expired))
-        .auth(bearer(None))
+        .auth(Auth::bearer(None))
         .repo(REPO, &["latest"])
         .start()
         .await;
@@ -740,7 +727,7 @@ async fn token_realm_on_another_host_reports_its_own_dns_and_tls_failures_under_
 async fn missing_tag_missing_repo_and_hub_ambiguity() {
     let dir = tempfile::tempdir().unwrap();
     let reg = FakeRegistry::builder()
-        .auth(bearer(None))
+        .auth(Auth::bearer(None))
         .repo("library/nginx", &["1.27", "1.27.3", "latest", "mainline"])
         .start()
         .await;
@@ -785,7 +772,7 @@ async fn missing_tag_missing_repo_and_hub_ambiguity() {
     );
 
     let hub = FakeRegistry::builder()
-        .auth(bearer(None))
+        .auth(Auth::bearer(None))
         .hub_semantics(true)
         .repo(REPO, &["latest"])
         .start()
@@ -806,7 +793,7 @@ async fn manifest_answers_are_classified_and_rate_limit_headers_kept_on_429() {
     ];
     for (status, want) in cases {
         let reg = FakeRegistry::builder()
-            .auth(bearer(None))
+            .auth(Auth::bearer(None))
             .manifest_status(status.clone())
             .rate_limit(Some(RateLimitHeaders {
                 source: Some("192.0.2.9".into()),
@@ -848,7 +835,7 @@ async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
     let tls = Tls::new();
     let reg = FakeRegistry::builder()
         .tls(tls.server(&["127.0.0.1"], Validity::Valid))
-        .auth(bearer(Some(("robot", "hunter2-secret"))))
+        .auth(Auth::bearer(Some(("robot", "hunter2-secret"))))
         .repo(REPO, &["latest"])
         .start()
         .await;
@@ -976,7 +963,7 @@ async fn a_missing_tag_without_a_tag_list_does_not_claim_the_repository_exists()
 async fn every_matching_credential_is_tried_and_the_message_names_the_keys() {
     let dir = tempfile::tempdir().unwrap();
     let reg = FakeRegistry::builder()
-        .auth(bearer(Some(("u", "right"))))
+        .auth(Auth::bearer(Some(("u", "right"))))
         .repo("team/app", &["1"])
         .start()
         .await;

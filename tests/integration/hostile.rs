@@ -431,11 +431,10 @@ async fn a_redirected_token_realm_is_followed() {
     );
 }
 
-#[tokio::test]
-async fn a_manifest_redirect_to_another_host_is_followed_without_the_token() {
-    // The other host (a CDN, a mirror) answers without asking for credentials. Go's client
-    // drops `Authorization` on a redirect to another host name (`shouldCopyHeaderOnRedirect`).
-    let other = Hostile::start_on("127.0.0.2".parse().unwrap(), |req, _| {
+/// A healthy registry whose authorised manifest HEAD is redirected (307) to a second server on
+/// `ip` that serves the manifest without asking for credentials. Returns both.
+async fn redirecting_to(ip: IpAddr) -> (Hostile, Hostile) {
+    let other = Hostile::start_on(ip, |req, _| {
         Reply::Bytes(if req.is_manifest_head() {
             manifest_ok(&[])
         } else {
@@ -450,10 +449,18 @@ async fn a_manifest_redirect_to_another_host_is_followed_without_the_token() {
         }
         Reply::Bytes(redirect(
             307,
-            &format!("http://{other_addr}/v2/library/alpine/manifests/sha256-elsewhere"),
+            &format!("http://{other_addr}/v2/library/alpine/manifests/elsewhere"),
         ))
     })
     .await;
+    (s, other)
+}
+
+#[tokio::test]
+async fn a_manifest_redirect_to_another_host_is_followed_without_the_token() {
+    // The other host (a CDN, a mirror) answers without asking for credentials. Go's client
+    // drops `Authorization` on a redirect to another host name (`shouldCopyHeaderOnRedirect`).
+    let (s, other) = redirecting_to("127.0.0.2".parse().unwrap()).await;
     let r = probe(s.addr).await;
     assert_ok(&r);
     assert_eq!(r.digest.as_deref(), Some(DIGEST));
@@ -480,25 +487,7 @@ async fn a_manifest_redirect_to_another_host_is_followed_without_the_token() {
 #[tokio::test]
 async fn a_manifest_redirect_to_another_port_of_the_same_host_keeps_the_token() {
     // Go compares host names without ports (`idnaASCIIFromURL`): same host, token kept.
-    let other = Hostile::start(|req, _| {
-        Reply::Bytes(if req.is_manifest_head() {
-            manifest_ok(&[])
-        } else {
-            response(404, &[], b"")
-        })
-    })
-    .await;
-    let other_addr = other.addr;
-    let s = breaking(MANIFEST_PATH, move |req, me| {
-        if req.header("authorization").is_none() {
-            return healthy(req, me);
-        }
-        Reply::Bytes(redirect(
-            307,
-            &format!("http://{other_addr}/v2/library/alpine/manifests/elsewhere"),
-        ))
-    })
-    .await;
+    let (s, other) = redirecting_to("127.0.0.1".parse().unwrap()).await;
     assert_ok(&probe(s.addr).await);
     let seen = other.requests();
     assert_eq!(

@@ -15,6 +15,7 @@ pub mod tls;
 
 use std::ffi::OsStr;
 use std::net::{Ipv4Addr, SocketAddr};
+use std::path::Path;
 use std::process::Command;
 
 use tokio::net::TcpListener;
@@ -66,6 +67,17 @@ pub fn free_port() -> u16 {
 pub fn closed_port() -> SocketAddr {
     let listener = std::net::TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).unwrap();
     listener.local_addr().unwrap()
+}
+
+/// Writes a docker `config.json` at `path` with one `auths` entry, `key` → `user:pass`.
+pub fn write_docker_config(path: &Path, key: &str, user: &str, pass: &str) {
+    use base64::Engine as _;
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    std::fs::write(
+        path,
+        format!(r#"{{"auths":{{"{key}":{{"auth":"{auth}"}}}}}}"#),
+    )
+    .unwrap();
 }
 
 /// What one run of the `pullprobe` binary printed, and how it exited.

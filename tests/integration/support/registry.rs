@@ -68,6 +68,16 @@ pub enum Auth {
     },
 }
 
+impl Auth {
+    /// Docker token auth with the fake's usual service name; `None`: anonymous tokens only.
+    pub fn bearer(user_pass: Option<(&str, &str)>) -> Auth {
+        Auth::Bearer {
+            user_pass: user_pass.map(|(u, p)| (u.to_owned(), p.to_owned())),
+            service: "fake-registry".to_owned(),
+        }
+    }
+}
+
 /// Docker Hub's rate-limit headers: `ratelimit-limit: <limit>;w=<window>`,
 /// `ratelimit-remaining: <remaining>;w=<window>`, `docker-ratelimit-source: <source>`.
 #[derive(Clone, Debug)]
