@@ -12,6 +12,7 @@
 //! - [`credentials`]: docker `config.json` credentials matched like kubelet does.
 //! - [`platform`]: `os/arch[/variant]` compared as containerd picks a manifest from an index.
 //! - [`config`]: the YAML config, validated and resolved at load time.
+//! - [`node`]: the node's own pull configuration (mirrors, node credentials, plugins, proxy).
 //! - [`probe`]: the engine; one file per phase, `probe/mod.rs` orders them under one deadline.
 //! - [`check`]: `pullprobe --check`, the one-shot explanation.
 //! - [`cli`], [`telemetry`]: flags and logging.
@@ -21,6 +22,7 @@ pub mod check;
 pub mod cli;
 pub mod config;
 pub mod credentials;
+pub mod node;
 pub mod outcome;
 pub mod platform;
 pub mod probe;
