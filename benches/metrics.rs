@@ -48,6 +48,9 @@ fn report(i: usize) -> ProbeReport {
             window_seconds: Some(21_600),
             source: Some("203.0.113.7".to_owned()),
         }),
+        endpoint: format!("registry-{}.example.com:5000", i % 50),
+        endpoints: Vec::new(),
+        warnings: Vec::new(),
     }
 }
 

@@ -40,6 +40,35 @@ pub struct Config {
     /// The default credentials for targets without their own `docker_config`.
     pub docker_config: Option<Arc<CredentialsFile>>,
     pub targets: Vec<Target>,
+    /// Where the node's own pull configuration is read from (`node:`).
+    pub node: NodeSettings,
+}
+
+/// The container runtime whose configuration a probe follows (`node.runtime`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Runtime {
+    /// containerd: hosts directories under `node.containerd.config_path`.
+    Containerd,
+    /// The registry itself, as written in the image reference (no node files).
+    None,
+}
+
+/// The `node:` section: the node's files a pull depends on.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct NodeSettings {
+    /// `node.runtime`; `None` detects it from the files present.
+    pub runtime: Option<Runtime>,
+    /// `node.containerd.config_path`: hosts directories, `:`-separated.
+    pub containerd_config_path: String,
+}
+
+impl Default for NodeSettings {
+    fn default() -> Self {
+        NodeSettings {
+            runtime: None,
+            containerd_config_path: crate::node::containerd::DEFAULT_CONFIG_PATH.to_owned(),
+        }
+    }
 }
 
 /// The files name resolution reads, as containerd's Go resolver reads them (see `probe::dns`).
@@ -81,12 +110,39 @@ pub struct TlsSettings {
     /// The certificates read from `ca_file`, added to the system trust store.
     pub extra_roots: Vec<CertificateDer<'static>>,
     pub insecure_skip_verify: bool,
+    /// Client certificates offered when the server asks (hosts.toml `client`), in order.
+    pub client_certificates: Vec<ClientCertificate>,
     /// A `tls` block was written: the registry speaks HTTPS, verified as the block says. For a
     /// loopback registry this replaces containerd's no-hosts.toml default (HTTPS without
     /// verification, falling back to HTTP), as a hosts.toml `https://` host does.
     pub configured: bool,
     /// The verifier built from these settings, on first use (see `probe::tls::trust_for`).
     pub(crate) trust_cache: std::sync::OnceLock<Result<crate::probe::Trust, String>>,
+}
+
+/// A client certificate chain with its private key, loaded and checked as Go's
+/// `tls.X509KeyPair` checks them (the key must belong to the first certificate).
+#[derive(Clone, Debug)]
+pub struct ClientCertificate {
+    pub(crate) key: Arc<rustls::sign::CertifiedKey>,
+}
+
+impl ClientCertificate {
+    /// # Errors
+    /// A phrase to complete "the key in FILE … the certificate": "is not supported for", "does
+    /// not belong to".
+    pub fn new(
+        chain: Vec<CertificateDer<'static>>,
+        key: rustls_pki_types::PrivateKeyDer<'static>,
+    ) -> Result<Self, &'static str> {
+        let provider = rustls::crypto::ring::default_provider();
+        let key =
+            rustls::sign::CertifiedKey::from_der(chain, key, &provider).map_err(|e| match e {
+                rustls::Error::InconsistentKeys(_) => "does not belong to",
+                _ => "cannot be used with",
+            })?;
+        Ok(ClientCertificate { key: Arc::new(key) })
+    }
 }
 
 /// One thing to probe: an image and how to reach its registry.
@@ -164,6 +220,26 @@ struct RawConfig {
     docker_config: Option<PathBuf>,
     #[serde(default)]
     targets: Vec<RawTarget>,
+    #[serde(default)]
+    node: Option<RawNode>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawNode {
+    /// containerd | none (default: detected).
+    #[serde(default)]
+    runtime: Option<String>,
+    #[serde(default)]
+    containerd: Option<RawContainerd>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawContainerd {
+    /// Hosts directories, `:`-separated (default /etc/containerd/certs.d).
+    #[serde(default)]
+    config_path: Option<String>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -516,6 +592,7 @@ impl Resolver<'_> {
         }
 
         let dns = self.dns(raw.dns);
+        let node = self.node(raw.node);
 
         let docker_config = raw
             .docker_config
@@ -595,7 +672,47 @@ impl Resolver<'_> {
             dns,
             docker_config,
             targets,
+            node,
         })
+    }
+
+    fn node(&mut self, raw: Option<RawNode>) -> NodeSettings {
+        let mut node = NodeSettings::default();
+        let Some(raw) = raw else { return node };
+        match raw.runtime.as_deref() {
+            None => {}
+            Some("containerd") => node.runtime = Some(Runtime::Containerd),
+            Some("none") => node.runtime = Some(Runtime::None),
+            Some(other) => self.issue(
+                "node.runtime",
+                format!("{other:?} is not a runtime pullprobe follows"),
+                "use containerd or none, or remove node.runtime to detect it from the node's files",
+            ),
+        }
+        if let Some(c) = raw.containerd
+            && let Some(p) = c.config_path
+        {
+            if p.split(':').all(str::is_empty) {
+                self.issue(
+                    "node.containerd.config_path",
+                    "is empty",
+                    "give containerd's hosts directory, e.g. /etc/containerd/certs.d (several separated by `:`), or remove the key",
+                );
+            } else {
+                node.containerd_config_path = p
+                    .split(':')
+                    .map(|part| {
+                        if part.is_empty() {
+                            String::new()
+                        } else {
+                            self.path(Path::new(part)).display().to_string()
+                        }
+                    })
+                    .collect::<Vec<_>>()
+                    .join(":");
+            }
+        }
+        node
     }
 }
 

@@ -77,6 +77,9 @@ impl Probe for Fake {
                 address: None,
                 digest: None,
                 rate_limit: b.rate_limit,
+                endpoint: target.image.api_authority(),
+                endpoints: Vec::new(),
+                warnings: Vec::new(),
             }
         })
     }

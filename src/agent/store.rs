@@ -192,6 +192,9 @@ pub(crate) mod tests {
             tls: None,
             digest: None,
             rate_limit: None,
+            endpoint: registry.to_owned(),
+            endpoints: Vec::new(),
+            warnings: Vec::new(),
         }
     }
 

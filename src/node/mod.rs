@@ -1,8 +1,8 @@
 //! The node's own pull configuration: which endpoints, TLS, credentials and proxy a pull of an
 //! image on this node uses.
 //!
-//! One job: turn the node's files into an ordered list of endpoints (with their TLS settings,
-//! headers and credentials) that [`crate::probe`] then walks. One file per source:
+//! One job: turn the node's files into an ordered list of [`Endpoint`]s (with their TLS
+//! settings and headers) that [`crate::probe`] then walks. One file per source:
 //! - [`containerd`]: `certs.d/<host>/hosts.toml` as containerd's `remotes/docker/config/hosts.go`
 //!   reads it (mirrors, CAs, client certificates, `skip_verify`, `override_path`, headers).
 //! - [`crio`]: CRI-O's `registries.conf` (+ drop-ins) as containers/image's `sysregistriesv2`
@@ -16,3 +16,149 @@ pub mod crio;
 pub mod kubelet;
 pub mod plugins;
 pub mod proxy;
+
+use std::fmt;
+use std::sync::Arc;
+use std::time::Duration;
+
+use crate::config::{NodeSettings, Runtime, Target, TlsSettings};
+
+/// How an endpoint is spoken to.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub enum Scheme {
+    Http,
+    Https,
+}
+
+impl Scheme {
+    pub fn as_str(self) -> &'static str {
+        match self {
+            Scheme::Http => "http",
+            Scheme::Https => "https",
+        }
+    }
+}
+
+/// containerd `HostCapabilities`: what a host may be used for.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub struct Capabilities {
+    /// Fetch manifests and blobs by digest.
+    pub pull: bool,
+    /// Turn a tag into a digest.
+    pub resolve: bool,
+    pub push: bool,
+}
+
+impl Capabilities {
+    pub const ALL: Capabilities = Capabilities {
+        pull: true,
+        resolve: true,
+        push: true,
+    };
+}
+
+/// One registry host a pull may ask, in the order the runtime asks them.
+#[derive(Clone, Debug)]
+pub struct Endpoint {
+    pub scheme: Scheme,
+    /// Go's `URL.Host`: `host[:port]` as configured (an IPv6 literal in brackets).
+    pub host: String,
+    /// The API root: `/v2`, a configured path ending in `/v2`, or an `override_path` root.
+    pub path: String,
+    pub capabilities: Capabilities,
+    pub tls: Arc<TlsSettings>,
+    /// Extra request headers (hosts.toml `[header]`), in file order.
+    pub headers: Vec<(String, String)>,
+    /// hosts.toml `dial_timeout`; containerd's default is 30 s.
+    pub dial_timeout: Option<Duration>,
+    /// HTTPS first, then plain HTTP when the server answers the TLS handshake in HTTP
+    /// (containerd's `NewHTTPFallback`).
+    pub http_fallback: bool,
+    /// The registry itself (hosts.toml `server`, or the default), not a mirror.
+    pub upstream: bool,
+    /// Where the endpoint is configured, for messages (e.g. a hosts.toml table), or `None` for
+    /// containerd's defaults.
+    pub source: Option<String>,
+}
+
+impl Endpoint {
+    /// The `endpoint` label value and how messages name it: `host[:port]`, with the path when
+    /// it is not the standard `/v2`.
+    pub fn label(&self) -> String {
+        if self.path == "/v2" {
+            self.host.clone()
+        } else {
+            format!("{}{}", self.host, self.path)
+        }
+    }
+
+    /// Whether the runtime would ask this host for a reference: `resolve` for a tag, `pull`
+    /// for a digest (containerd `dockerResolver.Resolve`).
+    pub fn serves(&self, by_digest: bool) -> bool {
+        self.capabilities.pull && (by_digest || self.capabilities.resolve)
+    }
+}
+
+impl fmt::Display for Endpoint {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        write!(f, "{}://{}{}", self.scheme.as_str(), self.host, self.path)
+    }
+}
+
+/// The endpoints of one image's registry, and what the runtime would say about its files.
+#[derive(Clone, Debug, Default)]
+pub struct EndpointPlan {
+    /// In the order they are asked. Empty only when [`EndpointPlan::error`] is set or the
+    /// files configure no usable host.
+    pub endpoints: Vec<Endpoint>,
+    /// Files the runtime ignores or reads differently than written, each naming the file.
+    pub warnings: Vec<String>,
+    /// A problem that makes the runtime fail the pull before any request (e.g. a CA file it
+    /// cannot load), naming the file.
+    pub error: Option<String>,
+    /// Whether the node's files configure this registry (else the runtime's defaults apply).
+    pub from_files: bool,
+}
+
+/// The runtime whose configuration the probe follows: `node.runtime`, or detected from the
+/// files present (containerd's hosts directories first).
+pub fn runtime(settings: &NodeSettings) -> Runtime {
+    match settings.runtime {
+        Some(r) => r,
+        None if containerd::HostsDirs::new(&settings.containerd_config_path).any_exists() => {
+            Runtime::Containerd
+        }
+        None => Runtime::None,
+    }
+}
+
+/// The endpoints a pull of `target` asks on this node, in order.
+///
+/// Without node files for the registry, the target's own `plain_http` / `tls` settings say
+/// how the registry is reached (as a hosts.toml `server` entry would); with them, the node's
+/// files decide and the target's settings are reported as unused.
+pub fn plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
+    let ns = target.image.registry();
+    let mut plan = match runtime(settings) {
+        Runtime::Containerd => {
+            containerd::HostsDirs::new(&settings.containerd_config_path).plan(ns)
+        }
+        Runtime::None => containerd::HostsDirs { roots: Vec::new() }.plan(ns),
+    };
+    let overrides = target.plain_http || target.tls.configured;
+    if plan.from_files && overrides {
+        plan.warnings.push(format!(
+            "the node's registry configuration for {ns} decides how it is reached, so the target's plain_http/tls settings are not used"
+        ));
+    } else if overrides && let Some(last) = plan.endpoints.last_mut() {
+        last.http_fallback = false;
+        if target.plain_http {
+            last.scheme = Scheme::Http;
+            last.tls = Arc::default();
+        } else {
+            last.scheme = Scheme::Https;
+            last.tls = target.tls.clone();
+        }
+    }
+    plan
+}

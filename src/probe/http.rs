@@ -9,6 +9,7 @@
 
 use std::collections::HashMap;
 use std::net::IpAddr;
+use std::sync::Arc;
 
 use bytes::Bytes;
 use http::header::{AUTHORIZATION, HOST, LOCATION, USER_AGENT};
@@ -60,14 +61,14 @@ fn host_header(url: &Url) -> String {
 
 pub(crate) struct Session<'a> {
     dns: &'a Dns,
-    tls: &'a TlsSettings,
+    tls: Arc<TlsSettings>,
     deadline: Instant,
     conns: HashMap<String, http1::SendRequest<Full<Bytes>>>,
     tasks: JoinSet<()>,
 }
 
 impl<'a> Session<'a> {
-    pub(crate) fn new(dns: &'a Dns, tls: &'a TlsSettings, deadline: Instant) -> Self {
+    pub(crate) fn new(dns: &'a Dns, tls: Arc<TlsSettings>, deadline: Instant) -> Self {
         Session {
             dns,
             tls,
@@ -135,7 +136,7 @@ impl<'a> Session<'a> {
         let io: Box<dyn Io> = match url.scheme() {
             "http" => Box::new(stream),
             "https" => {
-                let trust = tls::trust_for(self.tls)
+                let trust = tls::trust_for(&self.tls)
                     .map_err(|e| StepError::new(Reason::TlsUntrusted, e))?;
                 let (tls, _report) = trust.handshake(stream, bare).await.map_err(|(e, _)| e)?;
                 Box::new(tls)

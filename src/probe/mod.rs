@@ -9,6 +9,7 @@
 
 pub mod challenge;
 mod dns;
+mod endpoint;
 mod fallback;
 mod http;
 pub mod ratelimit;
@@ -18,25 +19,23 @@ mod tcp;
 pub(crate) mod tls;
 mod token;
 
-use std::net::IpAddr;
 use std::sync::Arc;
 use std::time::{Duration, SystemTime};
 
 use tokio::time::Instant;
-use url::Url;
 
-pub(crate) use http::Io;
+pub(crate) use fallback::is_localhost;
 /// The engine's read limits (tests probe both sides of them).
 pub use http::{MAX_HEAD_BYTES, MAX_REDIRECTS};
-pub use report::{PhaseTiming, ProbeReport, RateLimit, TlsReport};
+pub use report::{EndpointResult, PhaseTiming, ProbeReport, RateLimit, TlsReport};
 pub(crate) use tls::Trust;
 pub use token::MAX_TOKEN_BODY;
 
-use crate::config::{Config, Target, TlsSettings};
+use crate::config::{Config, NodeSettings, Target};
 use crate::credentials::{Credential, KeyringMatch};
+use crate::node::{Endpoint, EndpointPlan};
 use crate::outcome::{Failure, Phase, Reason};
 use crate::platform::Platform;
-use fallback::LoopbackDefault;
 
 /// A failure inside a phase, before the orchestrator attaches the phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -70,6 +69,8 @@ struct Inner {
     tokens: Arc<token::TokenCache>,
     /// The node's platform, for targets with `check_platform`.
     platform: Platform,
+    /// Where the node's pull configuration is read from.
+    node: NodeSettings,
 }
 
 /// Times the phases as they are entered. A phase entered again (`manifest` after `auth`)
@@ -105,18 +106,6 @@ impl Recorder {
     }
 }
 
-/// The TLS settings of a loopback registry without hosts.toml: containerd skips verification.
-fn loopback_tls() -> Arc<TlsSettings> {
-    static SKIP: std::sync::OnceLock<Arc<TlsSettings>> = std::sync::OnceLock::new();
-    SKIP.get_or_init(|| {
-        Arc::new(TlsSettings {
-            insecure_skip_verify: true,
-            ..TlsSettings::default()
-        })
-    })
-    .clone()
-}
-
 /// What the walk learned so far; kept when the deadline cuts it short.
 #[derive(Default)]
 struct Walk {
@@ -124,6 +113,75 @@ struct Walk {
     report_tls: Option<TlsReport>,
     address: Option<std::net::SocketAddr>,
     manifest: registry::ManifestOutcome,
+    /// The labels of the planned endpoints, in order.
+    endpoints: Vec<String>,
+    /// The endpoints asked so far and how they answered.
+    chain: Vec<EndpointResult>,
+    /// The endpoint being asked when the walk stopped, if it had not answered yet.
+    current_endpoint: Option<usize>,
+    warnings: Vec<String>,
+}
+
+impl Walk {
+    /// The endpoint being asked when the deadline ran out failed with `f`.
+    fn deadline_hit(&mut self, f: &Failure) {
+        let Some(label) = self
+            .current_endpoint
+            .and_then(|i| self.endpoints.get(i))
+            .cloned()
+        else {
+            return;
+        };
+        let entry = EndpointResult {
+            upstream: self.endpoints.last() == Some(&label),
+            endpoint: label.clone(),
+            failure: Some(f.clone()),
+        };
+        match self.chain.iter_mut().find(|e| e.endpoint == label) {
+            Some(e) => *e = entry,
+            None => self.chain.push(entry),
+        }
+    }
+
+    /// The `endpoint` label: the endpoint that answered, or the one whose failure is the
+    /// verdict (the last one asked when no entry matches it).
+    fn verdict_endpoint(&self, failure: Option<&Failure>) -> String {
+        let found = match failure {
+            None => self.chain.iter().find(|e| e.ok()),
+            Some(f) => self
+                .chain
+                .iter()
+                .find(|e| {
+                    e.failure.as_ref().is_some_and(|g| {
+                        g.phase == f.phase
+                            && g.reason == f.reason
+                            && f.message.starts_with(&g.message)
+                    })
+                })
+                .or_else(|| self.chain.last()),
+        };
+        found
+            .map(|e| e.endpoint.clone())
+            .or_else(|| self.endpoints.first().cloned())
+            .unwrap_or_default()
+    }
+
+    /// Takes the TLS report and address of the endpoint that decided the attempt: the one
+    /// that answered, else the last one asked.
+    fn note_answering(&mut self, eps: &[endpoint::EndpointRun<'_>]) {
+        let decided = self
+            .chain
+            .iter()
+            .position(EndpointResult::ok)
+            .or_else(|| self.chain.len().checked_sub(1));
+        let Some(label) = decided.map(|i| self.chain[i].endpoint.clone()) else {
+            return;
+        };
+        if let Some(ep) = eps.iter().find(|e| e.ep.label() == label) {
+            self.report_tls = ep.tls.clone();
+            self.address = ep.address;
+        }
+    }
 }
 
 impl Prober {
@@ -144,6 +202,7 @@ impl Prober {
                 timeout: config.timeout,
                 tokens,
                 platform: Platform::host(),
+                node: config.node.clone(),
             }),
         }
     }
@@ -156,6 +215,7 @@ impl Prober {
                 timeout: config.timeout,
                 tokens: Arc::default(),
                 platform,
+                node: config.node.clone(),
             }),
         }
     }
@@ -182,8 +242,13 @@ impl Prober {
         let failure = match result {
             Ok(Ok(())) => None,
             Ok(Err(f)) => Some(f),
-            Err(_) => Some(self.deadline_failure(walk.rec.current.map(|c| c.0))),
+            Err(_) => {
+                let f = self.deadline_failure(walk.rec.current.map(|c| c.0));
+                walk.deadline_hit(&f);
+                Some(f)
+            }
         };
+        let endpoint = walk.verdict_endpoint(failure.as_ref());
         let report = ProbeReport {
             target: target.name.clone(),
             image: target.image.to_string(),
@@ -196,6 +261,9 @@ impl Prober {
             tls: walk.report_tls,
             digest: walk.manifest.digest,
             rate_limit: walk.manifest.rate_limit,
+            endpoint,
+            endpoints: walk.chain,
+            warnings: walk.warnings,
         };
         match &report.failure {
             None => {
@@ -232,96 +300,23 @@ impl Prober {
         }
     }
 
+    /// The endpoints a pull of `target` asks, in order, from the node's configuration.
+    fn plan(&self, target: &Target) -> EndpointPlan {
+        crate::node::plan(&self.inner.node, target)
+    }
+
     async fn walk(&self, target: &Target, deadline: Instant, w: &mut Walk) -> Result<(), Failure> {
         let image = &target.image;
-        let host = image.api_host();
-        // A host the reference grammar accepts but the URL standard does not cannot be asked.
-        let mut base = Url::parse(&format!("http://{}/", image.api_authority())).map_err(|_| {
-            Failure::new(
-                Phase::Dns,
-                Reason::DnsError,
-                format!("{} is not a usable host", image.api_authority()),
-            )
-        })?;
-        // containerd's defaults for a loopback registry without hosts.toml, unless the target
-        // says how to reach it (plain_http or a tls block).
-        let loopback = if target.plain_http || target.tls.configured {
-            None
-        } else {
-            fallback::loopback_default(host, image.port())
-        };
-        let mut plain = target.plain_http || loopback == Some(LoopbackDefault::Http);
-        let tls_settings = match loopback {
-            Some(LoopbackDefault::Https | LoopbackDefault::HttpsWithFallback) => loopback_tls(),
-            _ => target.tls.clone(),
-        };
-        let port = image.port().unwrap_or(if plain { 80 } else { 443 });
-
-        let addrs = match host
-            .trim_start_matches('[')
-            .trim_end_matches(']')
-            .parse::<IpAddr>()
-        {
-            Ok(ip) => vec![ip],
-            Err(_) => {
-                w.rec.enter(Phase::Dns);
-                self.inner
-                    .dns
-                    .resolve(host)
-                    .await
-                    .map_err(|e| e.at(Phase::Dns))?
-            }
-        };
-
-        w.rec.enter(Phase::Connect);
-        let addrs = tcp::sort_addresses(addrs, port).await;
-        let (stream, addr) = tcp::connect(&addrs, port, deadline)
-            .await
-            .map_err(|e| e.at(Phase::Connect))?;
-        w.address = Some(addr);
-
-        let io: Box<dyn Io> = if plain {
-            Box::new(stream)
-        } else {
-            w.rec.enter(Phase::Tls);
-            let trust = tls::trust_for(&tls_settings)
-                .map_err(|e| Failure::new(Phase::Tls, Reason::TlsUntrusted, e))?;
-            let (sniffed, first) = fallback::Sniff::new(stream);
-            match trust.handshake(sniffed, host).await {
-                Ok((tls, report)) => {
-                    w.report_tls = Some(report);
-                    Box::new(tls)
-                }
-                Err((_, _))
-                    if loopback == Some(LoopbackDefault::HttpsWithFallback)
-                        && fallback::answered_http(&first) =>
-                {
-                    // containerd's HTTP fallback: the server answered the ClientHello in HTTP.
-                    plain = true;
-                    w.rec.enter(Phase::Connect);
-                    let (stream, addr) = tcp::connect(&addrs, port, deadline)
-                        .await
-                        .map_err(|e| e.at(Phase::Connect))?;
-                    w.address = Some(addr);
-                    Box::new(stream)
-                }
-                Err((e, report)) => {
-                    w.report_tls = Some(report);
-                    return Err(e.at(Phase::Tls));
-                }
-            }
-        };
-
-        if !plain {
-            // http → https keeps a special scheme, which `set_scheme` always allows.
-            let _ = base.set_scheme("https");
+        let plan = self.plan(target);
+        w.warnings = plan.warnings;
+        if let Some(e) = plan.error {
+            return Err(Failure::new(Phase::Tls, Reason::TlsUntrusted, e));
         }
-        w.rec.enter(Phase::Manifest);
-        let mut session = http::Session::new(&self.inner.dns, &tls_settings, deadline);
-        session
-            .attach(&base, io)
-            .await
-            .map_err(|e| e.at(Phase::Manifest))?;
+        w.endpoints = plan.endpoints.iter().map(Endpoint::label).collect();
+        let mut eps = Vec::with_capacity(plan.endpoints.len());
+        for ep in plan.endpoints {
+            eps.push(endpoint::EndpointRun::new(ep, image.registry())?);
+        }
 
         // kubelet tries every matching credential in turn (and pulls anonymously when none
         // matches); the pull succeeds with the first that works.
@@ -342,18 +337,21 @@ impl Prober {
             let credential: Option<&Credential> =
                 m.map(|m| m.credential).filter(|c| !c.is_anonymous());
             let mut out = registry::ManifestOutcome::default();
+            w.chain.clear();
             let result = registry::Attempt::new(
-                &mut session,
-                base.clone(),
+                &mut eps,
+                &self.inner.dns,
+                deadline,
                 target,
                 &self.inner.tokens,
                 credential,
-                &mut w.rec,
+                w,
                 platform,
             )
             .resolve(&mut out)
             .await;
             w.manifest = out;
+            w.note_answering(&eps);
             match result {
                 Ok(()) => return Ok(()),
                 Err(f) => failures.push((m, f)),

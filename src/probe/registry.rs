@@ -34,14 +34,17 @@ use http::header::{ACCEPT, CONTENT_LENGTH, CONTENT_TYPE, WWW_AUTHENTICATE};
 use http::{HeaderMap, HeaderValue, Method, Response, StatusCode};
 use hyper::body::Incoming;
 use serde::Deserialize;
+use tokio::time::Instant;
 use url::Url;
 
 use super::challenge::{self, BearerChallenge, Challenge};
+use super::dns::Dns;
+use super::endpoint::EndpointRun;
 use super::http::{Session, read_body};
 use super::ratelimit;
-use super::report::RateLimit;
+use super::report::{EndpointResult, RateLimit};
 use super::token::{KnownAuth, TokenCache};
-use super::{Recorder, StepError};
+use super::{StepError, Walk};
 use crate::config::Target;
 use crate::credentials::{Credential, Secret};
 use crate::outcome::{Failure, Phase, Reason};
@@ -92,17 +95,29 @@ enum AuthError {
     Failed(Failure),
 }
 
-/// One pull attempt with one credential (or none), as containerd runs it for kubelet.
+/// One pull attempt with one credential (or none), as containerd runs it for kubelet: the
+/// resolver over the endpoints in order.
 pub(crate) struct Attempt<'x, 'a> {
-    pub session: &'x mut Session<'a>,
-    /// `scheme://host[:port]/`.
-    pub base: Url,
+    pub eps: &'x mut [EndpointRun<'a>],
+    /// The endpoint being asked.
+    cur: usize,
+    pub dns: &'a Dns,
+    pub deadline: Instant,
     pub target: &'x Target,
     pub tokens: &'x TokenCache,
     pub credential: Option<&'x Credential>,
-    pub rec: &'x mut Recorder,
+    pub walk: &'x mut Walk,
     pub platform: Option<&'x Platform>,
     handlers: HashMap<String, Handler>,
+}
+
+/// How one endpoint answered one path of `Resolve`.
+enum PathOutcome {
+    Found,
+    NotFound,
+    /// containerd "trying next host", with the error's priority (2.x `firstErrPriority`:
+    /// transport and auth 1, another status 3, an oversize manifest 4; a 404 is 2).
+    Next(Failure, u8),
 }
 
 /// A response with the URL that answered it (after redirects).
@@ -156,27 +171,50 @@ fn unexpected(what: &str, status: StatusCode) -> StepError {
 }
 
 impl<'x, 'a> Attempt<'x, 'a> {
+    #[allow(clippy::too_many_arguments)]
     pub(crate) fn new(
-        session: &'x mut Session<'a>,
-        base: Url,
+        eps: &'x mut [EndpointRun<'a>],
+        dns: &'a Dns,
+        deadline: Instant,
         target: &'x Target,
         tokens: &'x TokenCache,
         credential: Option<&'x Credential>,
-        rec: &'x mut Recorder,
+        walk: &'x mut Walk,
         platform: Option<&'x Platform>,
     ) -> Self {
-        let mut attempt = Attempt {
-            session,
-            base,
+        Attempt {
+            eps,
+            cur: 0,
+            dns,
+            deadline,
             target,
             tokens,
             credential,
-            rec,
+            walk,
             platform,
             handlers: HashMap::new(),
-        };
-        attempt.restore_handler();
-        attempt
+        }
+    }
+
+    fn session(&mut self) -> &mut Session<'a> {
+        self.eps[self.cur]
+            .session
+            .as_mut()
+            .expect("an endpoint is connected before it is asked")
+    }
+
+    /// Makes endpoint `i` the one asked, connecting it first.
+    async fn use_endpoint(&mut self, i: usize) -> Result<(), Failure> {
+        self.cur = i;
+        self.walk.current_endpoint = Some(i);
+        let fresh = self.eps[i].session.is_none();
+        self.eps[i]
+            .connect(self.dns, &mut self.walk.rec, self.deadline)
+            .await?;
+        if fresh || !self.handlers.contains_key(&url_host(&self.eps[i].origin)) {
+            self.restore_handler();
+        }
+        Ok(())
     }
 
     /// The repository scope containerd puts in the request context (`ContextWithRepositoryScope`).
@@ -198,7 +236,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
     /// Reuses what an earlier probe learned about the registry host: Basic credentials, or a
     /// cached Bearer token for the same challenge.
     fn restore_handler(&mut self) {
-        let host = url_host(&self.base);
+        let host = url_host(&self.eps[self.cur].origin);
         let handler = match self.tokens.known(&host, self.credential) {
             Some(KnownAuth::Basic) => self.basic_header().map(|header| Handler {
                 header,
@@ -232,12 +270,13 @@ impl<'x, 'a> Attempt<'x, 'a> {
         Some(v)
     }
 
-    fn url(&self, path: &str) -> Result<Url, Failure> {
-        self.base.join(path).map_err(|_| {
+    /// The URL of `rest` (`<repo>/manifests/<ref>`) on the endpoint being asked.
+    fn url(&self, rest: &str) -> Result<Url, Failure> {
+        self.eps[self.cur].url(rest).ok_or_else(|| {
             Failure::new(
                 Phase::Manifest,
                 Reason::ProtocolError,
-                format!("cannot build the request URL for {path}"),
+                format!("cannot build the request URL for {rest}"),
             )
         })
     }
@@ -257,10 +296,22 @@ impl<'x, 'a> Attempt<'x, 'a> {
             if let Ok(v) = HeaderValue::from_str(accept) {
                 headers.insert(ACCEPT, v);
             }
+            // hosts.toml `[header]`: on every request to this host.
+            for (name, value) in &self.eps[self.cur].ep.headers {
+                if let (Ok(n), Ok(v)) = (
+                    http::HeaderName::from_bytes(name.as_bytes()),
+                    HeaderValue::from_str(value),
+                ) {
+                    headers.append(n, v);
+                }
+            }
             let handlers = &self.handlers;
             let authorize = |u: &Url| handlers.get(&url_host(u)).map(|h| h.header.clone());
-            let (resp, answered) = self
+            let session = self.eps[self.cur]
                 .session
+                .as_mut()
+                .expect("an endpoint is connected before it is asked");
+            let (resp, answered) = session
                 .fetch_authorized(method.clone(), url, headers, Bytes::new(), &authorize)
                 .await
                 .map_err(|e| e.at(Phase::Manifest))?;
@@ -291,10 +342,10 @@ impl<'x, 'a> Attempt<'x, 'a> {
                         .collect();
                     let headers = resp.headers().clone();
                     let _ = read_body(resp, MAX_BODY).await;
-                    self.rec.enter(Phase::Auth);
+                    self.walk.rec.enter(Phase::Auth);
                     match self.add_responses(&history, &lines, &host, &headers).await {
                         Ok(()) => {
-                            self.rec.enter(Phase::Manifest);
+                            self.walk.rec.enter(Phase::Manifest);
                             continue;
                         }
                         Err(AuthError::Failed(f)) => return Err(f),
@@ -457,9 +508,10 @@ impl<'x, 'a> Attempt<'x, 'a> {
             )));
         }
         let scope = self.scopes(&ch);
-        let token = self
-            .tokens
-            .fetch(self.session, &ch, &scope, self.credential)
+        let tokens = self.tokens;
+        let credential = self.credential;
+        let token = tokens
+            .fetch(self.session(), &ch, &scope, credential)
             .await
             .map_err(|e| AuthError::Failed(e.at(Phase::Auth)))?;
         let header = bearer_header(&token).ok_or_else(|| {
@@ -541,122 +593,261 @@ impl<'x, 'a> Attempt<'x, 'a> {
         )
     }
 
-    /// containerd `dockerResolver.Resolve` against this host, then (with a platform) the
-    /// fetch of the manifest and the platform check.
+    /// Records how endpoint `i` answered (its latest answer stands).
+    fn record(&mut self, i: usize, failure: Option<Failure>) {
+        let ep = &self.eps[i].ep;
+        let label = ep.label();
+        let entry = EndpointResult {
+            endpoint: label.clone(),
+            upstream: ep.upstream,
+            failure,
+        };
+        match self.walk.chain.iter_mut().find(|e| e.endpoint == label) {
+            Some(e) => *e = entry,
+            None => self.walk.chain.push(entry),
+        }
+        self.walk.current_endpoint = None;
+    }
+
+    /// containerd `dockerResolver.Resolve` over the endpoints (paths outer, hosts inner), then
+    /// (with a platform) the fetcher's `GET` of the manifest and the platform check.
     pub(crate) async fn resolve(&mut self, out: &mut ManifestOutcome) -> Result<(), Failure> {
         let image = self.target.image.clone();
         let repo = image.repository();
         let digest = image.digest().map(str::to_owned);
-        let mut paths = vec![format!(
-            "/v2/{repo}/manifests/{}",
-            image.manifest_reference()
-        )];
+        let mut paths = vec![format!("{repo}/manifests/{}", image.manifest_reference())];
         if let Some(d) = &digest {
-            paths.push(format!("/v2/{repo}/blobs/{d}"));
+            paths.push(format!("{repo}/blobs/{d}"));
         }
+        let hosts: Vec<usize> = (0..self.eps.len())
+            .filter(|&i| self.eps[i].ep.serves(digest.is_some()))
+            .collect();
+        if hosts.is_empty() {
+            let what = if digest.is_some() { "pull" } else { "resolve" };
+            return Err(Failure::new(
+                Phase::Manifest,
+                Reason::ManifestUnknown,
+                format!(
+                    "the node's registry configuration gives no host the `{what}` capability for {}, so containerd fails with `no resolve hosts: not found` — add \"{what}\" to a host's capabilities",
+                    image.registry()
+                ),
+            ));
+        }
+        // 2.x `firstErr`/`firstErrPriority`: the error from furthest through the resolution.
+        let mut best: Option<(Failure, u8)> = None;
+        let mut last_not_found: Option<usize> = None;
         for path in &paths {
-            let url = self.url(path)?;
-            let answer = self.request(Method::HEAD, &url, MANIFEST_ACCEPT).await?;
-            if let Some(rl) = ratelimit::from_headers(answer.resp.headers()) {
-                out.rate_limit = Some(rl);
+            for &i in &hosts {
+                let outcome = match self.use_endpoint(i).await {
+                    Err(f) => PathOutcome::Next(f, 1),
+                    Ok(()) => self.try_path(path, digest.as_deref(), out).await?,
+                };
+                match outcome {
+                    PathOutcome::Found => {
+                        self.record(i, None);
+                        return Ok(());
+                    }
+                    PathOutcome::NotFound => {
+                        last_not_found = Some(i);
+                        let f = Failure::new(
+                            Phase::Manifest,
+                            Reason::ManifestUnknown,
+                            format!(
+                                "{} answered 404 Not Found for {}",
+                                self.eps[i].ep.label(),
+                                image.manifest_reference()
+                            ),
+                        );
+                        self.record(i, Some(f));
+                    }
+                    PathOutcome::Next(f, priority) => {
+                        self.record(i, Some(f.clone()));
+                        if best.as_ref().is_none_or(|(_, p)| priority > *p) {
+                            best = Some((f, priority));
+                        }
+                    }
+                }
             }
-            let status = answer.resp.status();
-            if status == StatusCode::NOT_FOUND {
-                let _ = read_body(answer.resp, MAX_BODY).await;
-                continue;
+        }
+        match (best, last_not_found) {
+            (Some((f, p)), _) if p > 2 => Err(f),
+            (_, Some(i)) => {
+                self.cur = i;
+                let f = self.not_found().await;
+                self.record(i, Some(f.clone()));
+                Err(f)
             }
-            if !status.is_success() {
-                return Err(self.failed(answer, out).await);
-            }
-            let headers = answer.resp.headers().clone();
+            (Some((f, _)), None) => Err(f),
+            (None, None) => Err(Failure::new(
+                Phase::Manifest,
+                Reason::ManifestUnknown,
+                format!("{image}: not found"),
+            )),
+        }
+    }
+
+    /// One path of `Resolve` on the endpoint being asked; `Err` stops the whole resolution
+    /// (an invalid digest, a final redirect, a failed `GET` of the manifest, the platform check).
+    async fn try_path(
+        &mut self,
+        path: &str,
+        digest: Option<&str>,
+        out: &mut ManifestOutcome,
+    ) -> Result<PathOutcome, Failure> {
+        let image = self.target.image.clone();
+        let url = self.url(path)?;
+        let answer = match self.request(Method::HEAD, &url, MANIFEST_ACCEPT).await {
+            Ok(a) => a,
+            Err(f) => return Ok(PathOutcome::Next(f, 1)),
+        };
+        if let Some(rl) = ratelimit::from_headers(answer.resp.headers()) {
+            out.rate_limit = Some(rl);
+        }
+        let status = answer.resp.status();
+        if status == StatusCode::NOT_FOUND {
             let _ = read_body(answer.resp, MAX_BODY).await;
-            let size = headers
-                .get(CONTENT_LENGTH)
-                .and_then(|v| v.to_str().ok())
-                .and_then(|v| v.parse::<u64>().ok());
-            let media_type = headers
-                .get(CONTENT_TYPE)
-                .and_then(|v| v.to_str().ok())
-                .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
-            // Bytes that are not text cannot be a digest either (Go reads them as a string).
-            let header_digest = headers
-                .get("docker-content-digest")
-                .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
-            let mut resolved = digest.clone();
-            if resolved.is_none()
-                && size.is_some()
-                && let Some(d) = &header_digest
-            {
-                if !is_digest(d) {
-                    return Err(Failure::new(
-                        Phase::Manifest,
-                        Reason::ProtocolError,
-                        format!(
-                            "{} sent a Docker-Content-Digest that is not a valid digest, so containerd refuses the answer",
-                            url_host(&answer.url)
-                        ),
-                    ));
-                }
-                resolved = Some(d.clone());
-            }
-            let mut fetched: Option<(Bytes, Option<String>)> = None;
-            if resolved.is_none() || size.is_none() {
-                if image.is_docker_hub() {
-                    // containerd would GET the manifest to learn its digest; on Docker Hub that
-                    // is a pull, so pullprobe reports what it has instead.
-                    out.digest = None;
-                    return Ok(());
-                }
-                let (body, mt) = self.get_manifest(&answer.url, MANIFEST_ACCEPT).await?;
-                if resolved.is_none() {
-                    resolved = Some(sha256_digest(&body));
-                }
-                fetched = Some((body, mt));
-            }
-            let size = size.or_else(|| fetched.as_ref().map(|(b, _)| b.len() as u64));
-            if size.is_some_and(|s| s > MAX_MANIFEST_SIZE) {
+            return Ok(PathOutcome::NotFound);
+        }
+        if status.is_redirection() {
+            return Err(self.failed(answer, out).await);
+        }
+        if !status.is_success() {
+            let f = self.failed(answer, out).await;
+            return Ok(PathOutcome::Next(f, 3));
+        }
+        let headers = answer.resp.headers().clone();
+        let _ = read_body(answer.resp, MAX_BODY).await;
+        let size = headers
+            .get(CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.parse::<u64>().ok());
+        let media_type = headers
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        // Bytes that are not text cannot be a digest either (Go reads them as a string).
+        let header_digest = headers
+            .get("docker-content-digest")
+            .map(|v| v.to_str().unwrap_or("\u{fffd}").to_owned());
+        let mut resolved = digest.map(str::to_owned);
+        if resolved.is_none()
+            && size.is_some()
+            && let Some(d) = &header_digest
+        {
+            if !is_digest(d) {
                 return Err(Failure::new(
                     Phase::Manifest,
                     Reason::ProtocolError,
                     format!(
-                        "the manifest of {} is {} bytes; containerd refuses manifests over {MAX_MANIFEST_SIZE} bytes",
-                        image,
-                        size.unwrap_or_default()
+                        "{} sent a Docker-Content-Digest that is not a valid digest, so containerd refuses the answer",
+                        url_host(&answer.url)
                     ),
                 ));
             }
-            out.digest = resolved.clone();
-            if let Some(platform) = self.platform {
-                let resolved = resolved.unwrap_or_default();
-                let (body, mt) = match fetched {
-                    Some(f) if digest.is_none() || sha256_digest(&f.0) == resolved => f,
-                    _ => {
-                        let url = self.url(&format!("/v2/{repo}/manifests/{resolved}"))?;
-                        let accept = media_type.clone().unwrap_or_else(|| "*/*".to_owned());
-                        let (body, mt) = self.get_manifest(&url, &format!("{accept}, */*")).await?;
-                        let actual = sha256_digest(&body);
-                        if resolved.starts_with("sha256:") && actual != resolved {
-                            return Err(Failure::new(
-                                Phase::Manifest,
-                                Reason::ProtocolError,
-                                format!(
-                                    "the manifest {resolved} of {image} that the registry sent has another digest ({actual}), so containerd rejects it"
-                                ),
-                            ));
-                        }
-                        (body, mt)
-                    }
-                };
-                check_platform(
-                    &body,
-                    mt.or(media_type).as_deref(),
-                    platform,
-                    &image.to_string(),
-                )?;
-            }
-            return Ok(());
+            resolved = Some(d.clone());
         }
-        Err(self.not_found().await)
+        let mut fetched: Option<(Bytes, Option<String>)> = None;
+        if resolved.is_none() || size.is_none() {
+            if image.is_docker_hub() {
+                // containerd would GET the manifest to learn its digest; on Docker Hub that
+                // is a pull, so pullprobe reports what it has instead.
+                out.digest = None;
+                return Ok(PathOutcome::Found);
+            }
+            let (body, mt) = self.get_manifest(&answer.url, MANIFEST_ACCEPT).await?;
+            if resolved.is_none() {
+                resolved = Some(sha256_digest(&body));
+            }
+            fetched = Some((body, mt));
+        }
+        let size = size.or_else(|| fetched.as_ref().map(|(b, _)| b.len() as u64));
+        if size.is_some_and(|s| s > MAX_MANIFEST_SIZE) {
+            return Ok(PathOutcome::Next(
+                Failure::new(
+                    Phase::Manifest,
+                    Reason::ProtocolError,
+                    format!(
+                        "the manifest of {} on {} is {} bytes; containerd refuses manifests over {MAX_MANIFEST_SIZE} bytes",
+                        image,
+                        self.eps[self.cur].ep.label(),
+                        size.unwrap_or_default()
+                    ),
+                ),
+                4,
+            ));
+        }
+        out.digest = resolved.clone();
+        if let Some(platform) = self.platform {
+            let resolved = resolved.unwrap_or_default();
+            let (body, mt) = match fetched {
+                Some(f) if digest.is_none() || sha256_digest(&f.0) == resolved => f,
+                _ => {
+                    self.fetch_manifest(&resolved, media_type.as_deref())
+                        .await?
+                }
+            };
+            check_platform(
+                &body,
+                mt.or(media_type).as_deref(),
+                platform,
+                &image.to_string(),
+            )?;
+        }
+        Ok(PathOutcome::Found)
+    }
+
+    /// containerd's fetcher for a manifest: `GET …/manifests/<digest>` on every pull-capable
+    /// endpoint in order until one serves it; the content must have the digest.
+    async fn fetch_manifest(
+        &mut self,
+        resolved: &str,
+        media_type: Option<&str>,
+    ) -> Result<(Bytes, Option<String>), Failure> {
+        let image = self.target.image.clone();
+        let resolving = self.cur;
+        let mut first_err: Option<Failure> = None;
+        let order: Vec<usize> = (0..self.eps.len())
+            .filter(|&i| self.eps[i].ep.capabilities.pull)
+            .collect();
+        for i in order {
+            if let Err(f) = self.use_endpoint(i).await {
+                first_err.get_or_insert(f);
+                continue;
+            }
+            let result = async {
+                let url = self.url(&format!("{}/manifests/{resolved}", image.repository()))?;
+                let accept = media_type.unwrap_or("*/*");
+                self.get_manifest(&url, &format!("{accept}, */*")).await
+            }
+            .await;
+            match result {
+                Ok((body, mt)) => {
+                    self.cur = resolving;
+                    let actual = sha256_digest(&body);
+                    if resolved.starts_with("sha256:") && actual != resolved {
+                        return Err(Failure::new(
+                            Phase::Manifest,
+                            Reason::ProtocolError,
+                            format!(
+                                "the manifest {resolved} of {image} that the registry sent has another digest ({actual}), so containerd rejects it"
+                            ),
+                        ));
+                    }
+                    return Ok((body, mt));
+                }
+                Err(f) => {
+                    first_err.get_or_insert(f);
+                }
+            }
+        }
+        self.cur = resolving;
+        Err(first_err.unwrap_or_else(|| {
+            Failure::new(
+                Phase::Manifest,
+                Reason::ManifestUnknown,
+                format!("no host serves the manifest {resolved} of {image}"),
+            )
+        }))
     }
 
     /// `GET` of a manifest: containerd's fallback when `HEAD` lacks the digest or the size,
@@ -764,7 +955,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
                 ),
             )
         };
-        let Ok(url) = self.url(&format!("/v2/{}/tags/list", image.repository())) else {
+        let Ok(url) = self.url(&format!("{}/tags/list", image.repository())) else {
             return unconfirmed();
         };
         let Ok(answer) = self.request(Method::GET, &url, "application/json").await else {
@@ -806,7 +997,10 @@ impl<'x, 'a> Attempt<'x, 'a> {
                     None | Some("NAME_UNKNOWN") => Failure::new(
                         Phase::Manifest,
                         Reason::NameUnknown,
-                        format!("repository {shown} not found on {}", image.api_authority()),
+                        format!(
+                            "repository {shown} not found on {}",
+                            self.eps[self.cur].ep.label()
+                        ),
                     ),
                     Some(_) => unconfirmed(),
                 }

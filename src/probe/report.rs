@@ -44,6 +44,23 @@ pub struct TlsReport {
     pub anchor_not_after: Option<i64>,
 }
 
+/// One endpoint the pull asked (a mirror, or the registry itself), in the order asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct EndpointResult {
+    /// `host[:port]` (with the API path when it is not `/v2`): the `endpoint` label.
+    pub endpoint: String,
+    /// Whether this is the registry itself rather than a mirror.
+    pub upstream: bool,
+    /// `None` when this endpoint answered with the manifest.
+    pub failure: Option<Failure>,
+}
+
+impl EndpointResult {
+    pub fn ok(&self) -> bool {
+        self.failure.is_none()
+    }
+}
+
 /// The complete result of probing one target once.
 #[derive(Clone, Debug)]
 pub struct ProbeReport {
@@ -66,6 +83,13 @@ pub struct ProbeReport {
     /// `Docker-Content-Digest` of the manifest.
     pub digest: Option<String>,
     pub rate_limit: Option<RateLimit>,
+    /// The endpoint that answered (or whose failure is the verdict): the `endpoint` label.
+    pub endpoint: String,
+    /// Every endpoint asked, in order; one entry when the node configures no mirrors.
+    pub endpoints: Vec<EndpointResult>,
+    /// What the node's configuration files would make the runtime do differently than they
+    /// say (ignored files, unreadable entries), each naming the file.
+    pub warnings: Vec<String>,
 }
 
 impl ProbeReport {

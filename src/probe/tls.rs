@@ -22,7 +22,7 @@ use tokio_rustls::client::TlsStream;
 
 use super::StepError;
 use super::report::TlsReport;
-use crate::config::TlsSettings;
+use crate::config::{ClientCertificate, TlsSettings};
 use crate::outcome::Reason;
 
 mod go_x509;
@@ -34,6 +34,58 @@ use go_x509::{Anchor, Rejection, Roots, SystemRoots};
 pub(crate) struct Trust {
     /// `None` with `insecure_skip_verify`.
     verifier: Option<Arc<Roots>>,
+    /// The client certificates offered when the server asks.
+    client: Vec<ClientCertificate>,
+}
+
+/// Go's client certificate choice (`tls.Config.Certificates` without `GetClientCertificate`,
+/// `clientHandshakeState.getClientCertificate`): the first chain the server's
+/// CertificateRequest supports — a signature scheme it accepts and, when it names acceptable
+/// CAs, an issuer among them (`CertificateRequestInfo.SupportsCertificate`); none otherwise.
+#[derive(Debug)]
+struct ClientCerts(Vec<ClientCertificate>);
+
+impl rustls::client::ResolvesClientCert for ClientCerts {
+    fn resolve(
+        &self,
+        root_hint_subjects: &[&[u8]],
+        sigschemes: &[SignatureScheme],
+    ) -> Option<Arc<rustls::sign::CertifiedKey>> {
+        self.0
+            .iter()
+            .find(|c| {
+                c.key.key.choose_scheme(sigschemes).is_some()
+                    && (root_hint_subjects.is_empty()
+                        || c.key
+                            .cert
+                            .iter()
+                            .any(|der| issued_by_one_of(der, root_hint_subjects)))
+            })
+            .map(|c| c.key.clone())
+    }
+
+    fn has_certs(&self) -> bool {
+        !self.0.is_empty()
+    }
+}
+
+/// Whether the certificate's issuer is one of the names (with or without the outer SEQUENCE,
+/// as TLS and X.509 write them).
+fn issued_by_one_of(der: &CertificateDer<'_>, names: &[&[u8]]) -> bool {
+    let Ok((_, cert)) = x509_parser::parse_x509_certificate(der) else {
+        return false;
+    };
+    let raw = cert.issuer().as_raw();
+    // The content of the SEQUENCE: after its tag and (short or long form) length.
+    let header = match raw.get(1) {
+        Some(&l) if l < 0x80 => 2,
+        Some(&l) => 2 + usize::from(l & 0x7f),
+        None => raw.len(),
+    };
+    let inner = raw.get(header..).unwrap_or_default();
+    names
+        .iter()
+        .any(|n| *n == raw || (!inner.is_empty() && *n == inner))
 }
 
 fn system_roots() -> &'static SystemRoots {
@@ -94,11 +146,16 @@ impl Trust {
     /// # Errors
     /// When a certificate of `tls.ca_file` cannot be a trust anchor.
     pub(crate) fn new(settings: &TlsSettings) -> Result<Self, String> {
+        let client = settings.client_certificates.clone();
         if settings.insecure_skip_verify {
-            return Ok(Trust { verifier: None });
+            return Ok(Trust {
+                verifier: None,
+                client,
+            });
         }
         Ok(Trust {
             verifier: Some(shared_verifier(&settings.extra_roots)?),
+            client,
         })
     }
 
@@ -125,10 +182,14 @@ impl Trust {
             algorithms: provider_algorithms(),
             seen: Mutex::default(),
         });
-        let mut config = ClientConfig::builder()
+        let builder = ClientConfig::builder()
             .dangerous()
-            .with_custom_certificate_verifier(capture.clone())
-            .with_no_client_auth();
+            .with_custom_certificate_verifier(capture.clone());
+        let mut config = if self.client.is_empty() {
+            builder.with_no_client_auth()
+        } else {
+            builder.with_client_cert_resolver(Arc::new(ClientCerts(self.client.clone())))
+        };
         config.alpn_protocols = vec![b"http/1.1".to_vec()];
         config.resumption = rustls::client::Resumption::disabled();
         let result = TlsConnector::from(Arc::new(config))

@@ -1,0 +1,183 @@
+//! One endpoint of the pull (a mirror or the registry) during one probe: its first connection,
+//! with the `dns`, `connect` and `tls` phases recorded, and the request URLs containerd builds
+//! for it (`RegistryHost` with `Path`, `request.addNamespace`).
+
+use std::net::{IpAddr, SocketAddr};
+
+use tokio::time::Instant;
+use url::Url;
+
+use super::dns::Dns;
+use super::http::{Io, Session};
+use super::report::TlsReport;
+use super::{Recorder, fallback, tcp, tls};
+use crate::node::{Endpoint, Scheme};
+use crate::outcome::{Failure, Phase, Reason};
+
+/// An endpoint and what this probe knows of it.
+pub(crate) struct EndpointRun<'a> {
+    pub ep: Endpoint,
+    /// `scheme://host[:port]` (after a fallback to HTTP, `http://`).
+    pub origin: Url,
+    /// containerd `isProxy`: the reference's host, sent as `?ns=` to a host that is not it.
+    pub ns: Option<String>,
+    pub session: Option<Session<'a>>,
+    /// A failure to connect, kept so that a later path does not dial again.
+    pub unreachable: Option<Failure>,
+    pub tls: Option<TlsReport>,
+    pub address: Option<SocketAddr>,
+}
+
+/// Go's `URL.Host` split into the host (brackets removed) and the port.
+fn split_authority(authority: &str) -> (&str, Option<u16>) {
+    if let Some(rest) = authority.strip_prefix('[') {
+        return match rest.split_once(']') {
+            Some((h, tail)) => (h, tail.strip_prefix(':').and_then(|p| p.parse().ok())),
+            None => (rest, None),
+        };
+    }
+    match authority.rsplit_once(':') {
+        Some((h, p)) if !h.contains(':') => (h, p.parse().ok()),
+        _ => (authority, None),
+    }
+}
+
+impl<'a> EndpointRun<'a> {
+    /// `None` when the endpoint's host is not a usable URL authority.
+    pub(crate) fn new(ep: Endpoint, reference_host: &str) -> Result<Self, Failure> {
+        let origin =
+            Url::parse(&format!("{}://{}/", ep.scheme.as_str(), ep.host)).map_err(|_| {
+                Failure::new(
+                    Phase::Dns,
+                    Reason::DnsError,
+                    format!("{} is not a usable host", ep.host),
+                )
+            })?;
+        // containerd `RegistryHost.isProxy`.
+        let is_proxy = reference_host != ep.host
+            && !(reference_host == "docker.io" && ep.host == crate::reference::DOCKER_HUB_API_HOST);
+        Ok(EndpointRun {
+            ns: is_proxy.then(|| reference_host.to_owned()),
+            ep,
+            origin,
+            session: None,
+            unreachable: None,
+            tls: None,
+            address: None,
+        })
+    }
+
+    /// The URL of `rest` (`<repo>/manifests/<ref>`) under the endpoint's API root, with
+    /// `?ns=` for a mirror.
+    pub(crate) fn url(&self, rest: &str) -> Option<Url> {
+        let mut url = self.origin.join(&format!("{}/{rest}", self.ep.path)).ok()?;
+        if let Some(ns) = &self.ns {
+            url.query_pairs_mut().append_pair("ns", ns);
+        }
+        Some(url)
+    }
+
+    /// Opens the first connection: DNS, TCP (within the endpoint's `dial_timeout`), TLS (with
+    /// containerd's HTTP fallback where it applies), each phase recorded.
+    pub(crate) async fn connect(
+        &mut self,
+        dns: &'a Dns,
+        rec: &mut Recorder,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        if self.session.is_some() {
+            return Ok(());
+        }
+        if let Some(f) = &self.unreachable {
+            return Err(f.clone());
+        }
+        let result = self.dial(dns, rec, deadline).await;
+        if let Err(f) = &result {
+            self.unreachable = Some(f.clone());
+        }
+        result
+    }
+
+    async fn dial(
+        &mut self,
+        dns: &'a Dns,
+        rec: &mut Recorder,
+        deadline: Instant,
+    ) -> Result<(), Failure> {
+        let (host, port) = split_authority(&self.ep.host);
+        let host = host.to_owned();
+        let mut plain = self.ep.scheme == Scheme::Http;
+        let port = port.unwrap_or(if plain { 80 } else { 443 });
+        let addrs = match host.parse::<IpAddr>() {
+            Ok(ip) => vec![ip],
+            Err(_) => {
+                rec.enter(Phase::Dns);
+                dns.resolve(&host).await.map_err(|e| e.at(Phase::Dns))?
+            }
+        };
+        rec.enter(Phase::Connect);
+        let dial_deadline = match self.ep.dial_timeout {
+            Some(t) if !t.is_zero() => deadline.min(Instant::now() + t),
+            _ => deadline,
+        };
+        let addrs = tcp::sort_addresses(addrs, port).await;
+        let (stream, addr) = tcp::connect(&addrs, port, dial_deadline)
+            .await
+            .map_err(|e| e.at(Phase::Connect))?;
+        self.address = Some(addr);
+
+        let io: Box<dyn Io> = if plain {
+            Box::new(stream)
+        } else {
+            rec.enter(Phase::Tls);
+            let trust = tls::trust_for(&self.ep.tls)
+                .map_err(|e| Failure::new(Phase::Tls, Reason::TlsUntrusted, e))?;
+            let (sniffed, first) = fallback::Sniff::new(stream);
+            match trust.handshake(sniffed, &host).await {
+                Ok((tls, report)) => {
+                    self.tls = Some(report);
+                    Box::new(tls)
+                }
+                Err((_, _)) if self.ep.http_fallback && fallback::answered_http(&first) => {
+                    // containerd's HTTP fallback: the server answered the ClientHello in HTTP.
+                    plain = true;
+                    rec.enter(Phase::Connect);
+                    let (stream, addr) = tcp::connect(&addrs, port, dial_deadline)
+                        .await
+                        .map_err(|e| e.at(Phase::Connect))?;
+                    self.address = Some(addr);
+                    Box::new(stream)
+                }
+                Err((e, report)) => {
+                    self.tls = Some(report);
+                    return Err(e.at(Phase::Tls));
+                }
+            }
+        };
+        if plain {
+            // https → http keeps a special scheme, which `set_scheme` always allows.
+            let _ = self.origin.set_scheme("http");
+        }
+        rec.enter(Phase::Manifest);
+        let mut session = Session::new(dns, self.ep.tls.clone(), deadline);
+        session
+            .attach(&self.origin, io)
+            .await
+            .map_err(|e| e.at(Phase::Manifest))?;
+        self.session = Some(session);
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn authorities_split_as_go_does() {
+        assert_eq!(split_authority("mirror:5000"), ("mirror", Some(5000)));
+        assert_eq!(split_authority("mirror"), ("mirror", None));
+        assert_eq!(split_authority("[fd00::1]:5000"), ("fd00::1", Some(5000)));
+        assert_eq!(split_authority("[fd00::1]"), ("fd00::1", None));
+    }
+}
