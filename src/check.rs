@@ -139,6 +139,21 @@ struct JsonResult<'a> {
     tls: Option<JsonTls<'a>>,
     digest: Option<&'a str>,
     rate_limit: Option<JsonRateLimit<'a>>,
+    /// The endpoint that answered, or whose failure is the verdict.
+    endpoint: &'a str,
+    /// Every endpoint asked, in order (mirrors first, the registry last).
+    endpoints: Vec<JsonEndpoint<'a>>,
+    /// What the node's files would make the runtime do differently than they say.
+    warnings: &'a [String],
+}
+
+#[derive(Serialize)]
+struct JsonEndpoint<'a> {
+    endpoint: &'a str,
+    ok: bool,
+    phase: Option<Phase>,
+    reason: Reason,
+    message: Option<&'a str>,
 }
 
 #[derive(Serialize)]
@@ -227,6 +242,19 @@ pub fn render_json(reports: &[ProbeReport]) -> String {
                 window_seconds: l.window_seconds,
                 source: l.source.as_deref(),
             }),
+            endpoint: &r.endpoint,
+            endpoints: r
+                .endpoints
+                .iter()
+                .map(|e| JsonEndpoint {
+                    endpoint: &e.endpoint,
+                    ok: e.ok(),
+                    phase: e.failure.as_ref().map(|f| f.phase),
+                    reason: e.failure.as_ref().map_or(Reason::Ok, |f| f.reason),
+                    message: e.failure.as_ref().map(|f| f.message.as_str()),
+                })
+                .collect(),
+            warnings: &r.warnings,
         })
         .collect();
     let mut s = serde_json::to_string_pretty(&JsonOutput { results })
@@ -236,6 +264,36 @@ pub fn render_json(reports: &[ProbeReport]) -> String {
 }
 
 // ---- text --------------------------------------------------------------------------------
+
+/// The endpoints asked, when there is more than the registry itself: "mirror
+/// mirror.internal:5000 connect_refused → registry-1.docker.io ok".
+fn write_chain(out: &mut String, r: &ProbeReport) {
+    if r.endpoints.len() < 2 && r.endpoints.iter().all(|e| e.upstream) {
+        return;
+    }
+    let _ = writeln!(
+        out,
+        "    endpoints:   (asked in this order, as the node's runtime asks them)"
+    );
+    for e in &r.endpoints {
+        let kind = if e.upstream { "registry" } else { "mirror" };
+        match &e.failure {
+            None => {
+                let _ = writeln!(out, "      {kind} {}: ok", e.endpoint);
+            }
+            Some(f) => {
+                let _ = writeln!(
+                    out,
+                    "      {kind} {}: {} at {} — {}",
+                    e.endpoint, f.reason, f.phase, f.message
+                );
+            }
+        }
+    }
+    if r.ok() && r.endpoints.len() > 1 {
+        let _ = writeln!(out, "      → the pull uses {}", r.endpoint);
+    }
+}
 
 fn millis(d: Duration) -> String {
     format!("{}ms", d.as_millis())
@@ -302,6 +360,10 @@ pub fn render_text(reports: &[ProbeReport]) -> String {
                     let _ = writeln!(out, "    what to do:  {remedy}");
                 }
             }
+        }
+        write_chain(&mut out, r);
+        for w in &r.warnings {
+            let _ = writeln!(out, "    warning:     {w}");
         }
         if let Some(a) = r.address {
             let _ = writeln!(out, "    address:     {a}");

@@ -248,6 +248,21 @@ pub(crate) fn parse_hosts_file(
         message: format!("TOML syntax error: {}", e.message().trim_end()),
     })?;
     let mut hosts = Vec::new();
+    if !table.contains_key("host") {
+        // 1.6/1.7 `getSortedHosts`: "invalid `host` tree" (containerd#10027); 2.x reads the
+        // file. pullprobe follows the versions that ignore it, and says so.
+        let line = text
+            .lines()
+            .position(|l| l.trim_start().starts_with("server"))
+            .map(|i| i + 1);
+        return Err(ParseProblem {
+            line,
+            message: "the file has no [host.\"…\"] table, and containerd 1.6 and 1.7 reject such a file \
+                      (\"invalid `host` tree\", containerd#10027; containerd 2.x would use its server) — \
+                      add the server as a [host.\"…\"] table to be read by every version"
+                .to_owned(),
+        });
+    }
     if let Some(h) = table.get("host") {
         let toml::Value::Table(h) = h else {
             return Err(ParseProblem {

@@ -55,7 +55,7 @@ fn random_loopback() -> std::net::Ipv4Addr {
     std::net::Ipv4Addr::new(127, a.max(2), b, c.clamp(1, 254))
 }
 
-fn have_ctr() -> bool {
+pub(crate) fn have_ctr() -> bool {
     require_tool("ctr").is_some()
 }
 

@@ -5,7 +5,8 @@
 //! `docker_registry`, `unbound`, `alerts_e2e` and `secure_metrics`; the agent with the real
 //! engine in `agent_e2e`; the TLS verdicts where Go's crypto/x509 and webpki differ in `tls_go`;
 //! and containerd's own client on the fakes, pinning the behaviour pullprobe must agree with,
-//! in `containerd`; pullprobe against it on the same fixtures in `differential`.
+//! in `containerd`; pullprobe against it on the same fixtures in `differential`, and on the
+//! node's mirror chains (hosts.toml) in `mirrors`.
 
 mod agent_e2e;
 mod alerts_e2e;
@@ -16,6 +17,7 @@ mod engine;
 mod fakes;
 mod go_resolver;
 mod hostile;
+mod mirrors;
 mod secure_metrics;
 mod support;
 mod tls_go;

@@ -336,3 +336,24 @@ fn go_path_clean_and_durations() {
     assert_eq!(host_part("[::1]:5000"), "[::1]");
     assert_eq!(host_part("localhost:5000"), "localhost");
 }
+
+// containerd#10027: 1.6/1.7 `getSortedHosts` fail on a file without `[host]` tables, and
+// `loadHostDir` then ignores the file.
+#[test]
+fn a_hosts_toml_without_host_tables_is_ignored_as_containerd_1_7_does() {
+    let root = tempfile::tempdir().expect("tmp");
+    write(
+        root.path(),
+        "docker.io/hosts.toml",
+        "# a pull-through cache\nserver = \"https://cache.internal\"\n",
+    );
+    let plan = plan_for(root.path(), "docker.io");
+    assert_eq!(plan.endpoints.len(), 1);
+    assert_eq!(plan.endpoints[0].host, "registry-1.docker.io");
+    let w = &plan.warnings[0];
+    assert!(
+        w.contains("hosts.toml: line 2: the file has no [host.\"…\"] table"),
+        "{w}"
+    );
+    assert!(w.contains("containerd#10027"), "{w}");
+}
