@@ -304,7 +304,10 @@ impl KubeletKeyring {
     /// Every credential kubelet tries for `image`, in order; each says where it came from
     /// ([`KeyringMatch::source`]).
     pub fn lookup_all(&self, image: &ImageRef) -> Vec<KeyringMatch<'_>> {
-        self.parts.iter().flat_map(|k| k.lookup_all(image)).collect()
+        self.parts
+            .iter()
+            .flat_map(|k| k.lookup_all(image))
+            .collect()
     }
 }
 
@@ -496,7 +499,10 @@ mod tests {
         assert_eq!(*path, dir.path().join("kubelet/config.json"));
         assert!(keyring.is_empty());
 
-        for doc in ["null", r#"{"credsStore": "ecr-login", "HttpHeaders": {"X": "y"}}"#] {
+        for doc in [
+            "null",
+            r#"{"credsStore": "ecr-login", "HttpHeaders": {"X": "y"}}"#,
+        ] {
             let k = Keyring::from_config_json(Path::new("c.json"), doc.as_bytes()).unwrap();
             assert!(k.is_empty(), "{doc}");
         }
