@@ -282,7 +282,7 @@ struct RawTls {
 }
 
 /// The one place that knows the YAML crate, so swapping it touches one function.
-fn from_yaml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
+pub(crate) fn from_yaml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
     serde_saphyr::from_str(text).map_err(|e| e.to_string())
 }
 

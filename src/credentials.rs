@@ -42,6 +42,7 @@
 use std::collections::HashMap;
 use std::fmt;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use base64::Engine as _;
 use serde::de::{self, Deserialize, Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
@@ -105,15 +106,44 @@ impl Credential {
     }
 }
 
+/// Where an entry of a [`Keyring`] came from, for messages: `Display` gives the file's path or
+/// `plugin NAME`.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub enum CredentialSource {
+    /// A docker `config.json` / `.dockercfg` / `.dockerconfigjson` file.
+    File(PathBuf),
+    /// The `auth` map of a kubelet credential-provider plugin's response, by provider name.
+    Plugin(String),
+}
+
+impl fmt::Display for CredentialSource {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        match self {
+            CredentialSource::File(path) => write!(f, "{}", path.display()),
+            CredentialSource::Plugin(name) => write!(f, "plugin {name}"),
+        }
+    }
+}
+
 /// One entry kubelet would try for an image.
 #[derive(Clone, Copy, Debug, PartialEq, Eq)]
 pub struct KeyringMatch<'a> {
-    /// The `auths` key exactly as written in the file.
+    /// The `auths` key exactly as written in the file (or the plugin's `auth` key).
     pub key: &'a str,
     pub credential: &'a Credential,
     /// Fields present in the entry that kubelet ignores (e.g. "identitytoken",
     /// "registrytoken"), so a message can say so.
     pub ignored: &'a [&'static str],
+    /// The file or plugin the entry came from.
+    pub source: &'a CredentialSource,
+}
+
+impl KeyringMatch<'_> {
+    /// `credentials from plugin ecr-credential-provider, key "*.dkr.ecr.*.amazonaws.com"` or
+    /// `credentials from /var/lib/kubelet/config.json, key "quay.io"`: never a secret.
+    pub fn origin(&self) -> String {
+        format!("credentials from {}, key {:?}", self.source, self.key)
+    }
 }
 
 /// The credential-bearing fields of a docker config entry that kubelet never reads
@@ -191,6 +221,7 @@ struct Entry {
     key: String,
     credential: Credential,
     ignored: Vec<&'static str>,
+    source: Arc<CredentialSource>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -247,24 +278,72 @@ impl Keyring {
     /// # Errors
     /// As [`Keyring::load`].
     pub fn from_slice(path: &Path, bytes: &[u8]) -> Result<Self, CredentialsError> {
+        Self::parse(path, bytes, Shape::Either)
+    }
+
+    /// Parses a node `config.json` exactly as kubelet's `readDockerConfigJSONFileFromBytes`
+    /// does: `json.Unmarshal` into `DockerConfigJSON`, so only `auths` (and the type of
+    /// `HttpHeaders`) matter. A document without `auths` — a legacy bare map, or only
+    /// `credsStore` — is valid and has no entries, and so is `null`.
+    ///
+    /// # Errors
+    /// When the document is not JSON, is not an object, or an entry is malformed.
+    pub fn from_config_json(path: &Path, bytes: &[u8]) -> Result<Self, CredentialsError> {
+        Self::parse(path, bytes, Shape::ConfigJson)
+    }
+
+    /// Parses a node `.dockercfg` exactly as kubelet's `ReadDockerConfigFileFromBytes` does:
+    /// `json.Unmarshal` into the bare `DockerConfig` map, so every member is an entry (an
+    /// `"auths"` member too, as an entry named `auths`), and `null` is an empty map.
+    ///
+    /// # Errors
+    /// When the document is not JSON, is not an object, or an entry is malformed.
+    pub fn from_dockercfg(path: &Path, bytes: &[u8]) -> Result<Self, CredentialsError> {
+        Self::parse(path, bytes, Shape::Dockercfg)
+    }
+
+    fn parse(path: &Path, bytes: &[u8], shape: Shape) -> Result<Self, CredentialsError> {
         let format_err = |detail: &str| CredentialsError::Format {
             path: path.to_owned(),
             detail: detail.to_owned(),
         };
         // The document is read into a tree that keeps member order and never fails on a type,
         // so serde_json's messages are only about syntax and positions, never values.
-        let root: Json = serde_json::from_slice(bytes).map_err(|e| CredentialsError::Format {
+        let root = parse_json(bytes).map_err(|e| CredentialsError::Format {
             path: path.to_owned(),
             detail: format!("invalid JSON at line {} column {}", e.line(), e.column()),
         })?;
-        let Json::Object(top) = root else {
-            return Err(format_err("the top level must be a JSON object"));
+        let top = match (root, shape) {
+            (Json::Object(top), _) => top,
+            // `json.Unmarshal` of `null` into a struct or a map leaves it empty.
+            (Json::Null, Shape::ConfigJson | Shape::Dockercfg) => Vec::new(),
+            _ => return Err(format_err("the top level must be a JSON object")),
         };
-        let auths = if top.iter().any(|(k, _)| go_field_eq(k, "auths")) {
+        let has_auths = top.iter().any(|(k, _)| go_field_eq(k, "auths"));
+        let auths = if shape == Shape::Dockercfg {
+            // `DockerConfig` is the map itself.
+            let mut merged = Members::default();
+            merged.merge(top);
+            merged
+        } else if has_auths || shape == Shape::ConfigJson {
             // `DockerConfigJSON.Auths`: Go matches the field name case-insensitively, decodes
             // a repeated "auths" into the same map, and a `null` resets it.
             let mut merged = Members::default();
             for (name, value) in top {
+                if go_field_eq(&name, "httpheaders") {
+                    // `HTTPHeaders map[string]string`: only its type can fail the document.
+                    let strings = match &value {
+                        Json::Null => true,
+                        Json::Object(m) => m
+                            .iter()
+                            .all(|(_, v)| matches!(v, Json::String(_) | Json::Null)),
+                        _ => false,
+                    };
+                    if !strings {
+                        return Err(format_err("\"HttpHeaders\" must be an object of strings"));
+                    }
+                    continue;
+                }
                 if !go_field_eq(&name, "auths") {
                     continue;
                 }
@@ -287,6 +366,7 @@ impl Keyring {
             return Err(format_err("missing \"auths\" object"));
         };
 
+        let source = Arc::new(CredentialSource::File(path.to_owned()));
         let mut entries = Vec::with_capacity(auths.items.len());
         for (key, value) in auths.items {
             let (credential, ignored) =
@@ -299,10 +379,52 @@ impl Keyring {
                 key,
                 credential,
                 ignored,
+                source: source.clone(),
             });
         }
+        Ok(Self::indexed(entries))
+    }
 
-        // `Add`: index every entry under its normalised key, dedupe, reverse-sort.
+    /// A keyring of `(key, credential)` pairs from one source, in the given order — what
+    /// `BasicDockerKeyring.Add` builds from a provider's `DockerConfig` (a credential-provider
+    /// plugin's `auth` map, say). Keys are normalised and indexed as for a file.
+    pub fn from_entries(
+        source: CredentialSource,
+        entries: impl IntoIterator<Item = (String, Credential)>,
+    ) -> Self {
+        let source = Arc::new(source);
+        let entries = entries
+            .into_iter()
+            .map(|(key, credential)| Entry {
+                key,
+                credential,
+                ignored: Vec::new(),
+                source: source.clone(),
+            })
+            .collect();
+        Self::indexed(entries)
+    }
+
+    /// One keyring holding every entry of `parts`, in order, indexed together: what kubelet
+    /// gets by calling `BasicDockerKeyring.Add` once per provider on one keyring
+    /// (`providersDockerKeyring.Lookup`, `externalCredentialProviderKeyring.Lookup`,
+    /// `secretsToTrackedDockerConfigs`). Keys of all parts are sorted together in reverse, and
+    /// entries under the same normalised key keep the order of `parts`. Each entry keeps its
+    /// [`CredentialSource`].
+    ///
+    /// This is not the union of `UnionDockerKeyring`, which looks each keyring
+    /// up on its own and concatenates the results.
+    pub fn merged<'a>(parts: impl IntoIterator<Item = &'a Keyring>) -> Self {
+        let entries = parts
+            .into_iter()
+            .flat_map(|k| k.entries.iter().cloned())
+            .collect();
+        Self::indexed(entries)
+    }
+
+    /// `BasicDockerKeyring.Add`: index every entry under its normalised key, dedupe,
+    /// reverse-sort.
+    fn indexed(entries: Vec<Entry>) -> Self {
         let mut index: Vec<IndexKey> = Vec::new();
         let mut position: HashMap<Vec<u8>, usize> = HashMap::new();
         for (i, entry) in entries.iter().enumerate() {
@@ -322,7 +444,7 @@ impl Keyring {
             }
         }
         index.sort_by(|a, b| b.key.cmp(&a.key));
-        Ok(Keyring { entries, index })
+        Keyring { entries, index }
     }
 
     /// Every entry kubelet would try for `image`, in kubelet's order (empty if none match).
@@ -353,6 +475,7 @@ impl Keyring {
                     key: &e.key,
                     credential: &e.credential,
                     ignored: &e.ignored,
+                    source: &e.source,
                 }
             })
             .collect()
@@ -367,6 +490,17 @@ impl Keyring {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+}
+
+/// Which document shapes a reader accepts.
+#[derive(Clone, Copy, PartialEq, Eq)]
+enum Shape {
+    /// `{"auths": …}`, or the bare map when there is no `auths` (a user's `docker_config`).
+    Either,
+    /// kubelet's `DockerConfigJSON`: only `auths`.
+    ConfigJson,
+    /// kubelet's `DockerConfig`: the bare map.
+    Dockercfg,
 }
 
 /// Object members gathered as Go decodes JSON objects into one map: a repeated key keeps its
@@ -535,6 +669,24 @@ struct GoUrl {
 /// `ParseSchemelessURL`: `url.Parse("https://" + s)`.
 fn parse_schemeless_url(s: &[u8]) -> Option<GoUrl> {
     go_url_parse(&[b"https://", s].concat())
+}
+
+/// Whether kubelet's `ParseSchemelessURL` accepts `s` (how `validateCredentialProviderConfig`
+/// checks a `matchImages` entry).
+pub(crate) fn is_schemeless_url(s: &str) -> bool {
+    parse_schemeless_url(s.as_bytes()).is_some()
+}
+
+/// kubelet's `URLsMatchStr(glob, target)`; a side Go cannot parse, or a malformed glob, is no
+/// match (as `isImageAllowed` treats the error).
+pub(crate) fn urls_match_str(glob: &str, target: &str) -> bool {
+    match (
+        parse_schemeless_url(glob.as_bytes()),
+        parse_schemeless_url(target.as_bytes()),
+    ) {
+        (Some(g), Some(t)) => urls_match(&g, &t),
+        _ => false,
+    }
 }
 
 /// Go's `url.Parse` for an absolute `scheme://…` URL, reduced to whether it succeeds and the
@@ -919,12 +1071,18 @@ fn go_field_eq(name: &str, want: &str) -> bool {
 }
 
 /// A JSON value as far as a docker config file needs it, with object members in document
-/// order (serde_json's `Map` sorts them, and Go's decoding depends on their order).
-enum Json {
+/// order and repeated members kept (serde_json's `Map` sorts them and keeps the last, and Go's
+/// decoding depends on both). Also what `node::plugins` reads a plugin's response into.
+pub(crate) enum Json {
     Object(Vec<(String, Json)>),
     String(String),
     Null,
     Other,
+}
+
+/// Reads `bytes` as one JSON document (trailing non-space is an error, as in Go).
+pub(crate) fn parse_json(bytes: &[u8]) -> Result<Json, serde_json::Error> {
+    serde_json::from_slice(bytes)
 }
 
 impl<'de> Deserialize<'de> for Json {
