@@ -54,12 +54,16 @@ pub enum Runtime {
 }
 
 /// The `node:` section: the node's files a pull depends on.
-#[derive(Clone, Debug, PartialEq, Eq)]
+#[derive(Clone, Debug)]
 pub struct NodeSettings {
     /// `node.runtime`; `None` detects it from the files present.
     pub runtime: Option<Runtime>,
     /// `node.containerd.config_path`: hosts directories, `:`-separated.
     pub containerd_config_path: String,
+    /// `node.kubelet.root_dir`: where kubelet's node `config.json` search starts.
+    pub kubelet_root_dir: PathBuf,
+    /// `node.kubelet.credential_provider_config` with `credential_provider_bin_dir`, loaded.
+    pub plugins: Option<crate::node::plugins::Plugins>,
 }
 
 impl Default for NodeSettings {
@@ -67,6 +71,18 @@ impl Default for NodeSettings {
         NodeSettings {
             runtime: None,
             containerd_config_path: crate::node::containerd::DEFAULT_CONFIG_PATH.to_owned(),
+            kubelet_root_dir: PathBuf::from(crate::node::kubelet::DEFAULT_ROOT_DIR),
+            plugins: None,
+        }
+    }
+}
+
+impl NodeSettings {
+    /// kubelet's search for the node's docker config, from `kubelet_root_dir`.
+    pub fn docker_config_search(&self) -> crate::node::kubelet::NodeDockerConfigSearch {
+        crate::node::kubelet::NodeDockerConfigSearch {
+            root_dir: self.kubelet_root_dir.clone(),
+            ..crate::node::kubelet::NodeDockerConfigSearch::kubelet_defaults()
         }
     }
 }
@@ -232,6 +248,22 @@ struct RawNode {
     runtime: Option<String>,
     #[serde(default)]
     containerd: Option<RawContainerd>,
+    #[serde(default)]
+    kubelet: Option<RawKubelet>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawKubelet {
+    /// kubelet's `--root-dir` (default /var/lib/kubelet): its node config.json.
+    #[serde(default)]
+    root_dir: Option<PathBuf>,
+    /// kubelet's `--image-credential-provider-config`.
+    #[serde(default)]
+    credential_provider_config: Option<PathBuf>,
+    /// kubelet's `--image-credential-provider-bin-dir`.
+    #[serde(default)]
+    credential_provider_bin_dir: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -710,6 +742,33 @@ impl Resolver<'_> {
                     })
                     .collect::<Vec<_>>()
                     .join(":");
+            }
+        }
+        if let Some(k) = raw.kubelet {
+            if let Some(root) = k.root_dir {
+                node.kubelet_root_dir = self.path(&root);
+            }
+            match (k.credential_provider_config, k.credential_provider_bin_dir) {
+                (None, None) => {}
+                (Some(_), None) | (None, Some(_)) => self.issue(
+                    "node.kubelet",
+                    "credential_provider_config and credential_provider_bin_dir go together",
+                    "give both, as kubelet's --image-credential-provider-config and --image-credential-provider-bin-dir (the DaemonSet's node-config component mounts them), or neither",
+                ),
+                (Some(config), Some(bin)) => {
+                    match crate::node::plugins::Plugins::load(&self.path(&config), &self.path(&bin)) {
+                        Ok(p) => node.plugins = Some(p),
+                        Err(e) => {
+                            for i in e.issues {
+                                self.issue(
+                                    format!("node.kubelet.credential_provider_config ({}) {}", e.source_name, i.key),
+                                    i.problem,
+                                    i.fix,
+                                );
+                            }
+                        }
+                    }
+                }
             }
         }
         node

@@ -32,7 +32,9 @@ pub(crate) use tls::Trust;
 pub use token::MAX_TOKEN_BODY;
 
 use crate::config::{Config, NodeSettings, Target};
-use crate::credentials::{Credential, KeyringMatch};
+use crate::credentials::{Credential, Keyring, KeyringMatch};
+use crate::node::kubelet::KubeletKeyring;
+use crate::node::plugins::{PluginFailureReason, PluginOutcome};
 use crate::node::{Endpoint, EndpointPlan};
 use crate::outcome::{Failure, Phase, Reason};
 use crate::platform::Platform;
@@ -119,6 +121,8 @@ struct Walk {
     chain: Vec<EndpointResult>,
     /// The endpoint being asked when the walk stopped, if it had not answered yet.
     current_endpoint: Option<usize>,
+    /// Credential-provider plugins are running.
+    running_plugins: bool,
     warnings: Vec<String>,
 }
 
@@ -242,6 +246,14 @@ impl Prober {
         let failure = match result {
             Ok(Ok(())) => None,
             Ok(Err(f)) => Some(f),
+            Err(_) if walk.running_plugins => Some(Failure::new(
+                Phase::Auth,
+                Reason::Timeout,
+                format!(
+                    "the node's credential provider plugins did not answer within the probe timeout ({}); kubelet waits up to a minute for each",
+                    humantime::format_duration(self.inner.timeout)
+                ),
+            )),
             Err(_) => {
                 let f = self.deadline_failure(walk.rec.current.map(|c| c.0));
                 walk.deadline_hit(&f);
@@ -318,13 +330,52 @@ impl Prober {
             eps.push(endpoint::EndpointRun::new(ep, image.registry())?);
         }
 
+        // The credentials kubelet would pass: the target's docker config (the pod's pull
+        // secret), the node's config.json, the credential-provider plugins' answers.
+        let node_config = self.inner.node.docker_config_search().find();
+        w.warnings.extend(node_config.warnings());
+        let plugins = match &self.inner.node.plugins {
+            Some(p) => {
+                w.warnings.extend(
+                    p.warnings()
+                        .iter()
+                        .map(|i| format!("{}: {}", i.key, i.problem)),
+                );
+                w.rec.enter(Phase::Auth);
+                w.running_plugins = true;
+                let outcome = p.provide(image, deadline).await;
+                w.running_plugins = false;
+                // A plugin still running at the deadline leaves no time for the pull.
+                if let Some(t) = outcome
+                    .failures
+                    .iter()
+                    .find(|f| f.reason == PluginFailureReason::Timeout)
+                    && Instant::now() >= deadline
+                {
+                    return Err(Failure::new(Phase::Auth, Reason::Timeout, t.to_string()));
+                }
+                w.warnings.extend(outcome.unmatched_notes(image));
+                Some(outcome)
+            }
+            None => None,
+        };
+        let plugin_keyring = plugins.as_ref().map(PluginOutcome::keyring);
+        let secrets: Vec<Keyring> = target
+            .credentials
+            .iter()
+            .map(|c| c.keyring.clone())
+            .collect();
+        let keyring =
+            KubeletKeyring::for_pod(&secrets, node_config.keyring(), plugin_keyring.as_ref());
+        let sources = CredentialSources {
+            target: target.credentials.as_deref(),
+            node: node_config.found.as_ref().map(|(p, k)| (p.as_path(), k)),
+            plugins: plugins.as_ref(),
+        };
+
         // kubelet tries every matching credential in turn (and pulls anonymously when none
         // matches); the pull succeeds with the first that works.
-        let matches: Vec<KeyringMatch<'_>> = target
-            .credentials
-            .as_ref()
-            .map(|c| c.keyring.lookup_all(image))
-            .unwrap_or_default();
+        let matches: Vec<KeyringMatch<'_>> = keyring.lookup_all(image);
         let platform = target.check_platform.then_some(&self.inner.platform);
         let mut failures: Vec<(Option<&KeyringMatch<'_>>, Failure)> = Vec::new();
         let attempts: Vec<Option<&KeyringMatch<'_>>> = if matches.is_empty() {
@@ -353,11 +404,19 @@ impl Prober {
             w.manifest = out;
             w.note_answering(&eps);
             match result {
-                Ok(()) => return Ok(()),
+                Ok(()) => {
+                    if let Some(p) = &plugins {
+                        // kubelet goes on without a failed plugin's credentials; the pull
+                        // worked anyway.
+                        w.warnings
+                            .extend(p.failures.iter().map(ToString::to_string));
+                    }
+                    return Ok(());
+                }
                 Err(f) => failures.push((m, f)),
             }
         }
-        Err(explain_credentials(target, &matches, failures))
+        Err(explain_credentials(image, &sources, &matches, failures))
     }
 }
 
@@ -365,11 +424,22 @@ fn is_auth_reason(r: Reason) -> bool {
     matches!(r, Reason::AuthRequired | Reason::AuthFailed)
 }
 
+/// Where a probe's credentials come from, for messages.
+struct CredentialSources<'a> {
+    /// The target's `docker_config` (the pod's pull secret).
+    target: Option<&'a crate::config::CredentialsFile>,
+    /// The node's docker config kubelet found.
+    node: Option<(&'a std::path::Path, &'a Keyring)>,
+    plugins: Option<&'a PluginOutcome>,
+}
+
 /// The failure of a target whose every attempt failed: the attempt that got furthest, its
-/// message saying which credentials were used (the docker config file and key, or the keys
-/// present when none matched) and what the other attempts found.
+/// message saying which credentials were used (the file or plugin and key, or the keys
+/// present when none matched) and what the other attempts found. A credential-provider
+/// plugin that failed is the failure when the pull then failed for want of credentials.
 fn explain_credentials(
-    target: &Target,
+    image: &crate::reference::ImageRef,
+    sources: &CredentialSources<'_>,
     matches: &[KeyringMatch<'_>],
     failures: Vec<(Option<&KeyringMatch<'_>>, Failure)>,
 ) -> Failure {
@@ -383,19 +453,46 @@ fn explain_credentials(
     if !is_auth_reason(failure.reason) {
         return failure;
     }
-    let Some(file) = target.credentials.as_ref() else {
-        return failure;
-    };
-    let path = file.path.display();
+    if let Some(p) = sources.plugins
+        && let Some(pf) = p.failures.first()
+    {
+        return Failure::new(
+            Phase::Auth,
+            Reason::AuthFailed,
+            format!(
+                "{pf}; without its credentials the registry refused the pull: {}",
+                failure.message
+            ),
+        );
+    }
     if matches.is_empty() {
-        let keys: Vec<&str> = file.keyring.keys().collect();
-        let host = target.image.registry();
+        let mut places: Vec<String> = Vec::new();
+        let mut keys: Vec<String> = Vec::new();
+        if let Some(file) = sources.target {
+            places.push(file.path.display().to_string());
+            keys.extend(file.keyring.keys().map(str::to_owned));
+        }
+        if let Some((path, k)) = sources.node {
+            places.push(format!("the node's {}", path.display()));
+            keys.extend(k.keys().map(str::to_owned));
+        }
+        if let Some(p) = sources.plugins {
+            let names: Vec<&str> = p.answers.iter().map(|a| a.provider.as_str()).collect();
+            if !names.is_empty() {
+                places.push(format!("credential provider plugin {}", names.join(", ")));
+            }
+        }
+        if places.is_empty() {
+            return failure;
+        }
+        let host = image.registry();
         if keys.is_empty() {
-            failure.message += &format!(" — {path} has no credentials");
+            failure.message += &format!(" — {} has no credentials", places.join(", "));
         } else {
             failure.message += &format!(
-                " — no key of {path} matches {host}/{} the way kubelet matches (keys: {})",
-                target.image.repository(),
+                " — no key of {} matches {host}/{} the way kubelet matches (keys: {})",
+                places.join(", "),
+                image.repository(),
                 keys.join(", ")
             );
         }
@@ -403,7 +500,7 @@ fn explain_credentials(
     }
     let (used, _) = &failures[best];
     if let Some(m) = used {
-        failure.message += &format!(" — credentials from {path}, key {:?}", m.key);
+        failure.message += &format!(" — {}", m.origin());
         if let Some(note) = crate::credentials::ignored_note(m) {
             failure.message += &format!("; {note}");
         }
@@ -413,7 +510,13 @@ fn explain_credentials(
             continue;
         }
         if let Some(m) = m {
-            failure.message += &format!("; key {:?} also failed ({})", m.key, f.reason);
+            let same_source = used.is_some_and(|u| u.source.to_string() == m.source.to_string());
+            let of = if same_source {
+                String::new()
+            } else {
+                format!(" of {}", m.source)
+            };
+            failure.message += &format!("; key {:?}{of} also failed ({})", m.key, f.reason);
         }
     }
     failure

@@ -18,6 +18,7 @@ mod fakes;
 mod go_resolver;
 mod hostile;
 mod mirrors;
+mod node_credentials;
 mod secure_metrics;
 mod support;
 mod tls_go;

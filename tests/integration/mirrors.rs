@@ -67,12 +67,7 @@ async fn pullprobe_with_hosts(hosts: &Path, image: &str) -> Verdict {
             .iter()
             .map(|e| (s(&e["endpoint"]), s(&e["reason"])))
             .collect(),
-        warnings: r["warnings"]
-            .as_array()
-            .unwrap()
-            .iter()
-            .map(s)
-            .collect(),
+        warnings: r["warnings"].as_array().unwrap().iter().map(s).collect(),
     }
 }
 
