@@ -1764,3 +1764,1861 @@ pub fn certs_for_host(search: &[PathBuf], host_port: &str) -> Result<CertFiles, 
     }
     Ok(files)
 }
+
+#[cfg(test)]
+mod tests {
+    //! Upstream's own cases and fixtures (container-libs `image/pkg/sysregistriesv2/testdata`,
+    //! `image/pkg/tlsclientconfig/testdata`) as facts, written into temporary directories.
+
+    use super::*;
+
+    const DIGEST: &str = "sha256:aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa";
+
+    // ---- upstream testdata, verbatim -------------------------------------------------------
+
+    const FIND_REGISTRY: &str = r#"[[registry]]
+location = "registry.com:5000"
+prefix = "simple-prefix.com"
+
+[[registry]]
+location = "another-registry.com:5000"
+prefix = "complex-prefix.com:4000/with/path"
+
+[[registry]]
+location = "registry.com:5000"
+prefix = "another-registry.com"
+
+[[registry]]
+location = "no-prefix.com"
+
+[[registry]]
+location = "empty-prefix.com"
+prefix = ""
+
+[[registry]]
+location = "subdomain-prefix.com"
+prefix = "*.so.simple-prefix.com"
+
+[[registry]]
+location = "subdomain-prefix-2.com"
+prefix = "*.simple-prefix.com"
+
+# For subdomain override using dropin registries.conf.d/subdomain-override-1.conf
+[[registry]]
+location = "subdomain-prefix-1.com"
+prefix = "*.not.quite.simple-prefix.com"
+
+# For subdomain override failure using registries.conf.d/subdomain-override-2.conf
+# with unmatched prefix = "*.example.com"
+[[registry]]
+location = "subdomain-prefix-2.com"
+prefix = "*.docker.io"
+
+# For subdomain override using dropin registries.conf.d/subdomain-override-3.conf
+[[registry]]
+location = "subdomain-prefix-3.com"
+prefix = "*.bar.example.com"
+
+# For longest wildcarded prefix match in comparison with "*.docker.io"
+[[registry]]
+location = "subdomain-prefix-4.com"
+prefix = "*.bar.docker.io"
+
+# For longest prefix match in comparison with *.bar.example.com
+[[registry]]
+location = "subdomain-prefix-5.com"
+prefix = "foo.bar.example.com:5000"
+
+# For empty location with wildcard prefix
+[[registry]]
+prefix="*.internal.registry.com"
+
+[[registry]]
+prefix="*.com"
+
+[[registry]]
+prefix="*.foobar.io"
+"#;
+
+    /// `testdata/registries.conf.d`.
+    const CONF_D: &[(&str, &str)] = &[
+        (
+            "config-1.conf",
+            r#"unqualified-search-registries = ["example-overwrite.com"]
+credential-helpers = ["we", "will", "be", "overridden", "later"]
+
+[[registry]]
+location = "1.com"
+
+[aliases]
+docker="docker.io/library/config1"
+config1="config1.com/image"
+barz="barz.com/image/config1"
+"#,
+        ),
+        (
+            "config-2.conf",
+            r#"short-name-mode="permissive"
+
+credential-helpers=["dropin-1", "dropin-2"]
+
+[[registry]]
+location = "1.com"
+
+[[registry]]
+location = "2.com"
+
+[[registry]]
+location = "base.com"
+blocked = true
+
+[aliases]
+config2="config2.com/image"
+barz="barz.com/config2"
+added3="xxx.com/image"
+example=""
+"#,
+        ),
+        ("config-3.conf", ""),
+        (
+            "config-3.ignore",
+            r#"unqualified-search-registries = ["ignore-example-overwrite.com"]
+
+[[registry]]
+location = "ignore-me-because-i-have-a-wrong-suffix.com"
+
+[aliases]
+ignore="me because i have a wrong suffix"
+"#,
+        ),
+        (
+            "subdomain-override-1.conf",
+            "[[registry]]\nlocation = \"subdomain-prefix-1-overridden-by-dropin-location.com\"\nprefix = \"*.not.quite.simple-prefix.com\"\n",
+        ),
+        (
+            "subdomain-override-2.conf",
+            "[[registry]]\nlocation = \"subdomain-prefix-2-overridden-by-dropin-location.com\"\nprefix = \"*.docker.com\"\n",
+        ),
+        (
+            "subdomain-override-3.conf",
+            "[[registry]]\nlocation = \"subdomain-prefix-3-overridden-by-dropin-location.com\"\nprefix = \"*.bar.example.com\"\n",
+        ),
+    ];
+
+    const PULL_SOURCES: &str = r#"[[registry]]
+prefix = "registry-a.com/foo"
+location = "registry-a.com/bar"
+
+[[registry.mirror]]
+location = "mirror-1.registry-a.com"
+
+[[registry.mirror]]
+location = "mirror-2.registry-a.com"
+insecure = true
+
+[[registry]]
+prefix = "registry-b.com/foo"
+location = "registry-b.com/bar"
+mirror-by-digest-only = true
+
+[[registry.mirror]]
+location = "mirror-1.registry-b.com"
+
+[[registry.mirror]]
+location = "mirror-2.registry-b.com"
+
+[[registry]]
+prefix = "registry-a.com/baz"
+location = "registry-a.com/bar"
+
+[[registry.mirror]]
+location = "mirror-1.registry-a.com"
+
+[[registry.mirror]]
+location = "mirror-2.registry-a.com"
+insecure = true
+
+[[registry]]
+prefix = "registry-b.com/baz"
+location = "registry-b.com/bar"
+
+[[registry.mirror]]
+pull-from-mirror = "digest-only"
+location = "mirror-1.registry-b.com"
+
+[[registry.mirror]]
+pull-from-mirror = "digest-only"
+location = "mirror-2.registry-b.com"
+
+[[registry]]
+prefix = "registry-c.com/baz"
+location = "registry-c.com/bar"
+
+[[registry.mirror]]
+location = "mirror-1.registry-c.com"
+
+[[registry.mirror]]
+pull-from-mirror = "digest-only"
+location = "mirror-2.registry-c.com"
+
+[[registry]]
+prefix = "registry-d.com/baz"
+location = "registry-d.com/bar"
+mirror-by-digest-only = true
+
+[[registry.mirror]]
+location = "mirror-1.registry-d.com"
+
+[[registry.mirror]]
+location = "mirror-2.registry-d.com"
+
+[[registry]]
+prefix = "registry-e.com/baz"
+location = "registry-e.com/bar"
+
+[[registry.mirror]]
+pull-from-mirror = "tag-only"
+location = "mirror-1.registry-e.com"
+
+[[registry.mirror]]
+pull-from-mirror = "tag-only"
+location = "mirror-2.registry-e.com"
+
+[[registry]]
+prefix = "registry-f.com/baz"
+location = "registry-f.com/bar"
+
+[[registry.mirror]]
+location = "mirror-1.registry-f.com"
+
+[[registry.mirror]]
+pull-from-mirror = "tag-only"
+location = "mirror-2.registry-f.com"
+
+[[registry]]
+prefix = "registry-g.com/baz"
+location = "registry-g.com/bar"
+
+[[registry.mirror]]
+pull-from-mirror = "digest-only"
+location = "mirror-1.registry-g.com"
+
+[[registry.mirror]]
+pull-from-mirror = "tag-only"
+location = "mirror-2.registry-g.com"
+
+[[registry.mirror]]
+location = "mirror-3.registry-g.com"
+
+[[registry.mirror]]
+pull-from-mirror = "all"
+location = "mirror-4.registry-g.com"
+"#;
+
+    /// `unmarshal.conf`, `invalidate-cache.conf` and `TestConfigCache`'s file.
+    const UNMARSHAL: &str = r#"[[registry]]
+location = "registry.com"
+
+[[registry.mirror]]
+location = "mirror-1.registry.com"
+
+[[registry.mirror]]
+location = "mirror-2.registry.com"
+
+
+[[registry]]
+location = "blocked.registry.com"
+blocked = true
+
+
+[[registry]]
+location = "insecure.registry.com"
+insecure = true
+
+
+[[registry]]
+location = "untrusted.registry.com"
+insecure = true
+"#;
+
+    const MIRRORS: &str = r#"[[registry]]
+location = "registry.com"
+
+[[registry.mirror]]
+location = "mirror-1.registry.com"
+
+[[registry.mirror]]
+location = "mirror-2.registry.com"
+insecure = true
+
+[[registry]]
+location = "blocked.registry.com"
+blocked = true
+"#;
+
+    const UNQUALIFIED_SEARCH: &str = r#"unqualified-search-registries = ["registry-a.com", "registry-c.com", "registry-d.com"]
+
+[[registry]]
+location = "registry-a.com"
+
+[[registry]]
+location = "registry-b.com"
+
+[[registry]]
+location = "registry-c.com"
+
+[[registry]]
+location = "registry-d.com"
+"#;
+
+    const V1_COMPATIBILITY: &str = r#"[registries.search]
+registries = ["registry-a.com////", "registry-c.com", "registry-d.com"]
+
+[registries.block]
+registries = ["registry-b.com"]
+
+[registries.insecure]
+registries = ["registry-b.com////", "registry-d.com", "registry-e.com", "registry-a.com"]
+"#;
+
+    const CRED_HELPER: &str = r#"credential-helpers = ["helper-1", "helper-2"]
+[[registry]]
+location = "registry-a.com"
+
+[[registry]]
+location = "registry-b.com"
+
+[[registry]]
+location = "registry-c.com/foo"
+prefix = "registry-c.com"
+"#;
+
+    const ALIASES: &str = r#"short-name-mode="enforcing"
+
+[aliases]
+docker="docker.io/library/foo"
+"quay/foo"="quay.io/library/foo"
+example="example.com/library/foo"
+empty=""
+"#;
+
+    /// Invalid files and a fragment of upstream's error (`TestInvalidV2Configs`,
+    /// `TestInvalidMirrorConfig`, `TestMixingV1andV2`, `TestV1BackwardsCompatibility`,
+    /// `TestFindUnqualifiedSearchRegistries`, `TestGetShortNameMode`, `TestTryUpdatingCache`,
+    /// the aliases tests), then the line the issue must name.
+    const INVALID: &[(&str, &str, &str, usize)] = &[
+        (
+            "insecure-conflicts.conf",
+            "[[registry]]\nlocation = \"registry.com\"\n\n[[registry.mirror]]\nlocation = \"mirror-1.registry.com\"\n\n[[registry.mirror]]\nlocation = \"mirror-2.registry.com\"\n\n\n[[registry]]\nlocation = \"registry.com\"\ninsecure = true\n",
+            "registry \"registry.com\" is defined multiple times with conflicting 'insecure' setting",
+            1,
+        ),
+        (
+            "blocked-conflicts.conf",
+            "[[registry]]\nlocation = \"registry.com\"\n\n[[registry.mirror]]\nlocation = \"mirror-1.registry.com\"\n\n[[registry.mirror]]\nlocation = \"mirror-2.registry.com\"\n\n\n[[registry]]\nlocation = \"registry.com\"\nblocked = true\n",
+            "registry \"registry.com\" is defined multiple times with conflicting 'blocked' setting",
+            1,
+        ),
+        (
+            "missing-mirror-location.conf",
+            "unqualified-search-registries = [\"registry-a.com\"]\n\n[[registry]]\nlocation = \"registry-a.com\"\n\n[[registry]]\nlocation = \"registry-b.com\"\n[[registry.mirror]]\nlocation = \"mirror-b.com\"\n[[registry.mirror]]\n",
+            "invalid condition: mirror location is unset",
+            10,
+        ),
+        (
+            "invalid-prefix.conf",
+            "[[registry]]\nlocation = \"registry.com:5000\"\nprefix = \"http://schema-is-invalid.com\"\n\n[[registry]]\nlocation = \"another-registry.com:5000\"\nprefix = \"complex-prefix.com:4000/with/path\"\n",
+            "invalid location 'http://schema-is-invalid.com': URI schemes are not supported",
+            1,
+        ),
+        (
+            "invalid-config-level-mirror.conf",
+            "[[registry]]\nprefix = \"registry-a.com/foo\"\nlocation = \"registry-a.com/bar\"\npull-from-mirror = \"digest-only\"\n\n[[registry.mirror]]\nlocation = \"mirror-1.registry-a.com\"\n\n[[registry.mirror]]\nlocation = \"mirror-2.registry-a.com\"\ninsecure = true",
+            "pull-from-mirror must not be set for a non-mirror registry \"registry-a.com/foo\"",
+            1,
+        ),
+        (
+            "invalid-conflict-mirror.conf",
+            "[[registry]]\nprefix = \"registry-a.com/foo\"\nlocation = \"registry-a.com/bar\"\nmirror-by-digest-only = true\n\n[[registry.mirror]]\npull-from-mirror = \"digest-only\"\nlocation = \"mirror-1.registry-a.com\"\n\n[[registry.mirror]]\nlocation = \"mirror-2.registry-a.com\"\ninsecure = true",
+            "cannot set mirror usage mirror-by-digest-only for the registry (\"registry-a.com/foo\") and pull-from-mirror for per-mirror (\"mirror-1.registry-a.com\") at the same time",
+            6,
+        ),
+        (
+            "invalid-value-mirror.conf",
+            "[[registry]]\nprefix = \"registry-a.com/foo\"\nlocation = \"registry-a.com/bar\"\n\n[[registry.mirror]]\npull-from-mirror = \"notvalid\"\nlocation = \"mirror-1.registry-a.com\"\n\n[[registry.mirror]]\nlocation = \"mirror-2.registry-a.com\"\ninsecure = true",
+            "unsupported pull-from-mirror value \"notvalid\" for mirror \"mirror-1.registry-a.com\"",
+            5,
+        ),
+        (
+            "mixing-v1-v2.conf",
+            "unqualified-search-registries = [\"registry-a.com\", \"registry-c.com\"]\n\n[registries.search]\nregistries = [\"registry-a.com\", \"registry-c.com\"]\n\n[registries.block]\nregistries = [\"registry-b.com\"]\n\n[registries.insecure]\nregistries = [\"registry-d.com\", \"registry-e.com\", \"registry-a.com\"]\n\n[[registry]]\nlocation = \"registry-a.com\"\n",
+            "mixing sysregistry v1/v2 is not supported",
+            3,
+        ),
+        (
+            "mixing-v1-v2-empty.conf",
+            "unqualified-search-registries = []\n\n[registries.search]\nregistries = []\n\n[registries.block]\nregistries = []\n\n[registries.insecure]\nregistries = []\n",
+            "mixing sysregistry v1/v2 is not supported",
+            3,
+        ),
+        (
+            "v1-invalid-block.conf",
+            "[registries.search]\nregistries = [\"registry-a.com////\", \"registry-c.com\", \"registry-d.com\", \"http://schema-is-invalid.com\"]\n\n[registries.block]\nregistries = [\"registry-b.com\", \"http://schema-is-invalid.com\"]\n",
+            "invalid location 'http://schema-is-invalid.com': URI schemes are not supported",
+            5,
+        ),
+        (
+            "v1-invalid-insecure.conf",
+            "[registries.insecure]\nregistries = [\"registry-b.com////\", \"registry-d.com\", \"registry-e.com\", \"registry-a.com\", \"http://schema-is-invalid.com\"]\n",
+            "URI schemes are not supported",
+            2,
+        ),
+        (
+            "v1-invalid-search.conf",
+            "[registries.search]\nregistries = [\"registry-a.com////\", \"registry-c.com\", \"registry-d.com\", \"http://schema-is-invalid.com\"]\n\n[registries.block]\nregistries = [\"registry-b.com\"]\n",
+            "URI schemes are not supported",
+            2,
+        ),
+        (
+            "invalid-search.conf",
+            "unqualified-search-registries = [\"registry-a.com/namespace-is-forbidden\"]\n",
+            "invalid unqualified-search-registries entry \"registry-a.com/namespace-is-forbidden\"",
+            1,
+        ),
+        (
+            "invalid-short-name-mode.conf",
+            "short-name-mode=\"invalid\"\n",
+            "invalid short-name mode: \"invalid\"",
+            1,
+        ),
+        (
+            "invalid-aliases.conf",
+            "[aliases]\nimage1=\"quay.io/repo/image:1\"\nimage2=\"image:1\"\n",
+            "invalid alias \"quay.io/repo/image:1\": must not contain tag",
+            2,
+        ),
+        (
+            "try-update-cache-invalid.conf",
+            "invalid\n",
+            "not valid TOML",
+            1,
+        ),
+    ];
+
+    // ---- helpers ----------------------------------------------------------------------------
+
+    fn write(dir: &Path, files: &[(&str, &str)]) {
+        for (name, text) in files {
+            let p = dir.join(name);
+            std::fs::create_dir_all(p.parent().unwrap()).unwrap();
+            std::fs::write(p, text).unwrap();
+        }
+    }
+
+    /// Loads `main` with the drop-ins in `dropins`, as `SystemRegistriesConfPath` +
+    /// `SystemRegistriesConfDirPath` do.
+    fn load(main: &str, dropins: &[(&str, &str)]) -> Result<RegistriesConf, CrioConfigError> {
+        let tmp = tempfile::tempdir().unwrap();
+        write(tmp.path(), &[("registries.conf", main)]);
+        let d = tmp.path().join("registries.conf.d");
+        std::fs::create_dir(&d).unwrap();
+        write(&d, dropins);
+        RegistriesConf::load(&ConfigSources {
+            main: tmp.path().join("registries.conf"),
+            main_required: true,
+            dropin_dirs: vec![d],
+        })
+    }
+
+    fn image(s: &str) -> ImageRef {
+        ImageRef::parse(s).unwrap()
+    }
+
+    fn locations(c: &RegistriesConf) -> Vec<&str> {
+        c.registries().iter().map(|r| r.location.as_str()).collect()
+    }
+
+    /// `location (i|s)` per source, `!` when blocked.
+    fn sources(c: &RegistriesConf, img: &str) -> Vec<String> {
+        c.pull_sources(&image(img))
+            .unwrap()
+            .iter()
+            .map(|s| {
+                format!(
+                    "{}{}{}",
+                    s.reference,
+                    if s.insecure { " insecure" } else { "" },
+                    if s.blocked_by.is_some() {
+                        " blocked"
+                    } else {
+                        ""
+                    }
+                )
+            })
+            .collect()
+    }
+
+    fn issues(e: &CrioConfigError) -> &[ConfigIssue] {
+        match e {
+            CrioConfigError::Invalid { issues, .. } => issues,
+            CrioConfigError::Read { .. } => panic!("expected an invalid file, got {e}"),
+        }
+    }
+
+    // ---- pure functions -----------------------------------------------------------------------
+
+    #[test]
+    fn ref_matching_prefix_cases_from_test_ref_matching_prefix() {
+        let d = format!("example.com/foo@{DIGEST}");
+        let other = format!("example.com/foo@sha256:{}", "b".repeat(64));
+        let cases: &[(&str, &str, Option<usize>)] = &[
+            ("docker.io", "docker.io", Some(9)),
+            ("docker.io", "example.com", None),
+            ("example.com:5000", "example.com:5000", Some(16)),
+            ("example.com:50000", "example.com:5000", None),
+            ("example.com:5000", "example.com", Some(11)),
+            ("example.com/foo", "example.com", Some(11)),
+            ("example.com/foo/bar", "example.com", Some(11)),
+            ("example.com/foo/bar:baz", "example.com", Some(11)),
+            (&d, "example.com", Some(11)),
+            ("docker.io", "docker.io/library", None),
+            ("docker.io/library", "docker.io/library", Some(17)),
+            ("example.com/library", "docker.io/library", None),
+            ("docker.io/libraryy", "docker.io/library", None),
+            ("docker.io/library/busybox", "docker.io/library", Some(17)),
+            ("docker.io", "docker.io/library/busybox", None),
+            (
+                "docker.io/library/busybox",
+                "docker.io/library/busybox",
+                Some(25),
+            ),
+            (
+                "example.com/library/busybox",
+                "docker.io/library/busybox",
+                None,
+            ),
+            (
+                "docker.io/library/busybox2",
+                "docker.io/library/busybox",
+                None,
+            ),
+            ("example.com", "example.com/foo:bar", None),
+            ("example.com/foo", "example.com/foo:bar", None),
+            ("example.com/foo:bar", "example.com/foo:bar", Some(19)),
+            ("example.com/foo:bar2", "example.com/foo:bar", None),
+            ("example.com", &d, None),
+            ("example.com/foo", &d, None),
+            (&d, &d, Some(d.len())),
+            (&other, &d, None),
+            ("example.com/foo", "*", None),
+        ];
+        for (reference, prefix, want) in cases {
+            assert_eq!(
+                ref_matching_prefix(reference, prefix),
+                *want,
+                "{reference} vs {prefix}"
+            );
+        }
+    }
+
+    #[test]
+    fn subdomain_cases_from_test_ref_matching_subdomain_prefix() {
+        let n = |s: &str| Some(s.len());
+        let d1 = format!("yet.another.example.com/foo/bar@{DIGEST}");
+        let d2 = format!("yet.another.sub.example.com/foo/bar@{DIGEST}");
+        let cases: &[(&str, &str, Option<usize>)] = &[
+            ("docker.io", "*.io", n("docker.io")),
+            ("docker.io/foo", "*.com", None),
+            ("example.com/foo", "*.co", None),
+            ("example.com/foo", "*.example.com", None),
+            ("example.com/foo", "*.com", n("example.com")),
+            ("example.com/foo:bar", "*.com", n("example.com")),
+            ("example.com/foo/bar:baz", "*.com", n("example.com")),
+            ("yet.another.example.com/foo", "**.example.com", None),
+            (
+                "yet.another.example.com/foo",
+                "***.another.example.com",
+                None,
+            ),
+            (
+                "yet.another.example.com/foo",
+                "**********.another.example.com",
+                None,
+            ),
+            (
+                "yet.another.example.com/foo/bar",
+                "**********.another.example.com",
+                None,
+            ),
+            (
+                "yet.another.example.com/foo/bar",
+                "*.another.example.com",
+                n("yet.another.example.com"),
+            ),
+            (
+                "another.example.com/namespace.com/foo/bar/bbq:baz",
+                "*.example.com",
+                n("another.example.com"),
+            ),
+            (
+                "example.net/namespace-ends-in.com/foo/bar/bbq:baz",
+                "*.com",
+                None,
+            ),
+            (
+                "another.example.com/namespace.com/foo/bar/bbq:baz",
+                "*.namespace.com",
+                None,
+            ),
+            ("sub.example.com/foo/bar", "*.com", n("sub.example.com")),
+            (
+                "sub.example.com/foo/bar",
+                "*.example.com",
+                n("sub.example.com"),
+            ),
+            (
+                "another.sub.example.com/foo/bar/bbq:baz",
+                "*.example.com",
+                n("another.sub.example.com"),
+            ),
+            (
+                "another.sub.example.com/foo/bar/bbq:baz",
+                "*.sub.example.com",
+                n("another.sub.example.com"),
+            ),
+            (&d1, "*.example.com", n("yet.another.example.com")),
+            (&d2, "*.sub.example.com", n("yet.another.sub.example.com")),
+        ];
+        for (reference, prefix, want) in cases {
+            assert_eq!(
+                ref_matching_subdomain_prefix(reference, prefix),
+                *want,
+                "{reference} vs {prefix}"
+            );
+        }
+    }
+
+    #[test]
+    fn parse_location_cases_from_test_parse_location() {
+        assert_eq!(
+            parse_location("https://example.com").unwrap_err(),
+            "invalid location 'https://example.com': URI schemes are not supported"
+        );
+        assert!(parse_location("john.doe@example.com").is_ok());
+        for (input, want) in [
+            ("example.com", "example.com"),
+            ("example.com/", "example.com"),
+            ("example.com//////", "example.com"),
+            ("example.com:5000/with/path", "example.com:5000/with/path"),
+        ] {
+            assert_eq!(parse_location(input).unwrap(), want);
+        }
+    }
+
+    #[test]
+    fn rewrites_from_test_rewrite_reference_success() {
+        let cases: &[(&str, &str, &str, &str)] = &[
+            (
+                "example.com/image",
+                "example.com",
+                "example.com",
+                "example.com/image",
+            ),
+            (
+                "example.com/image:latest",
+                "example.com",
+                "example.com",
+                "example.com/image:latest",
+            ),
+            (
+                "example.com:5000/image",
+                "example.com:5000",
+                "example.com:5000",
+                "example.com:5000/image",
+            ),
+            (
+                "example.com:5000/image:latest",
+                "example.com:5000",
+                "example.com:5000",
+                "example.com:5000/image:latest",
+            ),
+            (
+                "example.com/foo@{d}",
+                "example.com",
+                "example.com",
+                "example.com/foo@{d}",
+            ),
+            (
+                "example.com/foo/image:latest",
+                "example.com/foo",
+                "example.com",
+                "example.com/image:latest",
+            ),
+            (
+                "example.com/foo/image:latest",
+                "example.com/foo",
+                "example.com/path",
+                "example.com/path/image:latest",
+            ),
+            (
+                "docker.io/library/image:latest",
+                "docker.io",
+                "docker.io",
+                "docker.io/library/image:latest",
+            ),
+            (
+                "docker.io/library/image",
+                "docker.io/library",
+                "example.com",
+                "example.com/image",
+            ),
+            (
+                "docker.io/library/image",
+                "docker.io",
+                "example.com",
+                "example.com/library/image",
+            ),
+            (
+                "docker.io/library/prefix/image",
+                "docker.io/library/prefix",
+                "example.com",
+                "example.com/image",
+            ),
+            (
+                "docker.io/namespace/image",
+                "*.io",
+                "example.com",
+                "example.com/namespace/image",
+            ),
+            (
+                "docker.io/library/prefix/image",
+                "*.io",
+                "example.com",
+                "example.com/library/prefix/image",
+            ),
+            (
+                "sub.example.io/library/prefix/image",
+                "*.example.io",
+                "example.com",
+                "example.com/library/prefix/image",
+            ),
+            (
+                "another.sub.example.io:5000/library/prefix/image:latest",
+                "*.sub.example.io",
+                "example.com",
+                "example.com:5000/library/prefix/image:latest",
+            ),
+            (
+                "foo.bar.io/ns1/ns2/ns3/ns4",
+                "*.bar.io",
+                "omg.bbq.com/roflmao",
+                "omg.bbq.com/roflmao/ns1/ns2/ns3/ns4",
+            ),
+            (
+                "abc.internal.registry.com/foo:bar",
+                "*.internal.registry.com",
+                "",
+                "abc.internal.registry.com/foo:bar",
+            ),
+            (
+                "blah.foo.bar.com/omg:bbq",
+                "*.com",
+                "",
+                "blah.foo.bar.com/omg:bbq",
+            ),
+            (
+                "alien.vs.predator.foobar.io:5000/omg",
+                "*.foobar.io",
+                "",
+                "alien.vs.predator.foobar.io:5000/omg",
+            ),
+            (
+                "alien.vs.predator.foobar.io:5000/foo@{d}",
+                "*.foobar.io",
+                "",
+                "alien.vs.predator.foobar.io:5000/foo@{d}",
+            ),
+            (
+                "alien.vs.predator.foobar.io:5000/omg:bbq",
+                "*.foobar.io",
+                "",
+                "alien.vs.predator.foobar.io:5000/omg:bbq",
+            ),
+        ];
+        for (input, prefix, location, want) in cases {
+            let (input, want) = (input.replace("{d}", DIGEST), want.replace("{d}", DIGEST));
+            let (got, parsed) = rewrite_reference(&input, prefix, location)
+                .unwrap_or_else(|e| panic!("{input} {prefix} {location}: {e}"));
+            assert_eq!(got, want, "{input} {prefix} {location}");
+            assert_eq!(
+                format!("{}/{}", parsed.registry(), parsed.repository()),
+                want.split(['@'])
+                    .next()
+                    .unwrap()
+                    .rsplit_once(':')
+                    .filter(|(_, t)| !t.contains('/'))
+                    .map_or(want.split('@').next().unwrap(), |(n, _)| n),
+            );
+        }
+    }
+
+    #[test]
+    fn rewrite_failures_from_test_rewrite_reference_failed_during_parse_named() {
+        let d = format!("example.com/foo@{DIGEST}");
+        let cases: &[(&str, &str, &str)] = &[
+            (
+                "example.com/foo/image:latest",
+                "example.com/foo",
+                "example.com/path/",
+            ),
+            (&d, "example.com/foo", "example.com"),
+            ("example.com:5000/image:latest", "example.com", ""),
+            (
+                "example.com:5000/image:latest",
+                "example.com",
+                "example.com:5000",
+            ),
+            (
+                "example.com/foo/image:latest",
+                "example.com//foo",
+                "example.com/path",
+            ),
+            ("example.com/image:latest", "image", "anotherimage"),
+            (
+                "example.com/foo/image:latest",
+                "example.com/foo/",
+                "example.com",
+            ),
+            ("example.com/foo/image", "example.com/f", "example.com/foo"),
+            ("example.com/foo:latest", "example.com/f", "example.com/foo"),
+            (&d, "example.com/f", "example.com/foo"),
+            ("docker.io/library/image", "example.com", "example.com"),
+            ("docker.io/library/image", "*.com", "example.com"),
+            (
+                "foo.docker.io/library/image",
+                "*.example.com",
+                "example.com/image",
+            ),
+            (
+                "foo.docker.io/library/image",
+                "*.docker.com",
+                "example.com/image",
+            ),
+        ];
+        for (input, prefix, location) in cases {
+            assert!(
+                rewrite_reference(input, prefix, location).is_err(),
+                "{input} {prefix} {location}"
+            );
+        }
+    }
+
+    #[test]
+    fn containers_image_grammar_is_narrower_than_kubelets() {
+        // Docker Hub names must be canonical: `library/` spelled out, no `index.docker.io`.
+        for bad in [
+            "docker.io/busybox:1",
+            "index.docker.io/library/busybox:1",
+            "Team/app:1",
+            "[fd00::1]:5000/app:1",
+            "registry:5000:1/app",
+        ] {
+            assert!(parse_named(bad).is_err(), "{bad}");
+        }
+        let long = format!("{}.example.com/{}:1", "a".repeat(100), "b".repeat(150));
+        assert!(ImageRef::parse(&long).is_ok());
+        assert!(parse_named(&long).unwrap_err().contains("255"));
+        for good in [
+            "docker.io/library/busybox:1",
+            "localhost/app:1",
+            "Reg.example:5000/a/b@{d}",
+        ] {
+            let good = good.replace("{d}", DIGEST);
+            assert!(parse_named(&good).is_ok(), "{good}");
+        }
+    }
+
+    #[test]
+    fn short_names_from_test_validate_short_name_and_test_parse_short_name_value() {
+        let digest = "docker.io/library/fedora@sha256:b87dd5f837112a9e1e9882963a6406387597698268c0ad371b187151a5dfe6bf";
+        for name in ["library/fedora", "fedora", "1234567489"] {
+            assert!(validate_short_name(name).is_ok(), "{name}");
+        }
+        for name in [
+            "docker.io/library/fedora:latest",
+            digest,
+            "fedora:latest",
+            "library/fedora:latest",
+            "$$4455%%",
+            "docker://foo",
+            "docker-archive://foo",
+            "",
+        ] {
+            assert!(validate_short_name(name).is_err(), "{name}");
+        }
+        for value in [
+            "docker.io/library/fedora",
+            "localhost/fedora",
+            "localhost:5000/fedora",
+            "localhost:5000/namespace/fedora",
+        ] {
+            assert_eq!(parse_short_name_value(value).unwrap(), value);
+        }
+        for value in [
+            "docker.io/library/fedora:latest",
+            digest,
+            "fedora",
+            "fedora:latest",
+            "library/fedora",
+            "library/fedora:latest",
+            "$$4455%%",
+            "docker://foo",
+            "docker-archive://foo",
+            "",
+        ] {
+            assert!(parse_short_name_value(value).is_err(), "{value}");
+        }
+        assert_eq!(
+            parse_short_name_value("docker.io/fedora").unwrap(),
+            "docker.io/library/fedora"
+        );
+    }
+
+    #[test]
+    fn field_names_fold_case_as_go_equal_fold() {
+        assert!(equal_fold("location", "Location"));
+        assert!(equal_fold("insecure", "INSECURE"));
+        assert!(equal_fold("blocked", "bloc\u{212a}ed"));
+        assert!(equal_fold("insecure", "in\u{17f}ecure"));
+        assert!(!equal_fold("insecure", "insecur"));
+        assert!(!equal_fold("insecure", "\u{130}nsecure"));
+    }
+
+    // ---- loading --------------------------------------------------------------------------
+
+    #[test]
+    fn find_registry_from_test_find_registry() {
+        let c = load(FIND_REGISTRY, CONF_D).unwrap();
+        assert_eq!(c.registries().len(), 19);
+        let loc = |r: &str| c.find_registry(r).map(|r| r.location.as_str());
+        let reg = c.find_registry("simple-prefix.com/foo/bar:latest").unwrap();
+        assert_eq!(
+            (reg.prefix.as_str(), reg.location.as_str()),
+            ("simple-prefix.com", "registry.com:5000")
+        );
+        assert!(c.find_registry("simple-prefix.com/").is_some());
+        assert!(c.find_registry("simple-prefix.com").is_some());
+        assert_eq!(
+            loc("not.so.simple-prefix.com/"),
+            Some("subdomain-prefix.com")
+        );
+        assert_eq!(
+            loc("not.quite.simple-prefix.com/"),
+            Some("subdomain-prefix-2.com")
+        );
+        assert_eq!(
+            loc("not.quite.simple-prefix.com:5000/with/path/and/beyond:tag"),
+            Some("subdomain-prefix-2.com")
+        );
+        assert_eq!(
+            loc("really.not.quite.simple-prefix.com:5000/with/path/and/beyond:tag"),
+            Some("subdomain-prefix-1-overridden-by-dropin-location.com")
+        );
+        assert_eq!(
+            loc("foo.docker.io:5000/omg/wtf/bbq:foo"),
+            Some("subdomain-prefix-2.com")
+        );
+        assert_eq!(
+            loc(&format!("foo.bar.example.com:6000/omg/wtf/bbq@{DIGEST}")),
+            Some("subdomain-prefix-3-overridden-by-dropin-location.com")
+        );
+        assert_eq!(
+            loc("foo.bar.docker.io:5000/omg/wtf/bbq:foo"),
+            Some("subdomain-prefix-4.com")
+        );
+        assert_eq!(
+            loc("foo.bar.example.com:5000/omg/wtf/bbq:foo"),
+            Some("subdomain-prefix-5.com")
+        );
+        assert!(c.find_registry("simple-prefix.comx").is_none());
+        let reg = c
+            .find_registry("complex-prefix.com:4000/with/path/and/beyond:tag")
+            .unwrap();
+        assert_eq!(
+            (reg.prefix.as_str(), reg.location.as_str()),
+            (
+                "complex-prefix.com:4000/with/path",
+                "another-registry.com:5000"
+            )
+        );
+        let reg = c.find_registry("no-prefix.com/foo:tag").unwrap();
+        assert_eq!(
+            (reg.prefix.as_str(), reg.location.as_str()),
+            ("no-prefix.com", "no-prefix.com")
+        );
+        let reg = c.find_registry("empty-prefix.com/foo:tag").unwrap();
+        assert_eq!(
+            (reg.prefix.as_str(), reg.location.as_str()),
+            ("empty-prefix.com", "empty-prefix.com")
+        );
+        // A required main file that does not exist is an error.
+        let err = RegistriesConf::load(&ConfigSources {
+            main: PathBuf::from("/this/does/not/exist.conf"),
+            main_required: true,
+            dropin_dirs: vec![],
+        })
+        .unwrap_err();
+        assert!(matches!(err, CrioConfigError::Read { .. }), "{err}");
+    }
+
+    #[test]
+    fn pull_sources_from_test_pull_sources_from_reference() {
+        let c = load(PULL_SOURCES, &[]).unwrap();
+        assert_eq!(c.registries().len(), 9);
+        // (prefix, digest locations, digest insecure, tag locations, tag insecure)
+        type Case<'a> = (
+            &'a str,
+            &'a [&'a str],
+            &'a [bool],
+            &'a [&'a str],
+            &'a [bool],
+        );
+        let cases: &[Case<'_>] = &[
+            (
+                "registry-a.com/foo",
+                &[
+                    "mirror-1.registry-a.com",
+                    "mirror-2.registry-a.com",
+                    "registry-a.com/bar",
+                ],
+                &[false, true, false],
+                &[
+                    "mirror-1.registry-a.com",
+                    "mirror-2.registry-a.com",
+                    "registry-a.com/bar",
+                ],
+                &[false, true, false],
+            ),
+            (
+                "registry-b.com/foo",
+                &[
+                    "mirror-1.registry-b.com",
+                    "mirror-2.registry-b.com",
+                    "registry-b.com/bar",
+                ],
+                &[false, false, false],
+                &["registry-b.com/bar"],
+                &[false],
+            ),
+            (
+                "registry-a.com/baz",
+                &[
+                    "mirror-1.registry-a.com",
+                    "mirror-2.registry-a.com",
+                    "registry-a.com/bar",
+                ],
+                &[false, true, false],
+                &[
+                    "mirror-1.registry-a.com",
+                    "mirror-2.registry-a.com",
+                    "registry-a.com/bar",
+                ],
+                &[false, true, false],
+            ),
+            (
+                "registry-b.com/baz",
+                &[
+                    "mirror-1.registry-b.com",
+                    "mirror-2.registry-b.com",
+                    "registry-b.com/bar",
+                ],
+                &[false, false, false],
+                &["registry-b.com/bar"],
+                &[false],
+            ),
+            (
+                "registry-c.com/baz",
+                &[
+                    "mirror-1.registry-c.com",
+                    "mirror-2.registry-c.com",
+                    "registry-c.com/bar",
+                ],
+                &[false, false, false],
+                &["mirror-1.registry-c.com", "registry-c.com/bar"],
+                &[false, false],
+            ),
+            (
+                "registry-d.com/baz",
+                &[
+                    "mirror-1.registry-d.com",
+                    "mirror-2.registry-d.com",
+                    "registry-d.com/bar",
+                ],
+                &[false, false, false],
+                &["registry-d.com/bar"],
+                &[false],
+            ),
+            (
+                "registry-e.com/baz",
+                &["registry-e.com/bar"],
+                &[false],
+                &[
+                    "mirror-1.registry-e.com",
+                    "mirror-2.registry-e.com",
+                    "registry-e.com/bar",
+                ],
+                &[false, false, false],
+            ),
+            (
+                "registry-f.com/baz",
+                &["mirror-1.registry-f.com", "registry-f.com/bar"],
+                &[false, false],
+                &[
+                    "mirror-1.registry-f.com",
+                    "mirror-2.registry-f.com",
+                    "registry-f.com/bar",
+                ],
+                &[false, false, false],
+            ),
+            (
+                "registry-g.com/baz",
+                &[
+                    "mirror-1.registry-g.com",
+                    "mirror-3.registry-g.com",
+                    "mirror-4.registry-g.com",
+                    "registry-g.com/bar",
+                ],
+                &[false, false, false, false],
+                &[
+                    "mirror-2.registry-g.com",
+                    "mirror-3.registry-g.com",
+                    "mirror-4.registry-g.com",
+                    "registry-g.com/bar",
+                ],
+                &[false, false, false, false],
+            ),
+        ];
+        for (prefix, dlocs, dinsecure, tlocs, tinsecure) in cases {
+            for (suffix, locs, insecure) in [
+                (format!("@{DIGEST}"), dlocs, dinsecure),
+                (":aaa".to_owned(), tlocs, tinsecure),
+            ] {
+                let img = format!("{prefix}/image{suffix}");
+                let got = c.pull_sources(&image(&img)).unwrap();
+                let want: Vec<String> = locs.iter().map(|l| format!("{l}/image{suffix}")).collect();
+                let got_refs: Vec<String> = got.iter().map(|s| s.reference.to_string()).collect();
+                assert_eq!(got_refs, want, "{img}");
+                let got_insecure: Vec<bool> = got.iter().map(|s| s.insecure).collect();
+                assert_eq!(&got_insecure, insecure, "{img}");
+                let mirrors: Vec<bool> = got.iter().map(|s| s.mirror).collect();
+                let mut want_mirrors = vec![true; locs.len() - 1];
+                want_mirrors.push(false);
+                assert_eq!(mirrors, want_mirrors, "{img}");
+            }
+        }
+    }
+
+    #[test]
+    fn invalid_files_from_upstream_tests_name_key_line_and_fix() {
+        for (name, text, fragment, line) in INVALID {
+            let err = load(text, &[]).unwrap_err();
+            let all = issues(&err);
+            assert!(
+                all[0].problem.contains(fragment),
+                "{name}: first issue {:?} lacks {fragment:?}",
+                all[0]
+            );
+            assert!(
+                all[0].key.contains(&format!("line {line}")),
+                "{name}: {:?} should name line {line}",
+                all[0]
+            );
+            assert!(!all[0].fix.is_empty(), "{name}");
+            let text = err.to_string();
+            assert!(
+                text.contains("registries.conf (containers/image refuses to load it)"),
+                "{text}"
+            );
+        }
+    }
+
+    #[test]
+    fn valid_files_from_upstream_tests() {
+        // TestUnmarshalConfig, TestInvalidateCache: sorted by prefix.
+        let c = load(UNMARSHAL, &[]).unwrap();
+        assert_eq!(
+            locations(&c),
+            [
+                "blocked.registry.com",
+                "insecure.registry.com",
+                "registry.com",
+                "untrusted.registry.com"
+            ]
+        );
+        // TestMirrors.
+        let c = load(MIRRORS, &[]).unwrap();
+        assert_eq!(c.registries().len(), 2);
+        let reg = c.find_registry("registry.com/image:tag").unwrap();
+        let mirrors: Vec<(&str, bool)> = reg
+            .mirrors
+            .iter()
+            .map(|m| (m.location.as_str(), m.insecure))
+            .collect();
+        assert_eq!(
+            mirrors,
+            [
+                ("mirror-1.registry.com", false),
+                ("mirror-2.registry.com", true)
+            ]
+        );
+        // TestFindUnqualifiedSearchRegistries.
+        let c = load(UNQUALIFIED_SEARCH, &[]).unwrap();
+        assert_eq!(c.registries().len(), 4);
+        assert_eq!(
+            c.unqualified_search_registries(),
+            ["registry-a.com", "registry-c.com", "registry-d.com"]
+        );
+        // TestV1BackwardsCompatibility.
+        let c = load(V1_COMPATIBILITY, &[]).unwrap();
+        assert_eq!(c.registries().len(), 4);
+        assert_eq!(
+            c.unqualified_search_registries(),
+            ["registry-a.com", "registry-c.com", "registry-d.com"]
+        );
+        let reg = c
+            .find_registry("registry-b.com/bar/foo/barfoo:latest")
+            .unwrap();
+        assert!(reg.insecure && reg.blocked);
+        // TestGetShortNameMode, TestResolveShortNameAlias.
+        let c = load(ALIASES, &[]).unwrap();
+        assert_eq!(c.short_name_mode(), ShortNameMode::Enforcing);
+        let aliases: Vec<(&str, Option<&str>)> = c
+            .aliases()
+            .iter()
+            .map(|(k, v)| (k.as_str(), v.as_deref()))
+            .collect();
+        assert_eq!(
+            aliases,
+            [
+                ("docker", Some("docker.io/library/foo")),
+                ("empty", None),
+                ("example", Some("example.com/library/foo")),
+                ("quay/foo", Some("quay.io/library/foo")),
+            ]
+        );
+        assert_eq!(
+            load("", &[]).unwrap().short_name_mode(),
+            ShortNameMode::Permissive
+        );
+        assert_eq!(
+            load("short-name-mode=\"permissive\"", &[])
+                .unwrap()
+                .short_name_mode(),
+            ShortNameMode::Permissive
+        );
+    }
+
+    #[test]
+    fn credential_helpers_from_test_credential_helpers() {
+        let helpers = |main: &str, dropins: &[(&str, &str)]| {
+            load(main, dropins).unwrap().credential_helpers().to_vec()
+        };
+        assert_eq!(helpers(CRED_HELPER, &[]), ["helper-1", "helper-2"]);
+        assert_eq!(helpers("", &[]), [AUTHENTICATION_FILE_HELPER]);
+        assert_eq!(
+            helpers(CRED_HELPER, &[("empty.conf", "credential-helpers=[]\n")]),
+            [AUTHENTICATION_FILE_HELPER]
+        );
+        assert_eq!(helpers(CRED_HELPER, CONF_D), ["dropin-1", "dropin-2"]);
+    }
+
+    #[test]
+    fn dropins_from_test_registries_conf_directory() {
+        let base = "unqualified-search-registries = [\"example.com\"]\n\n[[registry]]\nlocation = \"base.com\"\ninsecure = true";
+        let c = load(base, CONF_D).unwrap();
+        assert_eq!(c.unqualified_search_registries(), ["example-overwrite.com"]);
+        assert_eq!(
+            locations(&c),
+            [
+                "subdomain-prefix-3-overridden-by-dropin-location.com",
+                "subdomain-prefix-2-overridden-by-dropin-location.com",
+                "subdomain-prefix-1-overridden-by-dropin-location.com",
+                "1.com",
+                "2.com",
+                "base.com"
+            ]
+        );
+        // The drop-in replaces the whole entry: blocked now, and no longer insecure.
+        let reg = c.find_registry("base.com/test:latest").unwrap();
+        assert!(reg.blocked && !reg.insecure);
+        assert!(reg.file.ends_with("config-2.conf"));
+        // `.ignore` is not a drop-in; the files read are main + the six `.conf` files.
+        assert_eq!(c.files().len(), 7);
+        // Aliases merge by name; a later "" resets.
+        assert_eq!(c.aliases()["barz"].as_deref(), Some("barz.com/config2"));
+        assert_eq!(
+            c.aliases()["docker"].as_deref(),
+            Some("docker.io/library/config1")
+        );
+        // unqualified-search-registries: untouched by a drop-in that does not set it,
+        // replaced by one that sets it to [].
+        let usr1 = load(
+            UNQUALIFIED_SEARCH,
+            &[(
+                "no-usr.conf",
+                "# unqualified-search-registries is not set\n",
+            )],
+        )
+        .unwrap();
+        assert_eq!(
+            usr1.unqualified_search_registries(),
+            ["registry-a.com", "registry-c.com", "registry-d.com"]
+        );
+        let usr2 = load(
+            UNQUALIFIED_SEARCH,
+            &[("empty-usr.conf", "unqualified-search-registries = []\n")],
+        )
+        .unwrap();
+        assert!(usr2.unqualified_search_registries().is_empty());
+    }
+
+    #[test]
+    fn missing_main_file_is_empty_unless_required_from_test_empty_config() {
+        let tmp = tempfile::tempdir().unwrap();
+        let c = RegistriesConf::load(&ConfigSources {
+            main: tmp.path().join("registries.conf"),
+            main_required: false,
+            dropin_dirs: vec![tmp.path().join("this-does-not-exist")],
+        })
+        .unwrap();
+        assert!(c.registries().is_empty() && c.files().is_empty());
+        assert_eq!(c.credential_helpers(), [AUTHENTICATION_FILE_HELPER]);
+        // An empty main file is an empty configuration too.
+        assert!(load("", &[]).unwrap().registries().is_empty());
+    }
+
+    #[test]
+    fn dropins_are_walked_as_filepath_walkdir_walks_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let main = tmp.path().join("registries.conf");
+        std::fs::write(&main, "").unwrap();
+        let real = tmp.path().join("real.d");
+        write(
+            &real,
+            &[
+                ("b.conf", "[[registry]]\nlocation = \"b.example\"\n"),
+                (
+                    "a.conf",
+                    "[[registry]]\nprefix = \"b.example\"\nlocation = \"a.example\"\n",
+                ),
+                (
+                    "sub.conf/x.conf",
+                    "[[registry]]\nlocation = \"nested.example\"\n",
+                ),
+                (
+                    "c.conf.bak",
+                    "[[registry]]\nlocation = \"backup.example\"\n",
+                ),
+            ],
+        );
+        let sources = |dirs: Vec<PathBuf>| ConfigSources {
+            main: main.clone(),
+            main_required: true,
+            dropin_dirs: dirs,
+        };
+        // Lexical order: b.conf (later) replaces a.conf's entry of the same prefix.
+        let c = RegistriesConf::load(&sources(vec![real.clone()])).unwrap();
+        assert_eq!(locations(&c), ["b.example"]);
+        // A symlinked directory is not walked: its drop-ins do not apply.
+        let link = tmp.path().join("link.d");
+        std::os::unix::fs::symlink(&real, &link).unwrap();
+        let c = RegistriesConf::load(&sources(vec![link.clone()])).unwrap();
+        assert!(c.registries().is_empty());
+        assert!(
+            c.notices()[0].message.contains("symbolic link"),
+            "{:?}",
+            c.notices()
+        );
+        // Two directories: system then user, the later one wins.
+        let user = tmp.path().join("user.d");
+        write(
+            &user,
+            &[(
+                "0.conf",
+                "[[registry]]\nprefix = \"b.example\"\nlocation = \"user.example\"\n",
+            )],
+        );
+        let c = RegistriesConf::load(&sources(vec![real.clone(), user])).unwrap();
+        assert_eq!(locations(&c), ["user.example"]);
+        // A drop-in must be v2, and a broken drop-in names itself.
+        write(
+            &real,
+            &[(
+                "z.conf",
+                "[registries.search]\nregistries = [\"x.example\"]\n",
+            )],
+        );
+        let err = RegistriesConf::load(&sources(vec![real.clone()])).unwrap_err();
+        assert!(err.to_string().contains("z.conf"), "{err}");
+        assert!(issues(&err)[0].problem.contains("must use the v2 format"));
+        write(&real, &[("z.conf", "[[registry]\n")]);
+        let err = RegistriesConf::load(&sources(vec![real.clone()])).unwrap_err();
+        assert!(issues(&err)[0].key.starts_with("line 1, column"), "{err}");
+    }
+
+    #[test]
+    fn validation_is_per_file_and_later_files_replace_entries() {
+        // The same location insecure in one file and secure in a drop-in: no conflict checked.
+        let c = load(
+            "[[registry]]\nlocation = \"r.example\"\ninsecure = true\n",
+            &[(
+                "1.conf",
+                "[[registry]]\nprefix = \"other.example\"\nlocation = \"r.example\"\n",
+            )],
+        )
+        .unwrap();
+        assert_eq!(c.registries().len(), 2);
+        // Within one file the first entry of a prefix wins, and the second is noted.
+        let c = load(
+            "[[registry]]\nlocation = \"r.example\"\n[[registry.mirror]]\nlocation = \"m.example\"\n\n[[registry]]\nlocation = \"r.example\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(c.registries()[0].mirrors.len(), 1);
+        assert!(
+            c.notices()[0].message.contains("same prefix"),
+            "{:?}",
+            c.notices()
+        );
+        assert_eq!(c.notices()[0].line, 6);
+    }
+
+    #[test]
+    fn decoding_follows_burntsushi_toml() {
+        // Keys match regardless of case; unknown keys are ignored (and noted).
+        let c = load(
+            "[[Registry]]\nLOCATION = \"r.example\"\nInsecure = true\nmirror-by-digest = true\nproxy = \"http://p\"\n",
+            &[],
+        )
+        .unwrap();
+        let r = &c.registries()[0];
+        assert!(r.insecure && !r.mirror_by_digest_only);
+        let notes: Vec<&str> = c.notices().iter().map(|n| n.message.as_str()).collect();
+        assert!(
+            notes[0].contains("\"Registry[0].mirror-by-digest\""),
+            "{notes:?}"
+        );
+        assert!(notes[1].contains("\"Registry[0].proxy\""), "{notes:?}");
+        assert_eq!(c.notices()[0].line, 4);
+        // Set twice in different case: noted, the exactly-spelled key kept.
+        let c = load(
+            "[[registry]]\nLocation = \"a.example\"\nlocation = \"b.example\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(locations(&c), ["b.example"]);
+        assert!(c.notices()[0].message.contains("second time"));
+        // A value of the wrong type fails the file, naming key and line.
+        for (text, key, want) in [
+            (
+                "[[registry]]\nlocation = \"r.example\"\ninsecure = \"true\"\n",
+                "registry[0].insecure (line 3)",
+                "must be true or false, not a string",
+            ),
+            (
+                "[registry]\nlocation = \"r.example\"\n",
+                "registry (line 1)",
+                "must be an array of tables, not a table",
+            ),
+            (
+                "unqualified-search-registries = \"docker.io\"\n",
+                "unqualified-search-registries (line 1)",
+                "must be an array of strings",
+            ),
+            (
+                "[aliases]\nx = 1\n",
+                "aliases.x (line 2)",
+                "must be a string, not an integer",
+            ),
+            (
+                "[[registry]]\nlocation = \"r.example\"\n[[registry.mirror]]\nlocation = 5\n",
+                "registry[0].mirror[0].location (line 4)",
+                "must be a string",
+            ),
+        ] {
+            let err = load(text, &[]).unwrap_err();
+            let i = &issues(&err)[0];
+            assert_eq!(
+                (i.key.as_str(), i.problem.contains(want)),
+                (key, true),
+                "{text}: {i:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn errors_read_as_file_key_problem_fix() {
+        let err = load(
+            "# comment\n[[registry]]\nprefix = \"example.com/foo\"\n",
+            &[],
+        )
+        .unwrap_err();
+        let text = err.to_string();
+        let (head, body) = text.split_once('\n').unwrap();
+        assert!(
+            head.starts_with("invalid registries configuration "),
+            "{text}"
+        );
+        assert!(head.ends_with("registries.conf (containers/image refuses to load it):"));
+        assert_eq!(
+            body,
+            "  registry[0] (line 2): invalid condition: location is unset and prefix is not in \
+             the format: *.example.com\n    fix: set location; only a wildcard prefix may go \
+             without one"
+        );
+        // A key given twice is a TOML error for both parsers.
+        let err = load("[[registry]]\nlocation = \"a\"\nlocation = \"b\"\n", &[]).unwrap_err();
+        assert!(issues(&err)[0].problem.contains("not valid TOML"), "{err}");
+        assert!(issues(&err)[0].key.starts_with("line 3,"), "{err}");
+    }
+
+    // ---- pull sources -----------------------------------------------------------------------
+
+    #[test]
+    fn blocked_is_checked_per_rewritten_source_as_new_docker_client_does() {
+        // Measured with skopeo 1.9.3 (containers/image 5.23.1) on this file: the mirror is
+        // refused as blocked, the tag pull skips the digest-only mirror, the primary is tried.
+        let c = load(
+            r#"[[registry]]
+prefix = "127.0.0.1:5999/team"
+location = "127.0.0.1:5998/other"
+[[registry.mirror]]
+location = "127.0.0.1:5997/m1"
+insecure = true
+[[registry.mirror]]
+location = "127.0.0.1:5996/m2"
+pull-from-mirror = "digest-only"
+[[registry]]
+location = "127.0.0.1:5997"
+blocked = true
+"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            sources(&c, "127.0.0.1:5999/team/app:1"),
+            [
+                "127.0.0.1:5997/m1/app:1 insecure blocked",
+                "127.0.0.1:5998/other/app:1"
+            ]
+        );
+        let src = c.pull_sources(&image("127.0.0.1:5999/team/app:1")).unwrap();
+        let by = src[0].blocked_by.as_ref().unwrap();
+        assert_eq!((by.prefix.as_str(), by.line), ("127.0.0.1:5997", 10));
+        // A blocked registry with a mirror: the mirror is still tried.
+        let c = load(
+            "[[registry]]\nlocation = \"docker.io\"\nblocked = true\n[[registry.mirror]]\nlocation = \"mirror.example\"\n",
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            sources(&c, "nginx"),
+            [
+                "mirror.example/library/nginx:latest",
+                "docker.io/library/nginx:latest blocked"
+            ]
+        );
+    }
+
+    #[test]
+    fn sources_measured_with_skopeo() {
+        // skopeo 1.9.3 (containers/image 5.23.1) `--debug inspect --raw` on this file printed
+        // these "Trying to access" lines, or failed before any.
+        let c = load(
+            r#"[[registry]]
+prefix = "*.internal.example"
+[[registry.mirror]]
+location = "127.0.0.1:5991/cache"
+[[registry]]
+prefix = "docker.io/library/busybox"
+location = "127.0.0.1:5992/hub/busybox"
+[[registry.mirror]]
+location = "localhost:5993/m"
+pull-from-mirror = "tag-only"
+[[registry]]
+prefix = "docker.io/library"
+location = "docker.io"
+"#,
+            &[],
+        )
+        .unwrap();
+        assert_eq!(
+            sources(&c, "busybox:1"),
+            ["localhost:5993/m:1", "127.0.0.1:5992/hub/busybox:1"]
+        );
+        assert_eq!(
+            sources(&c, &format!("busybox@{DIGEST}")),
+            [format!("127.0.0.1:5992/hub/busybox@{DIGEST}")]
+        );
+        // "rewriting reference: repository name must be canonical"
+        let err = c.pull_sources(&image("alpine:1")).unwrap_err();
+        assert!(err.to_string().contains("must be canonical"), "{err}");
+        // "rewriting reference: invalid reference format": a wildcard match ends before the
+        // port, so the mirror location gets `:5000/team/app:1` appended.
+        let err = c
+            .pull_sources(&image("a.b.internal.example:5000/team/app:1"))
+            .unwrap_err();
+        assert!(matches!(err, PullSourcesError::Rewrite { .. }), "{err}");
+        // Not measured (the primary is not on loopback): without a port the rewrite works.
+        assert_eq!(
+            sources(&c, "a.b.internal.example/team/app:1"),
+            [
+                "127.0.0.1:5991/cache/team/app:1",
+                "a.b.internal.example/team/app:1"
+            ]
+        );
+    }
+
+    #[test]
+    fn docker_hub_prefixes_must_spell_library() {
+        let conf = |prefix: &str| {
+            load(
+                &format!(
+                    "[[registry]]\nprefix = \"{prefix}\"\nlocation = \"mirror.example/hub\"\n"
+                ),
+                &[],
+            )
+            .unwrap()
+        };
+        // `docker.io/nginx` matches the `docker.io/nginx/*` repositories, not `nginx`.
+        assert_eq!(
+            sources(&conf("docker.io/nginx"), "nginx:1"),
+            ["docker.io/library/nginx:1"]
+        );
+        assert_eq!(
+            sources(&conf("docker.io/nginx"), "nginx/app:1"),
+            ["mirror.example/hub/app:1"]
+        );
+        assert_eq!(
+            sources(&conf("docker.io/library/nginx"), "nginx:1"),
+            ["mirror.example/hub:1"]
+        );
+        // A rewrite to a non-canonical Docker Hub name fails the whole pull.
+        let c = load(
+            "[[registry]]\nprefix = \"docker.io/library\"\nlocation = \"docker.io\"\n",
+            &[],
+        )
+        .unwrap();
+        let err = c.pull_sources(&image("busybox:1")).unwrap_err();
+        assert!(matches!(err, PullSourcesError::Rewrite { .. }), "{err}");
+        assert!(err.to_string().contains("must be canonical"), "{err}");
+    }
+
+    #[test]
+    fn references_and_credentials_as_cri_o_passes_them() {
+        let c = load(
+            "[[registry]]\nlocation = \"quay.io\"\n[[registry.mirror]]\nlocation = \"quay.io/cache\"\n[[registry.mirror]]\nlocation = \"mirror.example/quay\"\n",
+            &[],
+        )
+        .unwrap();
+        // A tag and a digest: CRI-O keeps the digest only.
+        let img = format!("quay.io/org/app:1@{DIGEST}");
+        let src = c.pull_sources(&image(&img)).unwrap();
+        let refs: Vec<String> = src.iter().map(|s| s.reference.to_string()).collect();
+        assert_eq!(
+            refs,
+            [
+                format!("quay.io/cache/org/app@{DIGEST}"),
+                format!("mirror.example/quay/org/app@{DIGEST}"),
+                format!("quay.io/org/app@{DIGEST}"),
+            ]
+        );
+        // Kubelet's credentials go to sources on the image's own registry only.
+        let creds: Vec<bool> = src.iter().map(|s| s.kubelet_credentials).collect();
+        assert_eq!(creds, [true, false, true]);
+        // Without an entry the reference is its own single source.
+        assert_eq!(sources(&c, "ghcr.io/org/app:2"), ["ghcr.io/org/app:2"]);
+        assert!(c.find_registry("quay.iox/a").is_none());
+        // References kubelet accepts but containers/image does not.
+        for bad in ["[fd00::1]:5000/app:1", "Team/app:1"] {
+            let err = c.pull_sources(&image(bad)).unwrap_err();
+            assert!(
+                matches!(err, PullSourcesError::Reference { .. }),
+                "{bad}: {err}"
+            );
+        }
+    }
+
+    #[test]
+    fn config_sources_from_test_new_config_wrapper() {
+        let home = tempfile::tempdir().unwrap();
+        let h = home.path();
+        let explicit = Path::new("/this/is/not/the/default/registries.conf");
+        let s = ConfigSources::resolve(None, None, h, None);
+        assert_eq!(s.main, Path::new(SYSTEM_REGISTRIES_CONF));
+        assert!(!s.main_required);
+        assert_eq!(
+            s.dropin_dirs,
+            [
+                PathBuf::from(SYSTEM_REGISTRIES_CONF_DIR),
+                h.join(USER_REGISTRIES_DIR)
+            ]
+        );
+        let s = ConfigSources::resolve(Some(explicit), None, h, None);
+        assert_eq!((s.main.as_path(), s.main_required), (explicit, true));
+        assert_eq!(s.dropin_dirs[0], Path::new(SYSTEM_REGISTRIES_CONF_DIR));
+        let s = ConfigSources::resolve(None, None, h, Some(Path::new("/root/prefix")));
+        assert_eq!(
+            s.main,
+            Path::new("/root/prefix/etc/containers/registries.conf")
+        );
+        assert_eq!(
+            s.dropin_dirs,
+            [
+                PathBuf::from("/root/prefix/etc/containers/registries.conf.d"),
+                h.join(USER_REGISTRIES_DIR)
+            ]
+        );
+        let s = ConfigSources::resolve(
+            Some(explicit),
+            Some(Path::new("/d")),
+            h,
+            Some(Path::new("/root/prefix")),
+        );
+        assert_eq!(
+            (s.main.as_path(), s.dropin_dirs.as_slice()),
+            (explicit, [PathBuf::from("/d")].as_slice())
+        );
+        // A per-user file replaces the system file and the system directory.
+        write(h, &[(USER_REGISTRIES_FILE, "")]);
+        let s = ConfigSources::resolve(None, None, h, None);
+        assert_eq!(s.main, h.join(USER_REGISTRIES_FILE));
+        assert_eq!(s.dropin_dirs, [h.join(USER_REGISTRIES_DIR)]);
+        let s = ConfigSources::resolve(Some(explicit), None, h, None);
+        assert_eq!(s.main, explicit);
+    }
+
+    // ---- certs.d ------------------------------------------------------------------------------
+
+    #[test]
+    fn certs_from_test_setup_certificates() {
+        let tmp = tempfile::tempdir().unwrap();
+        let root = tmp.path().join("certs.d");
+        let full = root.join("full");
+        write(
+            &full,
+            &[
+                ("ca-cert-2.crt", "PEM 2"),
+                ("ca-cert-1.crt", "PEM 1"),
+                ("client-cert-2.cert", "c2"),
+                ("client-cert-2.key", "k2"),
+                ("client-cert-1.cert", "c1"),
+                ("client-cert-1.key", "k1"),
+            ],
+        );
+        let f = certs_for_host(std::slice::from_ref(&root), "full").unwrap();
+        let cas: Vec<&[u8]> = f.cas.iter().map(|c| c.pem.as_slice()).collect();
+        assert_eq!(cas, [b"PEM 1".as_slice(), b"PEM 2"]);
+        let pairs: Vec<(PathBuf, PathBuf)> = f
+            .clients
+            .iter()
+            .map(|p| (p.cert.clone(), p.key.clone()))
+            .collect();
+        assert_eq!(
+            pairs,
+            [
+                (
+                    full.join("client-cert-1.cert"),
+                    full.join("client-cert-1.key")
+                ),
+                (
+                    full.join("client-cert-2.cert"),
+                    full.join("client-cert-2.key")
+                ),
+            ]
+        );
+        // Directory does not exist: nothing, no error.
+        let none = certs_for_host(std::slice::from_ref(&root), "absent:5000").unwrap();
+        assert!(none.cas.is_empty() && none.clients.is_empty());
+        // Another error reading the directory.
+        assert!(certs_for_host(&[PathBuf::from("/dev/null/is/not")], "a.directory").is_err());
+        // Upstream's dangling symlinks: an unreadable CA is skipped, the rest are errors.
+        let ln = |dir: &str, name: &str, target: &Path| {
+            std::fs::create_dir_all(root.join(dir)).unwrap();
+            std::os::unix::fs::symlink(target, root.join(dir).join(name)).unwrap();
+        };
+        let nowhere = Path::new("/this/does/not/exist");
+        ln("unreadable-ca", "unreadable.crt", nowhere);
+        let f = certs_for_host(std::slice::from_ref(&root), "unreadable-ca").unwrap();
+        assert!(f.cas.is_empty());
+        ln(
+            "missing-key",
+            "client-cert-1.cert",
+            &full.join("client-cert-1.cert"),
+        );
+        ln(
+            "missing-cert",
+            "client-cert-1.key",
+            &full.join("client-cert-1.key"),
+        );
+        ln("unreadable-cert", "client-cert-1.cert", nowhere);
+        ln(
+            "unreadable-cert",
+            "client-cert-1.key",
+            &full.join("client-cert-1.key"),
+        );
+        ln(
+            "unreadable-key",
+            "client-cert-1.cert",
+            &full.join("client-cert-1.cert"),
+        );
+        ln("unreadable-key", "client-cert-1.key", nowhere);
+        for (host, want) in [
+            ("missing-key", "missing key"),
+            ("missing-cert", "missing client certificate"),
+            ("unreadable-cert", "cannot read"),
+            ("unreadable-key", "cannot read"),
+        ] {
+            let err = certs_for_host(std::slice::from_ref(&root), host).unwrap_err();
+            assert!(err.to_string().contains(want), "{host}: {err}");
+        }
+    }
+
+    #[test]
+    fn cert_dirs_are_searched_as_docker_cert_dir_searches_them() {
+        let tmp = tempfile::tempdir().unwrap();
+        let (home, root) = (tmp.path().join("home"), tmp.path().join("host"));
+        let search = cert_search_dirs(&home, Some(&root));
+        assert_eq!(
+            search,
+            [
+                home.join(".config/containers/certs.d"),
+                root.join("etc/containers/certs.d"),
+                root.join("etc/docker/certs.d"),
+            ]
+        );
+        assert_eq!(
+            cert_search_dirs(&home, None)[1],
+            Path::new("/etc/containers/certs.d")
+        );
+        let host = "registry.example:5000";
+        // Nothing exists: the last candidate, empty.
+        assert_eq!(
+            certs_for_host(&search, host).unwrap().dir,
+            search[2].join(host)
+        );
+        // The first directory that exists wins, even an empty one: no merging.
+        write(&search[2].join(host), &[("docker.crt", "D")]);
+        write(&search[1].join(host), &[("containers.crt", "C")]);
+        let f = certs_for_host(&search, host).unwrap();
+        assert_eq!((f.dir.clone(), f.cas.len()), (search[1].join(host), 1));
+        std::fs::create_dir_all(search[0].join(host)).unwrap();
+        let f = certs_for_host(&search, host).unwrap();
+        assert_eq!((f.dir, f.cas.len()), (search[0].join(host), 0));
+        // The port is part of the name: `registry.example` is another directory.
+        assert_eq!(
+            certs_for_host(&search, "registry.example").unwrap().dir,
+            search[2].join("registry.example")
+        );
+    }
+}
