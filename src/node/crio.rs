@@ -3129,7 +3129,8 @@ empty=""
         // Lexical order: b.conf (later) replaces a.conf's entry of the same prefix.
         let c = RegistriesConf::load(&sources(vec![real.clone()])).unwrap();
         assert_eq!(locations(&c), ["b.example"]);
-        // A symlinked directory is not walked: its drop-ins do not apply.
+        // A symlinked directory is not walked: its drop-ins do not apply (skopeo 1.9.3 with a
+        // symlinked `$HOME/.config/containers/registries.conf.d` ignores a `blocked` in it).
         let link = tmp.path().join("link.d");
         std::os::unix::fs::symlink(&real, &link).unwrap();
         let c = RegistriesConf::load(&sources(vec![link.clone()])).unwrap();
@@ -3178,7 +3179,8 @@ empty=""
         )
         .unwrap();
         assert_eq!(c.registries().len(), 2);
-        // Within one file the first entry of a prefix wins, and the second is noted.
+        // Within one file the first entry of a prefix wins, and the second is noted (skopeo
+        // 1.9.3 does not try the second entry's mirror).
         let c = load(
             "[[registry]]\nlocation = \"r.example\"\n[[registry.mirror]]\nlocation = \"m.example\"\n\n[[registry]]\nlocation = \"r.example\"\n",
             &[],
@@ -3195,6 +3197,8 @@ empty=""
 
     #[test]
     fn decoding_follows_burntsushi_toml() {
+        // Case-insensitive keys, ignored unknown keys and the fatal type error: also measured
+        // with skopeo 1.9.3 ("toml: line 3 (last key \"registry.insecure\"): incompatible types").
         // Keys match regardless of case; unknown keys are ignored (and noted).
         let c = load(
             "[[Registry]]\nLOCATION = \"r.example\"\nInsecure = true\nmirror-by-digest = true\nproxy = \"http://p\"\n",
