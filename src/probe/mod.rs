@@ -11,6 +11,7 @@ pub mod challenge;
 mod dns;
 mod fallback;
 mod http;
+pub(crate) mod proxy;
 pub mod ratelimit;
 mod registry;
 mod report;
