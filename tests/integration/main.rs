@@ -16,6 +16,7 @@ mod engine;
 mod fakes;
 mod go_resolver;
 mod hostile;
+mod proxy;
 mod secure_metrics;
 mod support;
 mod tls_go;
