@@ -12,6 +12,7 @@ mod dns;
 mod endpoint;
 mod fallback;
 mod http;
+pub(crate) mod proxy;
 pub mod ratelimit;
 mod registry;
 mod report;

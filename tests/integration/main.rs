@@ -19,6 +19,7 @@ mod go_resolver;
 mod hostile;
 mod mirrors;
 mod node_credentials;
+mod proxy;
 mod secure_metrics;
 mod support;
 mod tls_go;

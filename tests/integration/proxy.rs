@@ -1,0 +1,250 @@
+//! The proxy path: the test proxy fixture ([`ConnectProxy`]) checked byte by byte, and
+//! pullprobe's reading of the proxy environment (`node::proxy::ProxyEnv`, public API) pointed
+//! at it. The dial through a proxy itself (`probe::proxy`, crate-private) is unit-tested in
+//! `src/probe/proxy.rs`.
+
+use std::net::{Ipv4Addr, SocketAddr};
+use std::time::Duration;
+
+use pullprobe::node::proxy::{ProxyEnv, ProxyKind};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpListener, TcpStream};
+use url::Url;
+
+use crate::support::proxy::{ConnectProxy, ProxyMode};
+
+/// A loopback server that answers every connection with `greeting`, then echoes.
+async fn echo_server(greeting: &'static [u8]) -> SocketAddr {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let addr = l.local_addr().unwrap();
+    tokio::spawn(async move {
+        while let Ok((mut c, _)) = l.accept().await {
+            tokio::spawn(async move {
+                let _ = c.write_all(greeting).await;
+                let (mut r, mut w) = c.split();
+                let _ = tokio::io::copy(&mut r, &mut w).await;
+            });
+        }
+    });
+    addr
+}
+
+/// Sends `request` to `addr` and reads until the end of a response head (or EOF, or 2 s).
+async fn ask(addr: SocketAddr, request: &str) -> (TcpStream, String) {
+    let mut s = TcpStream::connect(addr).await.unwrap();
+    s.write_all(request.as_bytes()).await.unwrap();
+    let mut got = Vec::new();
+    let mut b = [0u8; 1];
+    while !got.ends_with(b"\r\n\r\n") {
+        match tokio::time::timeout(Duration::from_secs(2), s.read(&mut b)).await {
+            Ok(Ok(1)) => got.push(b[0]),
+            _ => break,
+        }
+    }
+    (s, String::from_utf8_lossy(&got).into_owned())
+}
+
+fn connect(target: &str, auth: Option<&str>) -> String {
+    let auth = auth
+        .map(|a| format!("Proxy-Authorization: {a}\r\n"))
+        .unwrap_or_default();
+    format!("CONNECT {target} HTTP/1.1\r\nHost: {target}\r\n{auth}\r\n")
+}
+
+#[tokio::test]
+async fn tunnels_to_a_name_only_the_proxy_resolves() {
+    let upstream = echo_server(b"hello ").await;
+    let proxy = ConnectProxy::start()
+        .map_host("registry.test", Ipv4Addr::LOCALHOST)
+        .await;
+    let target = format!("registry.test:{}", upstream.port());
+    let (mut s, head) = ask(proxy.addr(), &connect(&target, None)).await;
+    assert_eq!(head, "HTTP/1.1 200 Connection established\r\n\r\n");
+    s.write_all(b"ping").await.unwrap();
+    let mut got = [0u8; 10];
+    s.read_exact(&mut got).await.unwrap();
+    assert_eq!(&got, b"hello ping");
+    let seen = proxy.seen();
+    assert_eq!(seen.len(), 1);
+    assert_eq!(seen[0].method, "CONNECT");
+    assert_eq!(seen[0].target, target);
+    assert_eq!(seen[0].status, 200);
+    assert_eq!(seen[0].proxy_authorization, None);
+}
+
+/// The `Proxy-Authorization` pullprobe computes from a proxy URL (Go's `proxyAuth`) is what a
+/// proxy requiring Basic accepts; without it the answer is 407 with a challenge.
+#[tokio::test]
+async fn basic_credentials_from_the_proxy_url_are_accepted() {
+    let upstream = echo_server(b"").await;
+    let proxy = ConnectProxy::start()
+        .require_basic("bob", "s3cr:et")
+        .map_host("registry.test", Ipv4Addr::LOCALHOST)
+        .await;
+    let target = format!("registry.test:{}", upstream.port());
+    let (_, head) = ask(proxy.addr(), &connect(&target, None)).await;
+    assert!(
+        head.starts_with("HTTP/1.1 407 Proxy Authentication Required\r\n"),
+        "{head}"
+    );
+    assert!(
+        head.contains("Proxy-Authenticate: Basic realm=\"pullprobe-test\""),
+        "{head}"
+    );
+
+    let env = ProxyEnv::from_vars([("HTTPS_PROXY", proxy.url_with("bob", "s3cr%3Aet"))]);
+    let url = Url::parse(&format!("https://{target}/v2/")).unwrap();
+    let p = env
+        .proxy_for(&url)
+        .unwrap()
+        .expect("registry.test is proxied");
+    assert_eq!(p.kind(), ProxyKind::Http);
+    assert_eq!(p.to_string(), format!("http://bob:***@{}", proxy.addr()));
+    let dial = SocketAddr::new(p.host().parse().unwrap(), p.port().unwrap());
+    assert_eq!(dial, proxy.addr());
+    let auth = p.authorization().unwrap();
+    let (_, head) = ask(dial, &connect(&target, Some(auth.expose()))).await;
+    assert_eq!(head, "HTTP/1.1 200 Connection established\r\n\r\n");
+    let seen = proxy.seen();
+    assert_eq!(seen[0].status, 407);
+    assert_eq!(seen[1].status, 200);
+    assert_eq!(
+        seen[1].proxy_authorization.as_deref(),
+        Some("Basic Ym9iOnMzY3I6ZXQ=")
+    );
+}
+
+/// A containerd drop-in naming the fixture: the registry goes through it, `NO_PROXY` and
+/// loopback registries do not.
+#[tokio::test]
+async fn a_systemd_drop_in_names_the_proxy() {
+    let proxy = ConnectProxy::start().await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("http-proxy.conf");
+    std::fs::write(
+        &path,
+        format!(
+            "[Service]\nEnvironment=\"HTTPS_PROXY={}\" \"NO_PROXY=.internal,10.0.0.0/8\"\n",
+            proxy.url_with("bob", "pw")
+        ),
+    )
+    .unwrap();
+    let env = ProxyEnv::from_file(&path).unwrap();
+    assert!(env.warnings().is_empty(), "{:?}", env.warnings());
+    let via = |u: &str| {
+        env.proxy_for(&Url::parse(u).unwrap())
+            .unwrap()
+            .map(|p| p.to_string())
+    };
+    assert_eq!(
+        via("https://registry.test:5000/v2/").as_deref(),
+        Some(format!("http://bob:***@{}", proxy.addr()).as_str())
+    );
+    assert_eq!(via("https://mirror.internal/v2/"), None);
+    assert_eq!(via("https://10.1.2.3/v2/"), None);
+    assert_eq!(via("https://127.0.0.1:5000/v2/"), None);
+    assert_eq!(via("https://localhost:5000/v2/"), None);
+    // HTTPS_PROXY only: http:// registries go direct.
+    assert_eq!(via("http://registry.test:5000/v2/"), None);
+}
+
+#[tokio::test]
+async fn broken_proxy_modes() {
+    let p = ConnectProxy::start()
+        .mode(ProxyMode::Status(403, "Forbidden by policy"))
+        .await;
+    let (_, head) = ask(p.addr(), &connect("registry.test:443", None)).await;
+    assert!(
+        head.starts_with("HTTP/1.1 403 Forbidden by policy\r\n"),
+        "{head}"
+    );
+    assert_eq!(p.seen()[0].status, 403);
+
+    let p = ConnectProxy::start()
+        .mode(ProxyMode::Garbage(b"SSH-2.0-OpenSSH_9.2\r\n".to_vec()))
+        .await;
+    let (mut s, head) = ask(p.addr(), &connect("registry.test:443", None)).await;
+    assert_eq!(head, "SSH-2.0-OpenSSH_9.2\r\n");
+    let mut rest = Vec::new();
+    s.read_to_end(&mut rest).await.unwrap();
+    assert!(
+        rest.is_empty(),
+        "the connection is closed after the garbage"
+    );
+
+    let p = ConnectProxy::start().mode(ProxyMode::Close).await;
+    let (_, head) = ask(p.addr(), &connect("registry.test:443", None)).await;
+    assert_eq!(head, "");
+    assert_eq!(p.seen()[0].target, "registry.test:443");
+
+    let p = ConnectProxy::start().mode(ProxyMode::Silent).await;
+    let mut s = TcpStream::connect(p.addr()).await.unwrap();
+    s.write_all(connect("registry.test:443", None).as_bytes())
+        .await
+        .unwrap();
+    let mut b = [0u8; 1];
+    let r = tokio::time::timeout(Duration::from_millis(300), s.read(&mut b)).await;
+    assert!(r.is_err(), "a silent proxy answered: {r:?}");
+}
+
+#[tokio::test]
+async fn a_talkative_proxy_writes_after_its_200() {
+    let upstream = echo_server(b"").await;
+    let p = ConnectProxy::start()
+        .mode(ProxyMode::ForwardAfter(b"EARLY".to_vec()))
+        .await;
+    let target = format!("127.0.0.1:{}", upstream.port());
+    let (mut s, head) = ask(p.addr(), &connect(&target, None)).await;
+    assert_eq!(head, "HTTP/1.1 200 Connection established\r\n\r\n");
+    let mut early = [0u8; 5];
+    s.read_exact(&mut early).await.unwrap();
+    assert_eq!(&early, b"EARLY");
+}
+
+/// Only loopback is ever dialled: unmapped names and other addresses get 502.
+#[tokio::test]
+async fn refuses_unmapped_names_and_non_loopback_addresses() {
+    let p = ConnectProxy::start().await;
+    for target in ["unmapped.test:443", "10.1.2.3:443", "[2001:db8::1]:443"] {
+        let (_, head) = ask(p.addr(), &connect(target, None)).await;
+        assert!(head.starts_with("HTTP/1.1 502 "), "{target}: {head}");
+    }
+    assert!(p.seen().iter().all(|s| s.status == 502));
+}
+
+/// What Go sends for an `http://` registry through `HTTP_PROXY`: the absolute form, which
+/// the fixture forwards as it is.
+#[tokio::test]
+async fn forwards_absolute_form_requests() {
+    let l = TcpListener::bind((Ipv4Addr::LOCALHOST, 0)).await.unwrap();
+    let port = l.local_addr().unwrap().port();
+    let upstream = tokio::spawn(async move {
+        let (mut c, _) = l.accept().await.unwrap();
+        let mut got = Vec::new();
+        let mut b = [0u8; 1024];
+        while !got.ends_with(b"\r\n\r\n") {
+            let n = c.read(&mut b).await.unwrap();
+            got.extend_from_slice(&b[..n]);
+        }
+        c.write_all(b"HTTP/1.1 200 OK\r\nContent-Length: 2\r\n\r\nok")
+            .await
+            .unwrap();
+        String::from_utf8(got).unwrap()
+    });
+    let p = ConnectProxy::start()
+        .require_basic("bob", "pw")
+        .map_host("registry.test", Ipv4Addr::LOCALHOST)
+        .await;
+    let request = format!(
+        "HEAD http://registry.test:{port}/v2/foo/manifests/bar HTTP/1.1\r\nHost: registry.test:{port}\r\nProxy-Authorization: Basic Ym9iOnB3\r\n\r\n"
+    );
+    let (_, head) = ask(p.addr(), &request).await;
+    assert!(head.starts_with("HTTP/1.1 200 OK\r\n"), "{head}");
+    assert_eq!(upstream.await.unwrap(), request);
+    let seen = p.seen();
+    assert_eq!(seen[0].method, "HEAD");
+    assert_eq!(
+        seen[0].target,
+        format!("http://registry.test:{port}/v2/foo/manifests/bar")
+    );
+}
