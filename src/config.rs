@@ -64,6 +64,9 @@ pub struct NodeSettings {
     pub kubelet_root_dir: PathBuf,
     /// `node.kubelet.credential_provider_config` with `credential_provider_bin_dir`, loaded.
     pub plugins: Option<crate::node::plugins::Plugins>,
+    /// The proxy environment containerd runs with: `node.containerd.proxy_env_file`, else
+    /// pullprobe's own environment; `None` when it names no proxy.
+    pub proxy: Option<Arc<crate::node::proxy::ProxyEnv>>,
 }
 
 impl Default for NodeSettings {
@@ -73,6 +76,7 @@ impl Default for NodeSettings {
             containerd_config_path: crate::node::containerd::DEFAULT_CONFIG_PATH.to_owned(),
             kubelet_root_dir: PathBuf::from(crate::node::kubelet::DEFAULT_ROOT_DIR),
             plugins: None,
+            proxy: None,
         }
     }
 }
@@ -272,6 +276,9 @@ struct RawContainerd {
     /// Hosts directories, `:`-separated (default /etc/containerd/certs.d).
     #[serde(default)]
     config_path: Option<String>,
+    /// containerd's proxy environment: a systemd drop-in or an environment file.
+    #[serde(default)]
+    proxy_env_file: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -710,6 +717,27 @@ impl Resolver<'_> {
 
     fn node(&mut self, raw: Option<RawNode>) -> NodeSettings {
         let mut node = NodeSettings::default();
+        let proxy_file = raw
+            .as_ref()
+            .and_then(|r| r.containerd.as_ref())
+            .and_then(|c| c.proxy_env_file.clone());
+        let env = match proxy_file {
+            None => Some(crate::node::proxy::ProxyEnv::from_process()),
+            Some(f) => match crate::node::proxy::ProxyEnv::from_file(&self.path(&f)) {
+                Ok(env) => Some(env),
+                Err(e) => {
+                    self.issue(
+                        "node.containerd.proxy_env_file",
+                        e.to_string(),
+                        "give containerd's proxy drop-in (e.g. /etc/systemd/system/containerd.service.d/http-proxy.conf with [Service] Environment=\"HTTPS_PROXY=…\") or an environment file of KEY=value lines",
+                    );
+                    None
+                }
+            },
+        };
+        node.proxy = env
+            .filter(|e| !e.is_empty() || !e.warnings().is_empty())
+            .map(Arc::new);
         let Some(raw) = raw else { return node };
         match raw.runtime.as_deref() {
             None => {}

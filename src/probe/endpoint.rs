@@ -2,7 +2,7 @@
 //! with the `dns`, `connect` and `tls` phases recorded, and the request URLs containerd builds
 //! for it (`RegistryHost` with `Path`, `request.addNamespace`).
 
-use std::net::{IpAddr, SocketAddr};
+use std::net::SocketAddr;
 
 use tokio::time::Instant;
 use url::Url;
@@ -10,7 +10,8 @@ use url::Url;
 use super::dns::Dns;
 use super::http::{Io, Session};
 use super::report::TlsReport;
-use super::{Recorder, fallback, tcp, tls};
+use super::{Recorder, dial, fallback, tls};
+use crate::node::proxy::ProxyEnv;
 use crate::node::{Endpoint, Scheme};
 use crate::outcome::{Failure, Phase, Reason};
 
@@ -26,6 +27,8 @@ pub(crate) struct EndpointRun<'a> {
     pub unreachable: Option<Failure>,
     pub tls: Option<TlsReport>,
     pub address: Option<SocketAddr>,
+    /// The proxy the connection goes through.
+    pub via: Option<crate::node::proxy::ProxyUrl>,
 }
 
 /// Go's `URL.Host` split into the host (brackets removed) and the port.
@@ -64,6 +67,7 @@ impl<'a> EndpointRun<'a> {
             unreachable: None,
             tls: None,
             address: None,
+            via: None,
         })
     }
 
@@ -82,6 +86,7 @@ impl<'a> EndpointRun<'a> {
     pub(crate) async fn connect(
         &mut self,
         dns: &'a Dns,
+        proxies: Option<&'a ProxyEnv>,
         rec: &mut Recorder,
         deadline: Instant,
     ) -> Result<(), Failure> {
@@ -91,7 +96,7 @@ impl<'a> EndpointRun<'a> {
         if let Some(f) = &self.unreachable {
             return Err(f.clone());
         }
-        let result = self.dial(dns, rec, deadline).await;
+        let result = self.dial(dns, proxies, rec, deadline).await;
         if let Err(f) = &result {
             self.unreachable = Some(f.clone());
         }
@@ -101,38 +106,37 @@ impl<'a> EndpointRun<'a> {
     async fn dial(
         &mut self,
         dns: &'a Dns,
+        proxies: Option<&'a ProxyEnv>,
         rec: &mut Recorder,
         deadline: Instant,
     ) -> Result<(), Failure> {
-        let (host, port) = split_authority(&self.ep.host);
+        let (host, _) = split_authority(&self.ep.host);
         let host = host.to_owned();
-        let mut plain = self.ep.scheme == Scheme::Http;
-        let port = port.unwrap_or(if plain { 80 } else { 443 });
-        let addrs = match host.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => {
-                rec.enter(Phase::Dns);
-                dns.resolve(&host).await.map_err(|e| e.at(Phase::Dns))?
-            }
-        };
-        rec.enter(Phase::Connect);
         let dial_deadline = match self.ep.dial_timeout {
             Some(t) if !t.is_zero() => deadline.min(Instant::now() + t),
             _ => deadline,
         };
-        let addrs = tcp::sort_addresses(addrs, port).await;
-        let (stream, addr) = tcp::connect(&addrs, port, dial_deadline)
-            .await
-            .map_err(|e| e.at(Phase::Connect))?;
-        self.address = Some(addr);
+        let dialed = dial::dial(
+            dns,
+            proxies,
+            &self.origin,
+            &self.ep.tls,
+            dial_deadline,
+            deadline,
+            rec,
+        )
+        .await?;
+        self.address = Some(dialed.address);
+        self.via = dialed.via.clone();
+        let mut absolute_form = dialed.absolute_form;
 
-        let io: Box<dyn Io> = if plain {
-            Box::new(stream)
+        let io: Box<dyn Io> = if self.ep.scheme == Scheme::Http {
+            dialed.io
         } else {
             rec.enter(Phase::Tls);
             let trust = tls::trust_for(&self.ep.tls)
                 .map_err(|e| Failure::new(Phase::Tls, Reason::TlsUntrusted, e))?;
-            let (sniffed, first) = fallback::Sniff::new(stream);
+            let (sniffed, first) = fallback::Sniff::new(dialed.io);
             match trust.handshake(sniffed, &host).await {
                 Ok((tls, report)) => {
                     self.tls = Some(report);
@@ -140,28 +144,35 @@ impl<'a> EndpointRun<'a> {
                 }
                 Err((_, _)) if self.ep.http_fallback && fallback::answered_http(&first) => {
                     // containerd's HTTP fallback: the server answered the ClientHello in HTTP.
-                    plain = true;
-                    rec.enter(Phase::Connect);
-                    let (stream, addr) = tcp::connect(&addrs, port, dial_deadline)
-                        .await
-                        .map_err(|e| e.at(Phase::Connect))?;
-                    self.address = Some(addr);
-                    Box::new(stream)
+                    let _ = self.origin.set_scheme("http");
+                    let again = dial::dial(
+                        dns,
+                        proxies,
+                        &self.origin,
+                        &self.ep.tls,
+                        dial_deadline,
+                        deadline,
+                        rec,
+                    )
+                    .await?;
+                    self.address = Some(again.address);
+                    absolute_form = again.absolute_form;
+                    again.io
                 }
                 Err((e, report)) => {
                     self.tls = Some(report);
-                    return Err(e.at(Phase::Tls));
+                    let mut f = e.at(Phase::Tls);
+                    if let Some(p) = &dialed.via {
+                        f.message += &format!(" (through the proxy {p})");
+                    }
+                    return Err(f);
                 }
             }
         };
-        if plain {
-            // https → http keeps a special scheme, which `set_scheme` always allows.
-            let _ = self.origin.set_scheme("http");
-        }
         rec.enter(Phase::Manifest);
-        let mut session = Session::new(dns, self.ep.tls.clone(), deadline);
+        let mut session = Session::new(dns, proxies, self.ep.tls.clone(), deadline);
         session
-            .attach(&self.origin, io)
+            .attach(&self.origin, io, absolute_form.as_ref())
             .await
             .map_err(|e| e.at(Phase::Manifest))?;
         self.session = Some(session);

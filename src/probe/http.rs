@@ -23,10 +23,11 @@ use tokio::task::JoinSet;
 use tokio::time::Instant;
 use url::Url;
 
+use super::StepError;
 use super::dns::Dns;
 use super::tls;
-use super::{StepError, tcp};
 use crate::config::TlsSettings;
+use crate::node::proxy::{ProxyEnv, ProxyUrl};
 use crate::outcome::Reason;
 
 /// The largest response head (status line and headers) accepted.
@@ -61,17 +62,28 @@ fn host_header(url: &Url) -> String {
 
 pub(crate) struct Session<'a> {
     dns: &'a Dns,
+    proxies: Option<&'a ProxyEnv>,
     tls: Arc<TlsSettings>,
+    /// Origins reached through an HTTP proxy without a tunnel: requests in absolute form, with
+    /// the proxy's `Proxy-Authorization` when it has credentials.
+    absolute: HashMap<String, Option<HeaderValue>>,
     deadline: Instant,
     conns: HashMap<String, http1::SendRequest<Full<Bytes>>>,
     tasks: JoinSet<()>,
 }
 
 impl<'a> Session<'a> {
-    pub(crate) fn new(dns: &'a Dns, tls: Arc<TlsSettings>, deadline: Instant) -> Self {
+    pub(crate) fn new(
+        dns: &'a Dns,
+        proxies: Option<&'a ProxyEnv>,
+        tls: Arc<TlsSettings>,
+        deadline: Instant,
+    ) -> Self {
         Session {
             dns,
+            proxies,
             tls,
+            absolute: HashMap::new(),
             deadline,
             conns: HashMap::new(),
             tasks: JoinSet::new(),
@@ -79,10 +91,19 @@ impl<'a> Session<'a> {
     }
 
     /// Adopts an established transport to `url`'s origin.
-    pub(crate) async fn attach(&mut self, url: &Url, io: Box<dyn Io>) -> Result<(), StepError> {
+    pub(crate) async fn attach(
+        &mut self,
+        url: &Url,
+        io: Box<dyn Io>,
+        absolute_form: Option<&ProxyUrl>,
+    ) -> Result<(), StepError> {
         let key = origin(url).ok_or_else(|| {
             StepError::new(Reason::ProtocolError, format!("{url}: not an http(s) URL"))
         })?;
+        if let Some(p) = absolute_form {
+            self.absolute
+                .insert(key.clone(), super::proxy::proxy_authorization(p));
+        }
         let sender = self.handshake(io).await?;
         self.conns.insert(key, sender);
         Ok(())
@@ -123,22 +144,33 @@ impl<'a> Session<'a> {
                 format!("{}: no host", redact_url(url)),
             )
         })?;
-        let bare = host.trim_start_matches('[').trim_end_matches(']');
-        let port = url.port_or_known_default().ok_or_else(|| {
-            StepError::new(Reason::ProtocolError, format!("{url}: unsupported scheme"))
-        })?;
-        let addrs = match bare.parse::<IpAddr>() {
-            Ok(ip) => vec![ip],
-            Err(_) => self.dns.resolve(bare).await?,
-        };
-        let addrs = tcp::sort_addresses(addrs, port).await;
-        let (stream, _addr) = tcp::connect(&addrs, port, self.deadline).await?;
+        let bare = host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_owned();
+        let mut rec = super::Recorder::default();
+        let dialed = super::dial::dial(
+            self.dns,
+            self.proxies,
+            url,
+            &self.tls,
+            self.deadline,
+            self.deadline,
+            &mut rec,
+        )
+        .await
+        .map_err(|f| StepError::new(f.reason, f.message))?;
+        if let (Some(p), Some(key)) = (&dialed.absolute_form, origin(url)) {
+            self.absolute
+                .insert(key, super::proxy::proxy_authorization(p));
+        }
+        let stream = dialed.io;
         let io: Box<dyn Io> = match url.scheme() {
-            "http" => Box::new(stream),
+            "http" => stream,
             "https" => {
                 let trust = tls::trust_for(&self.tls)
                     .map_err(|e| StepError::new(Reason::TlsUntrusted, e))?;
-                let (tls, _report) = trust.handshake(stream, bare).await.map_err(|(e, _)| e)?;
+                let (tls, _report) = trust.handshake(stream, &bare).await.map_err(|(e, _)| e)?;
                 Box::new(tls)
             }
             other => {
@@ -175,9 +207,11 @@ impl<'a> Session<'a> {
                 )
             })?;
         }
-        let path = match url.query() {
-            Some(q) => format!("{}?{q}", url.path()),
-            None => url.path().to_owned(),
+        let proxy_auth = self.absolute.get(&key).cloned();
+        let path = match (&proxy_auth, url.query()) {
+            (Some(_), _) => super::proxy::absolute_form(url),
+            (None, Some(q)) => format!("{}?{q}", url.path()),
+            (None, None) => url.path().to_owned(),
         };
         let mut req = Request::builder()
             .method(method.clone())
@@ -195,6 +229,9 @@ impl<'a> Session<'a> {
             h.insert(HOST, v);
         }
         h.insert(USER_AGENT, HeaderValue::from_static(USER_AGENT_VALUE));
+        if let Some(Some(auth)) = proxy_auth {
+            h.insert(http::header::PROXY_AUTHORIZATION, auth);
+        }
         let resp = sender.send_request(req).await.map_err(|e| {
             StepError::new(
                 Reason::ProtocolError,

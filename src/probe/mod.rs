@@ -8,6 +8,7 @@
 //! including the deadline running out — is known from where it happened.
 
 pub mod challenge;
+mod dial;
 mod dns;
 mod endpoint;
 mod fallback;
@@ -333,6 +334,10 @@ impl Prober {
 
         // The credentials kubelet would pass: the target's docker config (the pod's pull
         // secret), the node's config.json, the credential-provider plugins' answers.
+        if let Some(p) = &self.inner.node.proxy {
+            w.warnings
+                .extend(p.warnings().iter().map(ToString::to_string));
+        }
         let node_config = self.inner.node.docker_config_search().find();
         w.warnings.extend(node_config.warnings());
         let plugins = match &self.inner.node.plugins {
@@ -393,6 +398,7 @@ impl Prober {
             let result = registry::Attempt::new(
                 &mut eps,
                 &self.inner.dns,
+                self.inner.node.proxy.as_deref(),
                 deadline,
                 target,
                 &self.inner.tokens,

@@ -23,10 +23,6 @@
 //!
 //! [`ProxyKind::Https`]: crate::node::proxy::ProxyKind::Https
 
-// Not called by the probe walk yet (src/probe/mod.rs and http.rs are being rewritten); the
-// unit tests below use every item. Remove this once the walk dials through proxies.
-#![allow(dead_code)]
-
 use std::io;
 use std::net::IpAddr;
 use std::pin::Pin;
@@ -97,6 +93,7 @@ pub(crate) struct Tunnel<S> {
 
 impl<S> Tunnel<S> {
     /// The bytes received after the proxy's response head and not read yet.
+    #[cfg(test)]
     pub(crate) fn buffered(&self) -> &[u8] {
         &self.buffered[self.pos..]
     }

@@ -47,6 +47,7 @@ use super::token::{KnownAuth, TokenCache};
 use super::{StepError, Walk};
 use crate::config::Target;
 use crate::credentials::{Credential, Secret};
+use crate::node::proxy::ProxyEnv;
 use crate::outcome::{Failure, Phase, Reason};
 use crate::platform::Platform;
 
@@ -102,6 +103,7 @@ pub(crate) struct Attempt<'x, 'a> {
     /// The endpoint being asked.
     cur: usize,
     pub dns: &'a Dns,
+    pub proxies: Option<&'a ProxyEnv>,
     pub deadline: Instant,
     pub target: &'x Target,
     pub tokens: &'x TokenCache,
@@ -175,6 +177,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
     pub(crate) fn new(
         eps: &'x mut [EndpointRun<'a>],
         dns: &'a Dns,
+        proxies: Option<&'a ProxyEnv>,
         deadline: Instant,
         target: &'x Target,
         tokens: &'x TokenCache,
@@ -186,6 +189,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
             eps,
             cur: 0,
             dns,
+            proxies,
             deadline,
             target,
             tokens,
@@ -209,7 +213,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
         self.walk.current_endpoint = Some(i);
         let fresh = self.eps[i].session.is_none();
         self.eps[i]
-            .connect(self.dns, &mut self.walk.rec, self.deadline)
+            .connect(self.dns, self.proxies, &mut self.walk.rec, self.deadline)
             .await?;
         if fresh || !self.handlers.contains_key(&url_host(&self.eps[i].origin)) {
             self.restore_handler();
@@ -901,6 +905,26 @@ impl<'x, 'a> Attempt<'x, 'a> {
                 })
                 .unwrap_or_default();
                 self.denied(&headers, &error, status)
+            }
+            StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
+                let proxy = self.eps[self.cur].via.as_ref().map_or_else(
+                    || "a proxy".to_owned(),
+                    |p| format!("the proxy {p} (from {})", p.variable()),
+                );
+                let sent = if self.eps[self.cur]
+                    .via
+                    .as_ref()
+                    .is_some_and(crate::node::proxy::ProxyUrl::has_credentials)
+                {
+                    "refused the credentials in the proxy URL"
+                } else {
+                    "asks for credentials and the proxy URL has none (http://user:password@proxy:port)"
+                };
+                Failure::new(
+                    Phase::Auth,
+                    Reason::AuthFailed,
+                    format!("{what}: {proxy} {sent} (407 Proxy Authentication Required)"),
+                )
             }
             StatusCode::TOO_MANY_REQUESTS => {
                 let quota = match &out.rate_limit {

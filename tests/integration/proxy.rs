@@ -248,3 +248,200 @@ async fn forwards_absolute_form_requests() {
         format!("http://registry.test:{port}/v2/foo/manifests/bar")
     );
 }
+
+// ---- the probe through a proxy, end to end ---------------------------------------------------
+
+mod through_the_engine {
+    use std::path::Path;
+
+    use pullprobe::config::Config;
+    use pullprobe::outcome::{Phase, Reason};
+    use pullprobe::probe::{ProbeReport, Prober};
+
+    use crate::support::init;
+    use crate::support::proxy::{ConnectProxy, ProxyMode};
+    use crate::support::registry::FakeRegistry;
+    use crate::support::tls::{TestCa, Validity, server_config};
+
+    /// Probes `image` with containerd's proxy environment in a systemd drop-in holding `env`
+    /// (`KEY=value` assignments). `registry.test` has no DNS: only the proxy can reach it,
+    /// unless `hosts_line` maps it in the probe's own hosts file.
+    async fn probe(dir: &Path, env: &str, target: &str, hosts_line: &str) -> ProbeReport {
+        init();
+        let dropin = dir.join("http-proxy.conf");
+        std::fs::write(&dropin, format!("[Service]\nEnvironment={env}\n")).unwrap();
+        let hosts = dir.join("hosts");
+        std::fs::write(&hosts, format!("{hosts_line}\n")).unwrap();
+        let resolv = dir.join("resolv.conf");
+        std::fs::write(
+            &resolv,
+            "nameserver 127.0.0.1\noptions timeout:1 attempts:1\n",
+        )
+        .unwrap();
+        let yaml = format!(
+            "timeout: 5s\ndns:\n  hosts_file: {}\n  resolv_conf: {}\nnode:\n  runtime: none\n  containerd:\n    proxy_env_file: {}\ntargets:\n  - {target}\n",
+            hosts.display(),
+            resolv.display(),
+            dropin.display()
+        );
+        let config =
+            Config::from_yaml("test.yaml", &yaml, dir).unwrap_or_else(|e| panic!("{e}\n{yaml}"));
+        Prober::from_config(&config).probe(&config.targets[0]).await
+    }
+
+    /// Go `ProxyFromEnvironment` + `Transport.dialConn`: HTTP_PROXY sends plain-HTTP requests in
+    /// absolute form; HTTPS_PROXY tunnels with CONNECT and TLS to the registry runs through it;
+    /// NO_PROXY goes direct.
+    #[tokio::test]
+    async fn the_registry_is_reached_through_containerds_proxy() {
+        pullprobe::install_crypto_provider();
+        let dir = tempfile::tempdir().unwrap();
+        let reg = FakeRegistry::builder().repo("app", &["1"]).start().await;
+        let port = reg.addr.port();
+        let proxy = ConnectProxy::start()
+            .map_host("registry.test", std::net::Ipv4Addr::LOCALHOST)
+            .await;
+        let target = format!("image: registry.test:{port}/app:1\n    plain_http: true");
+
+        let r = probe(
+            dir.path(),
+            &format!("HTTP_PROXY={}", proxy.url()),
+            &target,
+            "",
+        )
+        .await;
+        assert!(r.ok(), "{:?}", r.failure);
+        let seen = proxy.seen();
+        assert!(
+            seen.iter()
+                .any(|s| s.target == format!("http://registry.test:{port}/v2/app/manifests/1")),
+            "{seen:?}"
+        );
+
+        // NO_PROXY: straight to the registry, found through the hosts file.
+        let before = proxy.seen().len();
+        let r = probe(
+            dir.path(),
+            &format!("\"HTTP_PROXY={}\" \"NO_PROXY=.test\"", proxy.url()),
+            &target,
+            "127.0.0.1 registry.test",
+        )
+        .await;
+        assert!(r.ok(), "{:?}", r.failure);
+        assert_eq!(proxy.seen().len(), before, "NO_PROXY must bypass the proxy");
+
+        // HTTPS through CONNECT, the registry's certificate checked through the tunnel.
+        let ca = TestCa::new("registry CA");
+        let tls_reg = FakeRegistry::builder()
+            .tls(server_config(&ca.leaf(&["registry.test"], Validity::Valid)))
+            .repo("app", &["1"])
+            .start()
+            .await;
+        let ca_file = dir.path().join("ca.pem");
+        std::fs::write(&ca_file, ca.ca_pem()).unwrap();
+        let tls_target = format!(
+            "image: registry.test:{}/app:1\n    tls:\n      ca_file: {}",
+            tls_reg.addr.port(),
+            ca_file.display()
+        );
+        let r = probe(
+            dir.path(),
+            &format!("HTTPS_PROXY={}", proxy.url()),
+            &tls_target,
+            "",
+        )
+        .await;
+        assert!(r.ok(), "{:?}", r.failure);
+        assert!(
+            proxy.seen().iter().any(|s| s.method == "CONNECT"
+                && s.target == format!("registry.test:{}", tls_reg.addr.port())),
+            "{:?}",
+            proxy.seen()
+        );
+        assert_eq!(r.tls.as_ref().and_then(|t| t.version), Some("TLSv1.3"));
+    }
+
+    /// A proxy's 407 is `auth_failed` naming the proxy; credentials in the proxy URL are sent
+    /// as Go sends them and never shown.
+    #[tokio::test]
+    async fn a_proxy_asking_for_credentials() {
+        let dir = tempfile::tempdir().unwrap();
+        let reg = FakeRegistry::builder().repo("app", &["1"]).start().await;
+        let proxy = ConnectProxy::start()
+            .map_host("registry.test", std::net::Ipv4Addr::LOCALHOST)
+            .require_basic("proxy-user", "proxy-Secret1")
+            .await;
+        let target = format!(
+            "image: registry.test:{}/app:1\n    plain_http: true",
+            reg.addr.port()
+        );
+        let r = probe(
+            dir.path(),
+            &format!("HTTP_PROXY={}", proxy.url()),
+            &target,
+            "",
+        )
+        .await;
+        let f = r.failure.expect("407");
+        assert_eq!(f.reason, Reason::AuthFailed, "{}", f.message);
+        assert!(
+            f.message.contains(&proxy.url()) || f.message.contains("proxy"),
+            "{}",
+            f.message
+        );
+
+        let with = proxy.url_with("proxy-user", "proxy-Secret1");
+        let r = probe(dir.path(), &format!("HTTP_PROXY={with}"), &target, "").await;
+        assert!(r.ok(), "{:?}", r.failure);
+
+        let wrong = proxy.url_with("proxy-user", "wrong-Secret2");
+        let r = probe(dir.path(), &format!("HTTP_PROXY={wrong}"), &target, "").await;
+        let f = r.failure.expect("407");
+        assert_eq!(f.reason, Reason::AuthFailed);
+        assert!(!f.message.contains("wrong-Secret2"), "{}", f.message);
+    }
+
+    /// Failures on the way to the proxy are the proxy's, and the message says so.
+    #[tokio::test]
+    async fn the_way_to_the_proxy_is_named_in_failures() {
+        let dir = tempfile::tempdir().unwrap();
+        let dead = std::net::TcpListener::bind("127.0.0.1:0")
+            .unwrap()
+            .local_addr()
+            .unwrap();
+        let r = probe(
+            dir.path(),
+            &format!("HTTPS_PROXY=http://{dead}"),
+            "image: registry.test:5000/app:1",
+            "",
+        )
+        .await;
+        let f = r.failure.expect("refused");
+        assert_eq!(
+            (f.phase, f.reason),
+            (Phase::Connect, Reason::ConnectRefused),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.contains("on the way to the proxy"),
+            "{}",
+            f.message
+        );
+        assert!(f.message.contains("HTTPS_PROXY"), "{}", f.message);
+
+        let forbidding = ConnectProxy::start()
+            .mode(ProxyMode::Status(403, "Forbidden by policy"))
+            .await;
+        let r = probe(
+            dir.path(),
+            &format!("HTTPS_PROXY={}", forbidding.url()),
+            "image: registry.test:5000/app:1",
+            "",
+        )
+        .await;
+        let f = r.failure.expect("403");
+        assert_eq!(f.reason, Reason::ConnectError, "{}", f.message);
+        assert!(f.message.contains("Forbidden by policy"), "{}", f.message);
+    }
+}
