@@ -49,6 +49,8 @@ pub struct Config {
 pub enum Runtime {
     /// containerd: hosts directories under `node.containerd.config_path`.
     Containerd,
+    /// CRI-O: `registries.conf` and its drop-ins (`node.crio.*`).
+    Crio,
     /// The registry itself, as written in the image reference (no node files).
     None,
 }
@@ -67,6 +69,10 @@ pub struct NodeSettings {
     /// The proxy environment containerd runs with: `node.containerd.proxy_env_file`, else
     /// pullprobe's own environment; `None` when it names no proxy.
     pub proxy: Option<Arc<crate::node::proxy::ProxyEnv>>,
+    /// `node.crio.registries_conf`: CRI-O's `--registries-conf` (default: the system file).
+    pub crio_registries_conf: Option<PathBuf>,
+    /// `node.crio.registries_conf_d`: CRI-O's `--registries-conf-dir`.
+    pub crio_registries_conf_d: Option<PathBuf>,
 }
 
 impl Default for NodeSettings {
@@ -77,6 +83,8 @@ impl Default for NodeSettings {
             kubelet_root_dir: PathBuf::from(crate::node::kubelet::DEFAULT_ROOT_DIR),
             plugins: None,
             proxy: None,
+            crio_registries_conf: None,
+            crio_registries_conf_d: None,
         }
     }
 }
@@ -254,6 +262,19 @@ struct RawNode {
     containerd: Option<RawContainerd>,
     #[serde(default)]
     kubelet: Option<RawKubelet>,
+    #[serde(default)]
+    crio: Option<RawCrio>,
+}
+
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RawCrio {
+    /// CRI-O's `--registries-conf` (default /etc/containers/registries.conf).
+    #[serde(default)]
+    registries_conf: Option<PathBuf>,
+    /// CRI-O's `--registries-conf-dir` (default /etc/containers/registries.conf.d).
+    #[serde(default)]
+    registries_conf_d: Option<PathBuf>,
 }
 
 #[derive(Debug, Deserialize)]
@@ -273,7 +294,7 @@ struct RawKubelet {
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
 struct RawContainerd {
-    /// Hosts directories, `:`-separated (default /etc/containerd/certs.d).
+    /// Hosts directories, `:`-separated (default /etc/containerd/certs.d:/etc/docker/certs.d).
     #[serde(default)]
     config_path: Option<String>,
     /// containerd's proxy environment: a systemd drop-in or an environment file.
@@ -742,11 +763,12 @@ impl Resolver<'_> {
         match raw.runtime.as_deref() {
             None => {}
             Some("containerd") => node.runtime = Some(Runtime::Containerd),
+            Some("crio") => node.runtime = Some(Runtime::Crio),
             Some("none") => node.runtime = Some(Runtime::None),
             Some(other) => self.issue(
                 "node.runtime",
                 format!("{other:?} is not a runtime pullprobe follows"),
-                "use containerd or none, or remove node.runtime to detect it from the node's files",
+                "use containerd, crio or none, or remove node.runtime to detect it from the node's files",
             ),
         }
         if let Some(c) = raw.containerd
@@ -771,6 +793,10 @@ impl Resolver<'_> {
                     .collect::<Vec<_>>()
                     .join(":");
             }
+        }
+        if let Some(c) = raw.crio {
+            node.crio_registries_conf = c.registries_conf.map(|p| self.path(&p));
+            node.crio_registries_conf_d = c.registries_conf_d.map(|p| self.path(&p));
         }
         if let Some(k) = raw.kubelet {
             if let Some(root) = k.root_dir {

@@ -26,8 +26,9 @@ use super::{Capabilities, Endpoint, EndpointPlan, Scheme};
 use crate::config::{ClientCertificate, TlsSettings};
 use crate::probe::is_localhost;
 
-/// containerd's CRI default `config_path` on Linux.
-pub const DEFAULT_CONFIG_PATH: &str = "/etc/containerd/certs.d";
+/// containerd's CRI default `config_path` on Linux when neither `config_path` nor the
+/// deprecated mirrors are set (2.x `plugins/cri/images/plugin.go`).
+pub const DEFAULT_CONFIG_PATH: &str = "/etc/containerd/certs.d:/etc/docker/certs.d";
 
 /// The hosts directories of `node.containerd.config_path`.
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -729,6 +730,9 @@ fn configure_hosts(ns: &str, hosts: Option<Vec<HostConfig>>, plan: &mut Endpoint
             http_fallback,
             upstream: i + 1 == count,
             source: (!h.source.is_empty()).then_some(h.source),
+            repository: None,
+            credentials: true,
+            blocked: None,
         });
     }
 }

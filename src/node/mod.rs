@@ -21,6 +21,8 @@ use std::fmt;
 use std::sync::Arc;
 use std::time::Duration;
 
+use rustls_pki_types::pem::PemObject as _;
+
 use crate::config::{NodeSettings, Runtime, Target, TlsSettings};
 
 /// How an endpoint is spoken to.
@@ -79,6 +81,14 @@ pub struct Endpoint {
     /// Where the endpoint is configured, for messages (e.g. a hosts.toml table), or `None` for
     /// containerd's defaults.
     pub source: Option<String>,
+    /// The repository asked on this endpoint when it is not the image's (a CRI-O `location`
+    /// rewrites it; containerd never does).
+    pub repository: Option<String>,
+    /// Whether kubelet's credentials are offered here: always with containerd, only on the
+    /// image's own registry with CRI-O.
+    pub credentials: bool,
+    /// Why the runtime refuses this endpoint before any request (CRI-O `blocked`).
+    pub blocked: Option<String>,
 }
 
 impl Endpoint {
@@ -105,9 +115,22 @@ impl fmt::Display for Endpoint {
     }
 }
 
+/// Whose request flow walks the endpoints.
+#[derive(Clone, Copy, Debug, Default, PartialEq, Eq)]
+pub enum Flow {
+    /// containerd's resolver: no ping, `HEAD` of the manifest, challenges from any 401.
+    #[default]
+    Containerd,
+    /// containers/image (CRI-O): `GET /v2/` first (200 or 401), the manifest with the
+    /// credentials the ping's challenge asks for, 429 retried with backoff, the primary
+    /// location's error when every source fails.
+    ContainersImage,
+}
+
 /// The endpoints of one image's registry, and what the runtime would say about its files.
 #[derive(Clone, Debug, Default)]
 pub struct EndpointPlan {
+    pub flow: Flow,
     /// In the order they are asked. Empty only when [`EndpointPlan::error`] is set or the
     /// files configure no usable host.
     pub endpoints: Vec<Endpoint>,
@@ -128,6 +151,13 @@ pub fn runtime(settings: &NodeSettings) -> Runtime {
         None if containerd::HostsDirs::new(&settings.containerd_config_path).any_exists() => {
             Runtime::Containerd
         }
+        // registries.conf alone is not CRI-O: podman, skopeo and buildah install it too.
+        None if CRIO_MARKERS
+            .iter()
+            .any(|p| std::path::Path::new(p).exists()) =>
+        {
+            Runtime::Crio
+        }
         None => Runtime::None,
     }
 }
@@ -144,6 +174,7 @@ pub fn plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
             containerd::HostsDirs::new(&settings.containerd_config_path).plan(ns)
         }
         Runtime::None => containerd::HostsDirs { roots: Vec::new() }.plan(ns),
+        Runtime::Crio => return crio_plan(settings, target),
     };
     let overrides = target.plain_http || target.tls.configured;
     if plan.from_files && overrides {
@@ -159,6 +190,132 @@ pub fn plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
             last.scheme = Scheme::Https;
             last.tls = target.tls.clone();
         }
+    }
+    plan
+}
+
+/// The registries.conf files CRI-O reads (`node.crio.*`, else the system paths).
+fn crio_sources(settings: &NodeSettings) -> crio::ConfigSources {
+    crio::ConfigSources::resolve(
+        settings.crio_registries_conf.as_deref(),
+        settings.crio_registries_conf_d.as_deref(),
+        std::path::Path::new(CRIO_HOME),
+        None,
+    )
+}
+
+/// Files only a CRI-O node has: its configuration directory and its socket.
+const CRIO_MARKERS: [&str; 3] = [
+    "/etc/crio",
+    "/run/crio/crio.sock",
+    "/var/run/crio/crio.sock",
+];
+
+/// The home directory of the CRI-O daemon (root).
+const CRIO_HOME: &str = "/root";
+
+/// The pull sources CRI-O would try for `target`, as endpoints: mirrors in order, then the
+/// primary location (containers/image `PullSourcesFromReference`), each with its certs.d TLS
+/// files and `insecure`.
+fn crio_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
+    let mut plan = EndpointPlan {
+        flow: Flow::ContainersImage,
+        ..EndpointPlan::default()
+    };
+    let conf = match crio::RegistriesConf::load(&crio_sources(settings)) {
+        Ok(c) => c,
+        Err(e) => {
+            plan.error = Some(format!(
+                "CRI-O cannot load its registries configuration: {e}"
+            ));
+            return plan;
+        }
+    };
+    plan.from_files = conf.find_registry(&target.image.to_string()).is_some();
+    plan.warnings.extend(
+        conf.notices()
+            .iter()
+            .map(|n| format!("{}:{}: {}", n.file.display(), n.line, n.message)),
+    );
+    let sources = match conf.pull_sources(&target.image) {
+        Ok(s) => s,
+        Err(e) => {
+            plan.error = Some(e.to_string());
+            return plan;
+        }
+    };
+    let certs = crio::cert_search_dirs(std::path::Path::new(CRIO_HOME), None);
+    for src in sources {
+        let r = &src.reference;
+        let mut tls = TlsSettings {
+            insecure_skip_verify: src.insecure,
+            configured: src.insecure,
+            ..TlsSettings::default()
+        };
+        match crio::certs_for_host(&certs, r.registry()) {
+            Err(e) => {
+                plan.error = Some(e.to_string());
+                return plan;
+            }
+            Ok(files) => {
+                for ca in &files.cas {
+                    tls.extra_roots.extend(
+                        rustls_pki_types::CertificateDer::pem_slice_iter(&ca.pem)
+                            .map_while(Result::ok),
+                    );
+                    tls.ca_file.get_or_insert_with(|| ca.path.clone());
+                }
+                for pair in &files.clients {
+                    let loaded = std::fs::read(&pair.cert)
+                        .ok()
+                        .zip(std::fs::read(&pair.key).ok());
+                    let Some((cert, key)) = loaded else { continue };
+                    let chain: Vec<_> = rustls_pki_types::CertificateDer::pem_slice_iter(&cert)
+                        .map_while(Result::ok)
+                        .collect();
+                    match rustls_pki_types::PrivateKeyDer::from_pem_slice(&key)
+                        .ok()
+                        .and_then(|k| crate::config::ClientCertificate::new(chain, k).ok())
+                    {
+                        Some(c) => tls.client_certificates.push(c),
+                        None => {
+                            plan.error = Some(format!(
+                                "CRI-O cannot load the client certificate {} with its key {}",
+                                pair.cert.display(),
+                                pair.key.display()
+                            ));
+                            return plan;
+                        }
+                    }
+                }
+            }
+        }
+        plan.endpoints.push(Endpoint {
+            scheme: Scheme::Https,
+            host: r.api_authority(),
+            path: "/v2".to_owned(),
+            capabilities: Capabilities::ALL,
+            tls: Arc::new(tls),
+            headers: Vec::new(),
+            dial_timeout: None,
+            http_fallback: false,
+            upstream: !src.mirror,
+            source: src
+                .blocked_by
+                .as_ref()
+                .map(|b| format!("{}:{} [[registry]] prefix {:?}", b.file.display(), b.line, b.prefix)),
+            repository: Some(r.repository().to_owned()),
+            credentials: src.kubelet_credentials,
+            blocked: src.blocked_by.as_ref().map(|b| {
+                format!(
+                    "registry {} is blocked in {} (line {}, prefix {:?}), so CRI-O does not pull from it",
+                    r.registry(),
+                    b.file.display(),
+                    b.line,
+                    b.prefix
+                )
+            }),
+        });
     }
     plan
 }

@@ -81,6 +81,14 @@ impl<'a> EndpointRun<'a> {
         Some(url)
     }
 
+    /// containers/image's retry of an `insecure` source over plain HTTP after a failed ping.
+    pub(crate) fn use_plain_http(&mut self) {
+        let _ = self.origin.set_scheme("http");
+        self.ep.scheme = Scheme::Http;
+        self.session = None;
+        self.unreachable = None;
+    }
+
     /// Opens the first connection: DNS, TCP (within the endpoint's `dial_timeout`), TLS (with
     /// containerd's HTTP fallback where it applies), each phase recorded.
     pub(crate) async fn connect(

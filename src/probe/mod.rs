@@ -327,6 +327,7 @@ impl Prober {
             return Err(Failure::new(Phase::Tls, Reason::TlsUntrusted, e));
         }
         w.endpoints = plan.endpoints.iter().map(Endpoint::label).collect();
+        let flow = plan.flow;
         let mut eps = Vec::with_capacity(plan.endpoints.len());
         for ep in plan.endpoints {
             eps.push(endpoint::EndpointRun::new(ep, image.registry())?);
@@ -406,6 +407,7 @@ impl Prober {
                 w,
                 platform,
             )
+            .with_flow(flow)
             .resolve(&mut out)
             .await;
             w.manifest = out;

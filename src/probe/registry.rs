@@ -47,6 +47,7 @@ use super::token::{KnownAuth, TokenCache};
 use super::{StepError, Walk};
 use crate::config::Target;
 use crate::credentials::{Credential, Secret};
+use crate::node::Flow;
 use crate::node::proxy::ProxyEnv;
 use crate::outcome::{Failure, Phase, Reason};
 use crate::platform::Platform;
@@ -65,6 +66,17 @@ const MAX_BODY: usize = 1024 * 1024;
 const SUGGESTED_TAGS: usize = 5;
 /// containerd `retryRequest`: no retry once a request has this many responses.
 const MAX_RESPONSES: usize = 5;
+/// containers/image `backoffNumIterations`, `backoffInitialDelay`, `backoffMaxDelay`.
+const CIMAGE_BACKOFF_ATTEMPTS: usize = 5;
+const CIMAGE_BACKOFF_INITIAL: std::time::Duration = std::time::Duration::from_secs(2);
+const CIMAGE_BACKOFF_MAX: std::time::Duration = std::time::Duration::from_secs(60);
+/// containers/image `DefaultRequestedManifestMIMETypes`.
+const CIMAGE_MANIFEST_ACCEPT: &str = "application/vnd.oci.image.manifest.v1+json, \
+     application/vnd.docker.distribution.manifest.v2+json, \
+     application/vnd.docker.distribution.manifest.v1+prettyjws, \
+     application/vnd.docker.distribution.manifest.v1+json, \
+     application/vnd.docker.distribution.manifest.list.v2+json, \
+     application/vnd.oci.image.index.v1+json";
 
 const INDEX_TYPES: [&str; 2] = [
     "application/vnd.oci.image.index.v1+json",
@@ -111,6 +123,7 @@ pub(crate) struct Attempt<'x, 'a> {
     pub walk: &'x mut Walk,
     pub platform: Option<&'x Platform>,
     handlers: HashMap<String, Handler>,
+    flow: Flow,
 }
 
 /// How one endpoint answered one path of `Resolve`.
@@ -197,7 +210,29 @@ impl<'x, 'a> Attempt<'x, 'a> {
             walk,
             platform,
             handlers: HashMap::new(),
+            flow: Flow::Containerd,
         }
+    }
+
+    /// The credential offered to the endpoint being asked: kubelet's, unless the runtime keeps
+    /// it from this endpoint (CRI-O, for a source on another registry).
+    fn cred(&self) -> Option<&'x Credential> {
+        self.credential
+            .filter(|_| self.eps.get(self.cur).is_none_or(|e| e.ep.credentials))
+    }
+
+    /// The repository asked on the endpoint being asked (a CRI-O location may rewrite it).
+    fn repo(&self) -> String {
+        self.eps
+            .get(self.cur)
+            .and_then(|e| e.ep.repository.clone())
+            .unwrap_or_else(|| self.target.image.repository().to_owned())
+    }
+
+    /// Sets whose request flow this attempt follows.
+    pub(crate) fn with_flow(mut self, flow: Flow) -> Self {
+        self.flow = flow;
+        self
     }
 
     fn session(&mut self) -> &mut Session<'a> {
@@ -223,7 +258,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
 
     /// The repository scope containerd puts in the request context (`ContextWithRepositoryScope`).
     fn repository_scope(&self) -> String {
-        format!("repository:{}:pull", self.target.image.repository())
+        format!("repository:{}:pull", self.repo())
     }
 
     /// containerd `GetTokenScopes`: the context scope and the challenge's, sorted, de-duplicated.
@@ -241,7 +276,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
     /// cached Bearer token for the same challenge.
     fn restore_handler(&mut self) {
         let host = url_host(&self.eps[self.cur].origin);
-        let handler = match self.tokens.known(&host, self.credential) {
+        let handler = match self.tokens.known(&host, self.cred()) {
             Some(KnownAuth::Basic) => self.basic_header().map(|header| Handler {
                 header,
                 bearer: None,
@@ -250,7 +285,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
             Some(KnownAuth::Bearer(ch)) => {
                 let scope = self.scopes(&ch);
                 self.tokens
-                    .cached(&ch, &scope, self.credential)
+                    .cached(&ch, &scope, self.cred())
                     .and_then(|t| bearer_header(&t))
                     .map(|header| Handler {
                         header,
@@ -266,7 +301,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
     }
 
     fn basic_header(&self) -> Option<HeaderValue> {
-        let c = self.credential?;
+        let c = self.cred()?;
         let raw = format!("{}:{}", c.username, c.password.expose());
         let encoded = Secret::new(base64::engine::general_purpose::STANDARD.encode(raw));
         let mut v = HeaderValue::from_str(&format!("Basic {}", encoded.expose())).ok()?;
@@ -323,6 +358,23 @@ impl<'x, 'a> Attempt<'x, 'a> {
             let host = url_host(&answered);
             history.push((method.clone(), answered.clone()));
             let retry_allowed = history.len() <= MAX_RESPONSES;
+            if self.flow == Flow::ContainersImage {
+                // containers/image `makeRequestToResolvedURL`: credentials come from the ping's
+                // challenge only (no retry on 401); 429 is retried with backoff.
+                if status == StatusCode::TOO_MANY_REQUESTS
+                    && history.len() < CIMAGE_BACKOFF_ATTEMPTS
+                    && let Some(delay) = self.backoff(&resp, history.len())
+                {
+                    let _ = read_body(resp, MAX_BODY).await;
+                    tokio::time::sleep(delay).await;
+                    continue;
+                }
+                return Ok(Answer {
+                    resp,
+                    url: answered,
+                    method,
+                });
+            }
             match status {
                 StatusCode::UNAUTHORIZED if retry_allowed => {
                     if self.handlers.get(&host).is_some_and(|h| h.cached) {
@@ -331,9 +383,9 @@ impl<'x, 'a> Attempt<'x, 'a> {
                         let h = self.handlers.remove(&host).expect("checked above");
                         if let Some(ch) = &h.bearer {
                             let scope = self.scopes(ch);
-                            self.tokens.invalidate(ch, &scope, self.credential);
+                            self.tokens.invalidate(ch, &scope, self.cred());
                         }
-                        self.tokens.forget(&host, self.credential);
+                        self.tokens.forget(&host, self.cred());
                         history.pop();
                         let _ = read_body(resp, MAX_BODY).await;
                         continue;
@@ -448,6 +500,31 @@ impl<'x, 'a> Attempt<'x, 'a> {
                 }
                 return self.bearer(host, ch).await;
             }
+            Some(Challenge::Basic { .. }) if self.flow == Flow::ContainersImage => {
+                // containers/image `setupRequestAuth`: `SetBasicAuth` with whatever it has,
+                // empty strings included.
+                let c = self.cred().cloned().unwrap_or_default();
+                let raw = format!("{}:{}", c.username, c.password.expose());
+                let encoded = Secret::new(base64::engine::general_purpose::STANDARD.encode(raw));
+                let mut header = HeaderValue::from_str(&format!("Basic {}", encoded.expose()))
+                    .map_err(|_| {
+                        AuthError::Failed(Failure::new(
+                            Phase::Auth,
+                            Reason::AuthFailed,
+                            "the configured credentials contain characters that cannot be sent in a header",
+                        ))
+                    })?;
+                header.set_sensitive(true);
+                self.handlers.insert(
+                    host.to_owned(),
+                    Handler {
+                        header,
+                        bearer: None,
+                        cached: false,
+                    },
+                );
+                Ok(())
+            }
             Some(Challenge::Basic { .. }) => {
                 let usable = self
                     .credential
@@ -456,7 +533,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
                     return Err(AuthError::Failed(Failure::new(
                         Phase::Auth,
                         Reason::AuthRequired,
-                        match self.credential {
+                        match self.cred() {
                             None => format!(
                                 "{host} asks for HTTP Basic credentials and none are configured for this image (containerd: no basic auth credentials)"
                             ),
@@ -482,8 +559,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
                         cached: false,
                     },
                 );
-                self.tokens
-                    .remember(host, self.credential, KnownAuth::Basic);
+                self.tokens.remember(host, self.cred(), KnownAuth::Basic);
                 Ok(())
             }
         }
@@ -513,9 +589,16 @@ impl<'x, 'a> Attempt<'x, 'a> {
         }
         let scope = self.scopes(&ch);
         let tokens = self.tokens;
-        let credential = self.credential;
+        let credential = self.cred();
+        let flow = self.flow;
         let token = tokens
-            .fetch(self.session(), &ch, &scope, credential)
+            .fetch(
+                self.session(),
+                &ch,
+                &scope,
+                credential,
+                flow == Flow::ContainersImage,
+            )
             .await
             .map_err(|e| AuthError::Failed(e.at(Phase::Auth)))?;
         let header = bearer_header(&token).ok_or_else(|| {
@@ -531,7 +614,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
             ..ch.clone()
         };
         self.tokens
-            .remember(host, self.credential, KnownAuth::Bearer(known));
+            .remember(host, self.cred(), KnownAuth::Bearer(known));
         self.handlers.insert(
             host.to_owned(),
             Handler {
@@ -570,7 +653,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
         } else {
             format!(" (server message: {error})")
         };
-        match self.credential {
+        match self.cred() {
             None => Failure::new(
                 Phase::Manifest,
                 Reason::AuthRequired,
@@ -590,11 +673,20 @@ impl<'x, 'a> Attempt<'x, 'a> {
     }
 
     fn shown(&self) -> String {
-        format!(
-            "{}/{}",
-            self.target.image.registry(),
-            self.target.image.repository()
-        )
+        match self
+            .eps
+            .get(self.cur)
+            .and_then(|e| e.ep.repository.as_ref())
+        {
+            Some(r) if r != self.target.image.repository() => {
+                format!("{}/{r}", self.eps[self.cur].ep.host)
+            }
+            _ => format!(
+                "{}/{}",
+                self.target.image.registry(),
+                self.target.image.repository()
+            ),
+        }
     }
 
     /// Records how endpoint `i` answered (its latest answer stands).
@@ -617,6 +709,9 @@ impl<'x, 'a> Attempt<'x, 'a> {
     /// (with a platform) the fetcher's `GET` of the manifest and the platform check.
     pub(crate) async fn resolve(&mut self, out: &mut ManifestOutcome) -> Result<(), Failure> {
         let image = self.target.image.clone();
+        if self.flow == Flow::ContainersImage {
+            return self.resolve_containers_image(out).await;
+        }
         let repo = image.repository();
         let digest = image.digest().map(str::to_owned);
         let mut paths = vec![format!("{repo}/manifests/{}", image.manifest_reference())];
@@ -819,7 +914,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
                 continue;
             }
             let result = async {
-                let url = self.url(&format!("{}/manifests/{resolved}", image.repository()))?;
+                let url = self.url(&format!("{}/manifests/{resolved}", self.repo()))?;
                 let accept = media_type.unwrap_or("*/*");
                 self.get_manifest(&url, &format!("{accept}, */*")).await
             }
@@ -852,6 +947,185 @@ impl<'x, 'a> Attempt<'x, 'a> {
                 format!("no host serves the manifest {resolved} of {image}"),
             )
         }))
+    }
+
+    /// containers/image's delay before retrying a 429 (`parseRetryAfter`, doubling from 2 s),
+    /// or `None` when it would not retry within the probe's deadline.
+    fn backoff(
+        &self,
+        resp: &http::Response<Incoming>,
+        attempt: usize,
+    ) -> Option<std::time::Duration> {
+        let doubled = CIMAGE_BACKOFF_INITIAL
+            * 2u32.pow(u32::try_from(attempt.saturating_sub(1)).unwrap_or(0));
+        let delay = resp
+            .headers()
+            .get(http::header::RETRY_AFTER)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .map_or(doubled, std::time::Duration::from_secs)
+            .min(CIMAGE_BACKOFF_MAX);
+        (Instant::now() + delay < self.deadline).then_some(delay)
+    }
+
+    /// containers/image `newImageSource`: each pull source in order (mirrors, then the primary
+    /// location) until one serves the manifest; when all fail, the primary's error.
+    async fn resolve_containers_image(&mut self, out: &mut ManifestOutcome) -> Result<(), Failure> {
+        let mut last: Option<Failure> = None;
+        for i in 0..self.eps.len() {
+            self.cur = i;
+            match self.containers_image_source(i, out).await {
+                Ok(()) => {
+                    self.record(i, None);
+                    return Ok(());
+                }
+                Err(f) => {
+                    self.record(i, Some(f.clone()));
+                    last = Some(f);
+                }
+            }
+        }
+        Err(last.unwrap_or_else(|| {
+            Failure::new(
+                Phase::Manifest,
+                Reason::ManifestUnknown,
+                format!("CRI-O has no source to pull {} from", self.target.image),
+            )
+        }))
+    }
+
+    /// `newImageSourceAttempt`: the ping (`detectPropertiesHelper`: `GET /v2/` over HTTPS, then
+    /// HTTP for an `insecure` source), then `GET` of the manifest with the credentials the
+    /// ping's challenge asks for (`HEAD` on Docker Hub, where a `GET` counts as a pull).
+    async fn containers_image_source(
+        &mut self,
+        i: usize,
+        out: &mut ManifestOutcome,
+    ) -> Result<(), Failure> {
+        if let Some(why) = &self.eps[i].ep.blocked {
+            return Err(Failure::new(
+                Phase::Connect,
+                Reason::ConnectError,
+                why.clone(),
+            ));
+        }
+        let insecure = self.eps[i].ep.tls.insecure_skip_verify;
+        let mut ping = self.ping(i).await;
+        if ping.is_err() && insecure && self.eps[i].origin.scheme() == "https" {
+            self.eps[i].use_plain_http();
+            ping = self.ping(i).await;
+        }
+        let challenge_lines = ping.map_err(|mut f| {
+            f.message = format!(
+                "pinging container registry {}: {}",
+                self.eps[i].ep.host, f.message
+            );
+            f
+        })?;
+        if !challenge_lines.is_empty() {
+            self.walk.rec.enter(Phase::Auth);
+            let host = url_host(&self.eps[i].origin);
+            match self
+                .add_responses(&[], &challenge_lines, &host, &HeaderMap::new())
+                .await
+            {
+                Ok(()) | Err(AuthError::NotImplemented) => {}
+                Err(AuthError::Failed(f)) => return Err(f),
+            }
+            self.walk.rec.enter(Phase::Manifest);
+        }
+        let image = self.target.image.clone();
+        let url = self.url(&format!(
+            "{}/manifests/{}",
+            self.repo(),
+            image.manifest_reference()
+        ))?;
+        let method = if image.is_docker_hub() {
+            Method::HEAD
+        } else {
+            Method::GET
+        };
+        let answer = self.request(method, &url, CIMAGE_MANIFEST_ACCEPT).await?;
+        if let Some(rl) = ratelimit::from_headers(answer.resp.headers()) {
+            out.rate_limit = Some(rl);
+        }
+        let status = answer.resp.status();
+        if status == StatusCode::NOT_FOUND {
+            let _ = read_body(answer.resp, MAX_BODY).await;
+            return Err(self.not_found().await);
+        }
+        if status != StatusCode::OK {
+            return Err(self.failed(answer, out).await);
+        }
+        let header_digest = answer
+            .resp
+            .headers()
+            .get("docker-content-digest")
+            .and_then(|v| v.to_str().ok())
+            .filter(|d| is_digest(d))
+            .map(str::to_owned);
+        let media_type = answer
+            .resp
+            .headers()
+            .get(CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .map(|v| v.split(';').next().unwrap_or(v).trim().to_owned());
+        let body = read_body(answer.resp, MAX_MANIFEST_SIZE as usize)
+            .await
+            .map_err(|e| e.at(Phase::Manifest))?;
+        out.digest = if body.is_empty() {
+            header_digest
+        } else {
+            Some(
+                image
+                    .digest()
+                    .map_or_else(|| sha256_digest(&body), str::to_owned),
+            )
+        };
+        if let Some(platform) = self.platform
+            && !body.is_empty()
+        {
+            check_platform(&body, media_type.as_deref(), platform, &image.to_string())?;
+        }
+        Ok(())
+    }
+
+    /// `GET /v2/` without credentials: the challenge lines of a 401, none for a 200; any other
+    /// answer fails the source.
+    async fn ping(&mut self, i: usize) -> Result<Vec<Vec<u8>>, Failure> {
+        self.use_endpoint(i).await?;
+        let url = self.eps[i]
+            .origin
+            .join(&format!("{}/", self.eps[i].ep.path))
+            .map_err(|_| {
+                Failure::new(
+                    Phase::Manifest,
+                    Reason::ProtocolError,
+                    "cannot build the ping URL",
+                )
+            })?;
+        let no_auth = |_: &Url| None;
+        let (resp, _) = self
+            .session()
+            .fetch_authorized(Method::GET, &url, HeaderMap::new(), Bytes::new(), &no_auth)
+            .await
+            .map_err(|e| e.at(Phase::Manifest))?;
+        let status = resp.status();
+        let lines: Vec<Vec<u8>> = resp
+            .headers()
+            .get_all(WWW_AUTHENTICATE)
+            .iter()
+            .map(|v| v.as_bytes().to_vec())
+            .collect();
+        let _ = read_body(resp, MAX_BODY).await;
+        match status {
+            StatusCode::OK => Ok(Vec::new()),
+            StatusCode::UNAUTHORIZED => Ok(lines),
+            s => Err(
+                unexpected(&format!("GET {}", super::http::redact_url(&url)), s)
+                    .at(Phase::Manifest),
+            ),
+        }
     }
 
     /// `GET` of a manifest: containerd's fallback when `HEAD` lacks the digest or the size,
@@ -979,7 +1253,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
                 ),
             )
         };
-        let Ok(url) = self.url(&format!("{}/tags/list", image.repository())) else {
+        let Ok(url) = self.url(&format!("{}/tags/list", self.repo())) else {
             return unconfirmed();
         };
         let Ok(answer) = self.request(Method::GET, &url, "application/json").await else {

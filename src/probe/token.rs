@@ -158,9 +158,17 @@ impl TokenCache {
         challenge: &BearerChallenge,
         scope: &str,
         credential: Option<&Credential>,
+        containers_image: bool,
     ) -> Result<Secret, StepError> {
         let key = self.key(challenge, scope, credential);
-        let (token, lifetime) = fetch(session, challenge, scope, credential).await?;
+        let (token, lifetime) = if containers_image {
+            // containers/image `getBearerToken`: always GET, with `account` when there is a
+            // username (the OAuth2 POST only for identity tokens, which kubelet never passes).
+            let url = realm_url(challenge)?;
+            get(session, url, challenge, scope, credential, true).await?
+        } else {
+            fetch(session, challenge, scope, credential).await?
+        };
         // Refresh a little early so a token never expires between the check and its use.
         let margin = (lifetime / 10).min(Duration::from_secs(30));
         self.put(key, token.clone(), Instant::now() + lifetime - margin);
@@ -186,6 +194,21 @@ async fn fetch(
     scope: &str,
     credential: Option<&Credential>,
 ) -> Result<(Secret, Duration), StepError> {
+    let url = realm_url(challenge)?;
+    let with_secret = credential.filter(|c| !c.password.expose().is_empty());
+    if let Some(c) = with_secret {
+        match post(session, &url, challenge, scope, c).await? {
+            Answer::Token(t) => return Ok(t),
+            Answer::Status(s)
+                if matches!(s.as_u16(), 400 | 401 | 404)
+                    || (s == StatusCode::METHOD_NOT_ALLOWED && !c.username.is_empty()) => {}
+            Answer::Status(s) => return Err(refused(&url, s, with_secret, "POST")),
+        }
+    }
+    get(session, url, challenge, scope, with_secret, false).await
+}
+
+fn realm_url(challenge: &BearerChallenge) -> Result<Url, StepError> {
     let url = Url::parse(&challenge.realm).map_err(|_| {
         StepError::new(
             Reason::ProtocolError,
@@ -198,17 +221,7 @@ async fn fetch(
             "the Bearer challenge's realm is not an http(s) URL",
         ));
     }
-    let with_secret = credential.filter(|c| !c.password.expose().is_empty());
-    if let Some(c) = with_secret {
-        match post(session, &url, challenge, scope, c).await? {
-            Answer::Token(t) => return Ok(t),
-            Answer::Status(s)
-                if matches!(s.as_u16(), 400 | 401 | 404)
-                    || (s == StatusCode::METHOD_NOT_ALLOWED && !c.username.is_empty()) => {}
-            Answer::Status(s) => return Err(refused(&url, s, with_secret, "POST")),
-        }
-    }
-    get(session, url, challenge, scope, with_secret).await
+    Ok(url)
 }
 
 enum Answer {
@@ -279,9 +292,13 @@ async fn get(
     challenge: &BearerChallenge,
     scope: &str,
     credential: Option<&Credential>,
+    account: bool,
 ) -> Result<(Secret, Duration), StepError> {
     {
         let mut q = url.query_pairs_mut();
+        if account && let Some(c) = credential.filter(|c| !c.username.is_empty()) {
+            q.append_pair("account", &c.username);
+        }
         if let Some(s) = challenge.service.as_deref().filter(|s| !s.is_empty()) {
             q.append_pair("service", s);
         }

@@ -11,6 +11,7 @@
 mod agent_e2e;
 mod alerts_e2e;
 mod containerd;
+mod crio;
 mod differential;
 mod docker_registry;
 mod engine;

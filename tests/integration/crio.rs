@@ -1,0 +1,403 @@
+//! CRI-O's path, proven against the real client: containers/image (here through Debian's
+//! `skopeo inspect --raw`, skopeo 1.9.3 / containers/image 5.23) and `pullprobe --check` with
+//! `node.runtime: crio` read the same `registries.conf` and drop-in directory, and must agree
+//! on whether the pull succeeds and on the source that answered.
+//!
+//! containers/image's flow differs from containerd's (`docker/docker_client.go`,
+//! `docker_image_src.go`): a `GET /v2/` ping first (200 or 401, anything else fails the
+//! source), credentials from the ping's challenge only, the manifest by `GET`, mirrors in order
+//! then the primary location, whose error is the verdict when all fail; kubelet's credentials
+//! are dropped for a source on another registry. Which source skopeo used is read from the
+//! fakes, as in `mirrors.rs`: the last one that received a manifest request.
+
+use std::net::TcpListener;
+use std::path::Path;
+use std::process::Command;
+use std::time::Duration;
+
+use crate::docker_registry::require_tool;
+use crate::support::registry::{Auth, FakeRegistry, StatusOverride};
+use crate::support::{init, pullprobe, write_docker_config};
+
+const USER: &str = "crio-user";
+const PASSWORD: &str = "crio-Pa55word";
+
+struct Verdict {
+    ok: bool,
+    reason: String,
+    message: String,
+    endpoint: String,
+}
+
+/// One fixture's files: registries.conf, its drop-in directory, a docker config.
+struct Files {
+    dir: tempfile::TempDir,
+}
+
+impl Files {
+    fn new(conf: &str) -> Files {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("registries.conf"), conf).unwrap();
+        // skopeo reads drop-ins from $HOME/.config/containers/registries.conf.d only.
+        std::fs::create_dir_all(dir.path().join("home/.config/containers/registries.conf.d"))
+            .unwrap();
+        Files { dir }
+    }
+
+    fn conf(&self) -> std::path::PathBuf {
+        self.dir.path().join("registries.conf")
+    }
+
+    fn dropins(&self) -> std::path::PathBuf {
+        self.dir
+            .path()
+            .join("home/.config/containers/registries.conf.d")
+    }
+
+    fn home(&self) -> &Path {
+        self.dir.path()
+    }
+}
+
+fn refused() -> String {
+    let port = TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port();
+    format!("127.0.0.1:{port}")
+}
+
+fn label(f: &FakeRegistry) -> String {
+    format!("127.0.0.1:{}", f.addr.port())
+}
+
+async fn pullprobe_crio(files: &Files, image: &str, creds: bool) -> Verdict {
+    let config = files.dir.path().join("pullprobe.yaml");
+    let mut yaml = format!(
+        "timeout: 8s\nnode:\n  runtime: crio\n  crio:\n    registries_conf: {}\n    registries_conf_d: {}\n",
+        files.conf().display(),
+        files.dropins().display()
+    );
+    if creds {
+        let path = files.dir.path().join("auth.json");
+        // kubelet's key: the image's registry.
+        let key = image.split('/').next().unwrap();
+        write_docker_config(&path, key, USER, PASSWORD);
+        yaml += &format!("docker_config: {}\n", path.display());
+    }
+    yaml += &format!("targets:\n  - image: {image}\n");
+    std::fs::write(&config, yaml).unwrap();
+    let args = vec![
+        "--check".to_owned(),
+        "--output".to_owned(),
+        "json".to_owned(),
+        "--config.file".to_owned(),
+        config.display().to_string(),
+    ];
+    let run = tokio::task::spawn_blocking(move || pullprobe(args))
+        .await
+        .unwrap();
+    let r = &run.json["results"][0];
+    assert!(r.is_object(), "no result: {}\n{}", run.stdout, run.stderr);
+    let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
+    Verdict {
+        ok: r["ok"].as_bool().unwrap(),
+        reason: s(&r["reason"]),
+        message: s(&r["message"]),
+        endpoint: s(&r["endpoint"]),
+    }
+}
+
+/// `skopeo --registries-conf F inspect --raw docker://IMAGE` with the drop-ins under a private
+/// HOME; `--retry-times 0` so the exit is containers/image's own answer.
+async fn skopeo(files: &Files, image: &str, creds: bool) -> (bool, String) {
+    let mut cmd = Command::new("skopeo");
+    cmd.env_clear()
+        .env("PATH", "/usr/sbin:/usr/bin:/sbin:/bin")
+        .env("HOME", files.home())
+        .arg("--registries-conf")
+        .arg(files.conf())
+        .args(["inspect", "--raw", "--retry-times", "0"]);
+    if creds {
+        cmd.arg("--creds").arg(format!("{USER}:{PASSWORD}"));
+    } else {
+        cmd.arg("--no-creds");
+    }
+    cmd.arg(format!("docker://{image}"));
+    let out = tokio::task::spawn_blocking(move || {
+        let child = cmd
+            .stdout(std::process::Stdio::piped())
+            .stderr(std::process::Stdio::piped())
+            .spawn()
+            .expect("skopeo starts");
+        child.wait_with_output().unwrap()
+    });
+    let out = tokio::time::timeout(Duration::from_secs(60), out)
+        .await
+        .expect("skopeo finishes")
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+/// The fakes that received a manifest request, in the given order.
+fn manifest_asked(fakes: &[(&str, &FakeRegistry)]) -> Vec<String> {
+    fakes
+        .iter()
+        .filter(|(_, f)| {
+            f.requests()
+                .iter()
+                .any(|r| r.path_and_query.contains("/manifests/"))
+        })
+        .map(|(l, _)| (*l).to_owned())
+        .collect()
+}
+
+struct Case<'a> {
+    name: &'a str,
+    files: Files,
+    image: String,
+    creds: bool,
+    fakes: Vec<(&'a str, &'a FakeRegistry)>,
+    /// `Ok(source)`: both pull from it; `Err(reason)`: both fail, pullprobe says `reason`.
+    want: Result<&'a str, &'a str>,
+}
+
+async fn agree(case: Case<'_>) -> Verdict {
+    for (_, f) in &case.fakes {
+        f.forget_requests();
+    }
+    let pp = pullprobe_crio(&case.files, &case.image, case.creds).await;
+    let pp_asked = manifest_asked(&case.fakes);
+    for (_, f) in &case.fakes {
+        f.forget_requests();
+    }
+    let (sk_ok, sk_err) = skopeo(&case.files, &case.image, case.creds).await;
+    let sk_asked = manifest_asked(&case.fakes);
+    let name = case.name;
+    assert_eq!(
+        pp.ok, sk_ok,
+        "{name}: pullprobe says {} ({}: {}), skopeo says {sk_ok}: {sk_err}",
+        pp.ok, pp.reason, pp.message
+    );
+    assert_eq!(pp_asked, sk_asked, "{name}: manifest requests");
+    match case.want {
+        Ok(source) => {
+            assert!(pp.ok, "{name}: {}: {}", pp.reason, pp.message);
+            assert_eq!(pp.endpoint, source, "{name}");
+            assert_eq!(sk_asked.last().map(String::as_str), Some(source), "{name}");
+        }
+        Err(reason) => assert_eq!(
+            pp.reason, reason,
+            "{name}: {}\nskopeo: {sk_err}",
+            pp.message
+        ),
+    }
+    assert!(!pp.message.contains(PASSWORD), "{name}: {}", pp.message);
+    pp
+}
+
+/// registries.conf mirror chains, the ping, blocked registries and credentials per source,
+/// each with skopeo's verdict.
+#[tokio::test(flavor = "multi_thread")]
+async fn crio_verdicts_agree_with_skopeo() {
+    if require_tool("skopeo").is_none() {
+        return;
+    }
+    init();
+    let up = FakeRegistry::builder()
+        .repo("team/app", &["1"])
+        .start()
+        .await;
+    let m1 = FakeRegistry::builder().repo("other", &["1"]).start().await;
+    let m2 = FakeRegistry::builder()
+        .repo("mirrored/team/app", &["1"])
+        .start()
+        .await;
+    let no_ping = FakeRegistry::builder()
+        .v2_status(StatusOverride::Status(404))
+        .repo("team/app", &["1"])
+        .start()
+        .await;
+    let locked = FakeRegistry::builder()
+        .auth(Auth::Basic {
+            user: USER.into(),
+            pass: PASSWORD.into(),
+        })
+        .repo("team/app", &["1"])
+        .start()
+        .await;
+    let (up_l, m1_l, m2_l, np_l, lk_l) = (
+        label(&up),
+        label(&m1),
+        label(&m2),
+        label(&no_ping),
+        label(&locked),
+    );
+    let dead = refused();
+    let all = || {
+        vec![
+            (m1_l.as_str(), &m1),
+            (m2_l.as_str(), &m2),
+            (np_l.as_str(), &no_ping),
+            (lk_l.as_str(), &locked),
+            (up_l.as_str(), &up),
+        ]
+    };
+    let entry = |mirrors: &[String], extra: &str| {
+        let mut s = format!(
+            "[[registry]]\nprefix = \"upstream.test\"\nlocation = \"{up_l}\"\ninsecure = true\n{extra}"
+        );
+        for m in mirrors {
+            s += &format!("[[registry.mirror]]\nlocation = \"{m}\"\ninsecure = true\n");
+        }
+        s
+    };
+
+    agree(Case {
+        name: "a refused mirror, then the primary location",
+        files: Files::new(&entry(std::slice::from_ref(&dead), "")),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: all(),
+        want: Ok(&up_l),
+    })
+    .await;
+
+    agree(Case {
+        name: "a mirror without the repository, then one under a rewritten path",
+        files: Files::new(&entry(&[m1_l.clone(), format!("{m2_l}/mirrored")], "")),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: all(),
+        want: Ok(&m2_l),
+    })
+    .await;
+
+    agree(Case {
+        name: "a digest-only mirror is skipped for a tag",
+        files: Files::new(&entry(
+            &[format!("{m2_l}/mirrored")],
+            "mirror-by-digest-only = true\n",
+        )),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: all(),
+        want: Ok(&up_l),
+    })
+    .await;
+
+    // containers/image pings /v2/ first; containerd never does (the same registry pulls there).
+    agree(Case {
+        name: "a mirror whose /v2/ answers 404 fails its ping",
+        files: Files::new(&entry(std::slice::from_ref(&np_l), "")),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: all(),
+        want: Ok(&up_l),
+    })
+    .await;
+
+    // The primary location's error is the verdict.
+    let pp = agree(Case {
+        name: "every source fails: the primary's missing tag is the verdict",
+        files: Files::new(&entry(std::slice::from_ref(&dead), "")),
+        image: "upstream.test/team/app:2".into(),
+        creds: false,
+        fakes: all(),
+        want: Err("manifest_unknown"),
+    })
+    .await;
+    assert_eq!(pp.endpoint, up_l);
+
+    // `blocked` is checked against each source's rewritten reference (`newDockerClient`): a
+    // blocked prefix whose location rewrites the name does not block; blocking the location does.
+    agree(Case {
+        name: "blocked applies to the rewritten reference, not the name pulled",
+        files: Files::new(&entry(&[], "blocked = true\n")),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: all(),
+        want: Ok(&up_l),
+    })
+    .await;
+    agree(Case {
+        name: "a blocked registry",
+        files: Files::new(&format!(
+            "[[registry]]\nlocation = \"{up_l}\"\ninsecure = true\nblocked = true\n"
+        )),
+        image: format!("{up_l}/team/app:1"),
+        creds: false,
+        fakes: all(),
+        want: Err("connect_error"),
+    })
+    .await;
+
+    // kubelet's credentials are for upstream.test: CRI-O does not send them to a mirror on
+    // another registry, so the mirror that needs them refuses and the primary serves.
+    agree(Case {
+        name: "credentials are not sent to a mirror on another registry",
+        files: Files::new(&entry(std::slice::from_ref(&lk_l), "")),
+        image: "upstream.test/team/app:1".into(),
+        creds: true,
+        fakes: all(),
+        want: Ok(&up_l),
+    })
+    .await;
+    // kubelet's credentials are for the name pulled; CRI-O drops them for any source on
+    // another registry — a location rewrite included (`newImageSourceAttempt`).
+    agree(Case {
+        name: "credentials are dropped for a location on another registry",
+        files: Files::new(&format!(
+            "[[registry]]\nprefix = \"upstream.test\"\nlocation = \"{lk_l}\"\ninsecure = true\n"
+        )),
+        image: "upstream.test/team/app:1".into(),
+        creds: true,
+        fakes: all(),
+        want: Err("auth_required"),
+    })
+    .await;
+    let own = |creds: bool| Case {
+        name: if creds {
+            "the registry needs kubelet's credentials and gets them"
+        } else {
+            "the registry needs credentials and there are none"
+        },
+        files: Files::new(&format!(
+            "[[registry]]\nlocation = \"{lk_l}\"\ninsecure = true\n"
+        )),
+        image: format!("{lk_l}/team/app:1"),
+        creds,
+        fakes: all(),
+        want: if creds {
+            Ok(&lk_l)
+        } else {
+            Err("auth_required")
+        },
+    };
+    agree(own(true)).await;
+    agree(own(false)).await;
+
+    let sent = |f: &FakeRegistry| {
+        use base64::Engine as _;
+        let basic = format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(format!("{USER}:{PASSWORD}"))
+        );
+        f.requests()
+            .iter()
+            .any(|r| r.authorization.as_deref() == Some(basic.as_str()))
+    };
+    assert!(!sent(&locked), "skopeo sent the credentials to the mirror");
+    locked.forget_requests();
+    let files = Files::new(&entry(std::slice::from_ref(&lk_l), ""));
+    pullprobe_crio(&files, "upstream.test/team/app:1", true).await;
+    assert!(
+        !sent(&locked),
+        "pullprobe sent the credentials to the mirror"
+    );
+    assert!(!locked.requests().is_empty());
+}
