@@ -7,6 +7,7 @@
 #   apt-get install -y prometheus prometheus-alertmanager  # promtool 2.42, amtool 0.25
 #   the PyPI tools at the versions pinned in scripts/requirements-tools.txt
 #   kubectl (v1.32, with its built-in kustomize v5.5) must be on PATH.
+#   cargo: the agent itself loads every overlay's config.yaml (it is built here, debug).
 #
 # kubernetes-validate has no schemas for prometheus-operator's CRDs: PodMonitor and
 # PrometheusRule are skipped by it (any other kind it cannot validate fails the check). They
@@ -35,7 +36,7 @@ fail() {
 	failures=$((failures + 1))
 }
 
-for tool in kubectl kubernetes-validate hadolint promtool amtool python3 checkov; do
+for tool in kubectl kubernetes-validate hadolint promtool amtool python3 checkov cargo; do
 	command -v "$tool" >/dev/null || {
 		echo "missing tool: $tool (see the install commands at the top of $0)" >&2
 		exit 2
@@ -55,20 +56,16 @@ for pattern in '^FROM .* AS build$' 'cargo build --release --locked' '^FROM gcr.
 	if grep -Eq -- "$pattern" Dockerfile; then ok "$pattern"; else fail "Dockerfile lacks $pattern"; fi
 done
 
-step "kustomize: render and validate every kustomization under deploy/"
-rendered_any=0
-while IFS= read -r kfile; do
-	dir=$(dirname "$kfile")
-	if grep -q '^kind: Component' "$kfile"; then
-		echo "skip $dir (a Component: rendered through the overlays that use it)"
-		continue
-	fi
-	name=${dir//\//_}
-	out="$work/$name.yaml"
-	if ! kubectl kustomize "$dir" >"$out" 2>"$work/err"; then
+# render_and_validate DIR OUT [NAME]: kubectl kustomize DIR into OUT, validate it strictly against
+# every Kubernetes release in K8S_VERSIONS, and run the hardening lint (which includes the hostPath
+# allowlist and "every node path config.yaml names is mounted"). Messages call it NAME (or DIR).
+render_and_validate() {
+	local path=$1 out=$2 dir=${3:-$1} v unknown kinds host_network
+	if ! kubectl kustomize "$path" >"$out" 2>"$work/err"; then
 		cat "$work/err"
 		fail "kubectl kustomize $dir"
-		continue
+		rm -f "$out"
+		return
 	fi
 	rendered_any=1
 	kinds=$(grep -E '^kind: ' "$out" | sed 's/^kind: //' | sort | uniq -c | awk '{printf "%s%s×%s", sep, $2, $1; sep=", "}')
@@ -90,8 +87,72 @@ while IFS= read -r kfile; do
 	host_network=--host-network
 	[[ $dir == *pod-network* ]] && host_network=
 	if python3 tests/deploy/lint.py manifests "$out" $host_network; then ok "hardening of $dir"; else fail "hardening checks on $dir"; fi
+}
+
+step "kustomize: render and validate every kustomization under deploy/"
+rendered_any=0
+components=()
+while IFS= read -r kfile; do
+	dir=$(dirname "$kfile")
+	if grep -q '^kind: Component' "$kfile"; then
+		echo "later: $dir (a Component: rendered on the base below)"
+		components+=("$dir")
+		continue
+	fi
+	render_and_validate "$dir" "$work/${dir//\//_}.yaml"
 done < <(find deploy -name kustomization.yaml | sort)
 [ "$rendered_any" = 1 ] || fail "no kustomization rendered"
+
+step "kustomize: every Component on the base alone"
+# The overlays render the combinations we ship; this renders each Component by itself on the base,
+# so that none (e.g. the node-config pieces, meant to be picked per cluster) goes unvalidated.
+# prometheus-operator comes along, since secure-metrics patches its PodMonitor. The results go
+# through the same checks, and to checkov below, as deploy_components_*.yaml.
+for dir in "${components[@]}"; do
+	tmp="$work/alone/${dir//\//_}"
+	mkdir -p "$tmp"
+	rel=$(realpath --relative-to="$tmp" .)
+	{
+		printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: pullprobe\n'
+		printf 'resources:\n  - %s/deploy/base\ncomponents:\n' "$rel"
+		[ "$dir" = deploy/components/prometheus-operator ] || printf '  - %s/deploy/components/prometheus-operator\n' "$rel"
+		printf '  - %s/%s\n' "$rel" "$dir"
+	} >"$tmp/kustomization.yaml"
+	render_and_validate "$tmp" "$work/${dir//\//_}.yaml" "$dir on the base"
+done
+[ "${#components[@]}" -gt 0 ] || fail "no Component found"
+
+step "every overlay's config.yaml loads in the agent, with the node's files as fixtures"
+# kubectl kustomize checks the YAML around config.yaml, not config.yaml itself. The agent loads
+# each overlay's config as on a node (kubelet's credential-provider config decoded and
+# validated, its bin directory checked), its node paths moved under a copy of
+# tests/deploy/node-fixtures, and probes one loopback address instead of the targets (no other
+# network): exit 2 (the config is rejected) fails; 0 or 1 (the probe's verdict) passes.
+if cargo build --quiet --locked --bin pullprobe 2>"$work/err"; then
+	pullprobe="$(cargo metadata --format-version 1 --no-deps | python3 -c 'import json, sys; print(json.load(sys.stdin)["target_directory"])')/debug/pullprobe"
+	node="$work/node"
+	cp -r tests/deploy/node-fixtures "$node"
+	# The plugins the fixture configs name, as executables (never run: no target matches them).
+	printf '#!/bin/sh\nexit 1\n' >"$node/etc/eks/image-credential-provider/ecr-credential-provider"
+	chmod 755 "$node/etc/eks/image-credential-provider/ecr-credential-provider"
+	mkdir -p "$node/etc/pullprobe/docker"
+	cp deploy/base/anonymous-credentials.json "$node/etc/pullprobe/docker/config.json"
+	for rendered in "$work"/deploy_overlays_*.yaml; do
+		name=$(basename "$rendered" .yaml)
+		python3 tests/deploy/lint.py node-fixture-config "$rendered" "$node" "$work/$name.config.yaml"
+		rc=0
+		"$pullprobe" --check --config.file="$work/$name.config.yaml" 127.0.0.1:1/pullprobe/config-check:1 >"$work/pc" 2>&1 || rc=$?
+		if [ "$rc" = 0 ] || [ "$rc" = 1 ]; then
+			ok "config.yaml of $name loads in the agent"
+		else
+			cat "$work/pc"
+			fail "the agent rejects config.yaml of $name (exit $rc)"
+		fi
+	done
+else
+	cat "$work/err"
+	fail "cargo build --bin pullprobe"
+fi
 
 step "checkov on the rendered manifests (offline)"
 # Deliberate exceptions are skipped on the resource itself with a written reason

@@ -5,7 +5,10 @@ Subcommands (each prints what it checked and exits 1 on any problem):
   alerts RULES RUNBOOK            mixin conventions of every alert; runbook anchors; required names
   alert-tests RULES TEST...       every alert (and severity) is tested firing and not firing
   prometheusrule RENDERED RULES   the PrometheusRule in a rendered overlay has rules.yaml as spec
-  manifests RENDERED [--host-network]  hardening of the rendered DaemonSet and PodMonitor
+  manifests RENDERED [--host-network]  hardening of the rendered DaemonSet and PodMonitor; its
+                                  hostPath volumes; the node paths config.yaml names are mounted
+  node-fixture-config RENDERED ROOT OUT  writes the rendered config.yaml to OUT with its node
+                                  paths and docker_config moved under ROOT (node-file fixtures)
   dashboard JSON OUT_RULE_FILE    dashboard structure and metric names; writes every query
                                   (Grafana variables substituted) as a recording rule to
                                   OUT_RULE_FILE for `promtool check rules` to parse
@@ -203,6 +206,107 @@ def cmd_prometheusrule(rendered_path, rules_path):
     return rep.finish()
 
 
+# Host paths the DaemonSet may mount, and the hostPath type each must have. Every one is mounted
+# read-only at its own path in the pod, so the agent's defaults and its messages name the node's
+# paths. The types make kubelet check the path and never create it: the DaemonSet does not write
+# to the node (a node lacking a path does not start the agent, which PullProbeAgentDown shows).
+# Never /var/lib/kubelet as a whole (every pod's volumes, Secrets and tokens included), never a
+# runtime socket. See docs/deploy.md.
+HOST_PATHS = {
+    # base: the node's trust store, as containerd's TLS client uses it
+    "/etc/ssl/certs": "Directory",
+    # components/node-config: containerd's hosts directories (certs.d) and config.toml
+    "/etc/containerd": "Directory",
+    # components/node-config/docker-certs-d: containerd's and containers/image's second root
+    "/etc/docker/certs.d": "Directory",
+    # components/node-config/crio: registries.conf(.d) and certs.d of containers/image
+    "/etc/containers": "Directory",
+    # components/node-config/containerd-proxy: containerd's systemd drop-ins (proxy variables)
+    "/etc/systemd/system/containerd.service.d": "Directory",
+    # components/node-config/kubelet-config-json: kubelet's node config.json, the file alone
+    "/var/lib/kubelet/config.json": "File",
+    # components/node-config/credential-providers/eks: config.json and ecr-credential-provider
+    "/etc/eks/image-credential-provider": "Directory",
+    # components/node-config/credential-providers/gke: the config file alone, and the bin dir
+    "/etc/srv/kubernetes/cri_auth_config.yaml": "File",
+    "/home/kubernetes/bin": "Directory",
+}
+
+# The config directory in the pod: relative paths in config.yaml are relative to it.
+CONFIG_DIR = "/etc/pullprobe/config"
+
+
+def node_config_paths(node):
+    """(key, path) for every node file config.yaml's node: section names explicitly."""
+    node = node or {}
+    out = []
+    containerd = node.get("containerd") or {}
+    for part in str(containerd.get("config_path") or "").split(":"):
+        if part:
+            out.append(("node.containerd.config_path", part))
+    if containerd.get("proxy_env_file"):
+        out.append(("node.containerd.proxy_env_file", containerd["proxy_env_file"]))
+    kubelet = node.get("kubelet") or {}
+    if kubelet.get("root_dir"):
+        out.append(("node.kubelet.root_dir", kubelet["root_dir"].rstrip("/") + "/config.json"))
+    for key in ("credential_provider_config", "credential_provider_bin_dir"):
+        if kubelet.get(key):
+            out.append((f"node.kubelet.{key}", kubelet[key]))
+    crio = node.get("crio") or {}
+    for key in ("registries_conf", "registries_conf_d"):
+        if crio.get(key):
+            out.append((f"node.crio.{key}", crio[key]))
+    return [(k, p if p.startswith("/") else f"{CONFIG_DIR}/{p}") for k, p in out]
+
+
+def check_node_config(rep, docs, pod, host_mounts):
+    """The node files config.yaml names must be in the pod (under a hostPath mount), and
+    credential-provider plugins need the node's network identity (host network)."""
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "pullprobe-config"]
+    if not rep.ok(len(cms) == 1 and "config.yaml" in cms[0].get("data", {}), "expected ConfigMap pullprobe-config with config.yaml"):
+        return
+    try:
+        cfg = yaml.safe_load(cms[0]["data"]["config.yaml"]) or {}
+    except yaml.YAMLError as e:
+        rep.ok(False, f"config.yaml of ConfigMap pullprobe-config is not YAML: {e}")
+        return
+    for key, path in node_config_paths(cfg.get("node")):
+        rep.ok(any(path == m or path.startswith(m.rstrip("/") + "/") for m in host_mounts),
+               f"config.yaml {key} names {path}, which no hostPath volume mounts (add the node-config component that mounts it)")
+    if ((cfg.get("node") or {}).get("kubelet") or {}).get("credential_provider_bin_dir"):
+        rep.ok(pod.get("hostNetwork") is True,
+               "config.yaml runs credential-provider plugins, which need the host network to get the node's identity from the instance metadata service")
+
+
+def cmd_node_fixture_config(rendered_path, root, out_path):
+    """Write the rendered config.yaml with every node path it names, and docker_config, moved
+    under ROOT (a copy of the node's files), for the agent to load outside a node."""
+    cms = [d for d in load_docs(rendered_path) if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "pullprobe-config"]
+    cfg = yaml.safe_load(cms[0]["data"]["config.yaml"]) or {}
+    moved = []
+
+    def move(path):
+        moved.append(path)
+        return root.rstrip("/") + path
+
+    if str(cfg.get("docker_config", "")).startswith("/"):
+        cfg["docker_config"] = move(cfg["docker_config"])
+    node = cfg.get("node") or {}
+    containerd = node.get("containerd") or {}
+    if containerd.get("config_path"):
+        containerd["config_path"] = ":".join(move(p) if p.startswith("/") else p for p in containerd["config_path"].split(":"))
+    for section, keys in (("containerd", ("proxy_env_file",)), ("kubelet", ("root_dir", "credential_provider_config", "credential_provider_bin_dir")),
+                          ("crio", ("registries_conf", "registries_conf_d"))):
+        sec = node.get(section) or {}
+        for k in keys:
+            if str(sec.get(k, "")).startswith("/"):
+                sec[k] = move(sec[k])
+    with open(out_path, "w") as f:
+        yaml.safe_dump(cfg, f, sort_keys=False)
+    print(f"  {out_path}: moved under {root}: {', '.join(moved) or 'nothing'}")
+    return 0
+
+
 def cmd_manifests(rendered_path, host_network):
     rep = Report(f"hardening of {rendered_path}")
     docs = load_docs(rendered_path)
@@ -248,9 +352,26 @@ def cmd_manifests(rendered_path, host_network):
             rep.ok(c.get("readinessProbe", {}).get("httpGet", {}).get("path") == "/-/ready", f"{where}: readinessProbe must GET /-/ready")
         rep.ok(any(a.startswith("--config.file=") for a in c.get("args", [])), f"{where}: needs --config.file")
         rep.ok(all(m.get("readOnly") for m in c.get("volumeMounts", [])), f"{where}: every volume mount must be read-only")
+    mounts = {}  # volume name -> its mounts, across containers
+    for c in pod["containers"]:
+        for m in c.get("volumeMounts", []):
+            mounts.setdefault(m["name"], []).append(m)
+    host_mounts = []  # mount paths of hostPath volumes
     for v in pod.get("volumes", []):
-        if "hostPath" in v:
-            rep.ok(v["hostPath"]["path"] == "/etc/ssl/certs", f"volume {v['name']}: unexpected hostPath {v['hostPath']['path']}")
+        if "hostPath" not in v:
+            continue
+        path, where = v["hostPath"]["path"], f"volume {v['name']}"
+        if not rep.ok(path in HOST_PATHS, f"{where}: unexpected hostPath {path} (allowed: HOST_PATHS in tests/deploy/lint.py, each with its reason)"):
+            continue
+        want = HOST_PATHS[path]
+        rep.ok(v["hostPath"].get("type") == want,
+               f"{where}: hostPath type must be {want}, is {v['hostPath'].get('type')!r} (DirectoryOrCreate, FileOrCreate and no type create the path on the node)")
+        rep.ok(mounts.get(v["name"]), f"{where}: hostPath volume is never mounted")
+        for m in mounts.get(v["name"], []):
+            rep.ok(m["mountPath"] == path and not m.get("subPath"),
+                   f"{where}: must be mounted whole at its node path {path}, is at {m['mountPath']}{' subPath ' + m['subPath'] if m.get('subPath') else ''}")
+            host_mounts.append(m["mountPath"])
+    check_node_config(rep, docs, pod, host_mounts)
     for pm in (d for d in docs if d["kind"] == "PodMonitor"):
         relabels = [r for e in pm["spec"]["podMetricsEndpoints"] for r in e.get("relabelings", [])]
         rep.ok(any(r.get("sourceLabels") == ["__meta_kubernetes_pod_node_name"] and r.get("targetLabel") == "node" for r in relabels),
@@ -342,6 +463,8 @@ def main(argv):
         return cmd_prometheusrule(argv[1], argv[2])
     if len(argv) >= 2 and argv[0] == "manifests":
         return cmd_manifests(argv[1], "--host-network" in argv[2:])
+    if len(argv) >= 4 and argv[0] == "node-fixture-config":
+        return cmd_node_fixture_config(argv[1], argv[2], argv[3])
     if len(argv) >= 3 and argv[0] == "dashboard":
         return cmd_dashboard(argv[1], argv[2])
     print(__doc__, file=sys.stderr)
