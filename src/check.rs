@@ -347,7 +347,12 @@ pub fn render_text(reports: &[ProbeReport]) -> String {
                 let _ = writeln!(out, "    {}", success_message(r));
             }
             Some(f) => {
-                let _ = writeln!(out, "FAIL  {} ({} via {})", r.target, r.image, r.registry);
+                let via = if r.endpoint.is_empty() || r.endpoint == r.registry {
+                    r.registry.clone()
+                } else {
+                    format!("{}, the node's endpoint for {}", r.endpoint, r.registry)
+                };
+                let _ = writeln!(out, "FAIL  {} ({} via {via})", r.target, r.image);
                 let _ = writeln!(out, "    failed step: {}", f.phase);
                 let _ = writeln!(out, "    what:        {}", f.message);
                 let _ = writeln!(
