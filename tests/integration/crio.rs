@@ -401,3 +401,57 @@ async fn crio_verdicts_agree_with_skopeo() {
     );
     assert!(!locked.requests().is_empty());
 }
+
+/// containers/image `makeRequestToResolvedURL`: a 429 is retried after `Retry-After` (or a
+/// doubling delay from 2 s) while the probe's deadline allows; a delay past it is reported at
+/// once as `rate_limited`.
+#[tokio::test]
+async fn crio_retries_429_with_backoff_within_the_deadline() {
+    init();
+    let probe = |retry_after: u64| async move {
+        let reg = FakeRegistry::builder()
+            .repo("app", &["1"])
+            .manifest_status(StatusOverride::TooManyRequestsFirst {
+                times: 1,
+                retry_after,
+            })
+            .start()
+            .await;
+        let addr = label(&reg);
+        let files = Files::new(&format!(
+            "[[registry]]\nlocation = \"{addr}\"\ninsecure = true\n"
+        ));
+        let yaml = format!(
+            "timeout: 5s\nnode:\n  runtime: crio\n  crio:\n    registries_conf: {}\n    registries_conf_d: {}\ntargets:\n  - image: {addr}/app:1\n",
+            files.conf().display(),
+            files.dropins().display()
+        );
+        let config = pullprobe::config::Config::from_yaml("t.yaml", &yaml, files.home()).unwrap();
+        let started = std::time::Instant::now();
+        let r = pullprobe::probe::Prober::from_config(&config)
+            .probe(&config.targets[0])
+            .await;
+        let manifests = reg
+            .requests()
+            .iter()
+            .filter(|r| r.path_and_query.contains("/manifests/"))
+            .count();
+        (r, started.elapsed(), manifests)
+    };
+
+    let (r, took, manifests) = probe(1).await;
+    assert!(r.ok(), "{:?}", r.failure);
+    assert_eq!(manifests, 2);
+    assert!(took >= Duration::from_millis(900), "{took:?}");
+
+    let (r, took, manifests) = probe(30).await;
+    let f = r.failure.expect("429");
+    assert_eq!(
+        f.reason,
+        pullprobe::outcome::Reason::RateLimited,
+        "{}",
+        f.message
+    );
+    assert_eq!(manifests, 1);
+    assert!(took < Duration::from_secs(4), "{took:?}");
+}

@@ -115,6 +115,9 @@ pub enum StatusOverride {
     HubInsufficientScope,
     /// Accepts the request and never answers.
     Hang,
+    /// The first `times` manifest requests answer 429 with `Retry-After: <retry_after>`; the
+    /// rest are served normally.
+    TooManyRequestsFirst { times: usize, retry_after: u64 },
     /// Writes [`GARBAGE`] instead of a response, then closes the connection.
     Garbage,
 }
@@ -136,6 +139,9 @@ pub enum TokenBehavior {
     Status(u16),
     /// Accepts the request and never answers.
     Hang,
+    /// The first `times` manifest requests answer 429 with `Retry-After: <retry_after>`; the
+    /// rest are served normally.
+    TooManyRequestsFirst { times: usize, retry_after: u64 },
 }
 
 /// Which of the two servers saw a request.
@@ -200,6 +206,8 @@ struct State {
     /// Issued token → repositories it grants pull on.
     tokens: Mutex<HashMap<String, HashSet<String>>>,
     requests: Mutex<Vec<RecordedRequest>>,
+    /// Requests [`StatusOverride::TooManyRequestsFirst`] has answered.
+    forced_count: std::sync::atomic::AtomicUsize,
 }
 
 type Resp = Response<Full<Bytes>>;
@@ -395,6 +403,7 @@ impl FakeRegistryBuilder {
             images,
             tokens: Mutex::default(),
             requests: Mutex::default(),
+            forced_count: Default::default(),
         });
         let stop = CancellationToken::new();
         let servers = [
@@ -547,7 +556,9 @@ impl State {
                 None => name_unknown(name),
             };
         };
-        if let Some(forced) = &self.manifest_status {
+        if let Some(forced) = &self.manifest_status
+            && self.still_forced(forced)
+        {
             return self.forced(forced, Some(name), garbage).await;
         }
         let mut resp = match repo {
@@ -662,6 +673,16 @@ impl State {
         }
     }
 
+    /// Whether `forced` still applies to this request (counts the limited ones).
+    fn still_forced(&self, forced: &StatusOverride) -> bool {
+        match forced {
+            StatusOverride::TooManyRequestsFirst { times, .. } => {
+                self.forced_count.fetch_add(1, Ordering::SeqCst) < *times
+            }
+            _ => true,
+        }
+    }
+
     async fn forced(
         &self,
         forced: &StatusOverride,
@@ -699,6 +720,19 @@ impl State {
                 with_api_version(self.bearer_401(repo, Some("insufficient_scope")))
             }
             StatusOverride::Hang => std::future::pending().await,
+            StatusOverride::TooManyRequestsFirst { retry_after, .. } => {
+                let mut resp = error_response(
+                    StatusCode::TOO_MANY_REQUESTS,
+                    "TOOMANYREQUESTS",
+                    "slow down",
+                    None,
+                );
+                resp.headers_mut().insert(
+                    http::header::RETRY_AFTER,
+                    retry_after.to_string().parse().unwrap(),
+                );
+                resp
+            }
             StatusOverride::Garbage => {
                 garbage.store(true, Ordering::SeqCst);
                 Response::new(Full::default())
@@ -1113,7 +1147,10 @@ impl State {
         if let Some(denied) = self.denial(req, Some(name)) {
             return Some(denied);
         }
-        if is_manifest && let Some(forced) = &self.manifest_status {
+        if is_manifest
+            && let Some(forced) = &self.manifest_status
+            && self.still_forced(forced)
+        {
             return Some(self.forced(forced, Some(name), garbage).await);
         }
         let digest = repo.tags.get(reference).map_or(reference, String::as_str);
