@@ -396,6 +396,29 @@ async fn scrape_reports_success_and_failure_targets() {
     for link in ["/metrics", "/-/healthy", "/-/ready", "/-/reload"] {
         assert!(landing.contains(link), "{link}");
     }
+    // Each target's last result: reason, phase, age, message; plain HTML.
+    assert!(!landing.contains("<script"), "{landing}");
+    let row = |name: &str| {
+        landing
+            .lines()
+            .find(|l| l.starts_with(&format!("<tr><td>{name}</td>")))
+            .unwrap_or_else(|| panic!("no row for {name}: {landing}"))
+            .to_owned()
+    };
+    let private = row("private");
+    assert!(
+        private.contains("<td>connect_refused</td><td>connect</td>"),
+        "{private}"
+    );
+    assert!(
+        private.contains(" ago</td>") || private.contains("just now"),
+        "{private}"
+    );
+    assert!(
+        private.contains("127.0.0.1:1 refused the connection"),
+        "{private}"
+    );
+    assert!(row("hub").contains("<td>ok</td>"), "{landing}");
     assert_eq!(agent.get("/nope").await.status(), 404);
     assert_eq!(agent.get("/-/reload").await.status(), 405);
     let post = agent

@@ -203,6 +203,7 @@ pub async fn run(
 
     let state = Arc::new(server::AppState {
         exposition: metrics::Exposition::new(store.clone(), status.clone()),
+        store: store.clone(),
         ready: ready.clone(),
         reload: reload_tx,
     });

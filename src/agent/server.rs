@@ -30,13 +30,17 @@ use super::webconfig::{AuthDecision, WebConfig, WebConfigHandle};
 /// What the handlers read.
 pub(crate) struct AppState {
     pub(crate) exposition: metrics::Exposition,
+    /// The latest results, for the landing page.
+    pub(crate) store: Arc<super::store::Store>,
     /// Set once the config is loaded and the scheduler has started the first round.
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) reload: mpsc::Sender<Trigger>,
 }
 
-const LANDING: &str = "<!DOCTYPE html>
-<html><head><title>pullprobe</title></head>
+const LANDING_HEAD: &str = "<!DOCTYPE html>
+<html><head><meta charset=\"utf-8\"><title>pullprobe</title>
+<style>table{border-collapse:collapse}td,th{border:1px solid #999;padding:2px 6px;text-align:left;vertical-align:top}</style>
+</head>
 <body>
 <h1>pullprobe</h1>
 <p>Probes the image-pull path of this node (DNS, TCP, TLS, registry auth, manifest) on a schedule.</p>
@@ -46,8 +50,86 @@ const LANDING: &str = "<!DOCTYPE html>
 <li><a href=\"/-/ready\">/-/ready</a>: readiness</li>
 <li><code>POST /-/reload</code>: reload the configuration</li>
 </ul>
-</body></html>
 ";
+
+/// Text made safe for HTML element content and attribute values.
+fn escape(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        match c {
+            '&' => out.push_str("&amp;"),
+            '<' => out.push_str("&lt;"),
+            '>' => out.push_str("&gt;"),
+            '"' => out.push_str("&quot;"),
+            '\'' => out.push_str("&#39;"),
+            c => out.push(c),
+        }
+    }
+    out
+}
+
+/// The landing page: links, then each target's last result (result, phase, endpoint, age,
+/// message). Plain HTML, no scripts.
+fn landing(store: &super::store::Store) -> String {
+    use std::fmt::Write as _;
+    let mut page = String::from(LANDING_HEAD);
+    let targets = store.snapshot();
+    let _ = writeln!(page, "<h2>Targets ({})</h2>", targets.len());
+    page.push_str(
+        "<table>\n<tr><th>target</th><th>registry</th><th>result</th><th>phase</th><th>endpoint</th><th>age</th><th>message</th></tr>\n",
+    );
+    let now = std::time::SystemTime::now();
+    for t in &targets {
+        let (result, phase, endpoint, age, message) = match &t.last {
+            None => (
+                "not probed yet".to_owned(),
+                String::new(),
+                String::new(),
+                String::new(),
+                String::new(),
+            ),
+            Some(r) => {
+                let finished = r.started_at + r.duration;
+                let age = now
+                    .duration_since(finished)
+                    .map(|d| {
+                        format!(
+                            "{} ago",
+                            humantime::format_duration(Duration::from_secs(d.as_secs()))
+                        )
+                    })
+                    .unwrap_or_else(|_| "just now".to_owned());
+                (
+                    if r.ok() {
+                        "ok".to_owned()
+                    } else {
+                        r.reason().as_str().to_owned()
+                    },
+                    r.phase().map(|p| p.as_str().to_owned()).unwrap_or_default(),
+                    r.endpoint.clone(),
+                    age,
+                    r.failure
+                        .as_ref()
+                        .map(|f| f.message.clone())
+                        .unwrap_or_default(),
+                )
+            }
+        };
+        let _ = writeln!(
+            page,
+            "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
+            escape(&t.name),
+            escape(&t.registry),
+            escape(&result),
+            escape(&phase),
+            escape(&endpoint),
+            escape(&age),
+            escape(&message)
+        );
+    }
+    page.push_str("</table>\n</body></html>\n");
+    page
+}
 
 /// Serves until `cancel`, then shuts open connections down gracefully. With a web config,
 /// connections are TLS and/or requests need basic auth, as the config says at accept time.
@@ -181,7 +263,11 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>
             }
         }
         ("/-/reload", _, true) => reload(state).await,
-        ("/", true, _) => respond(StatusCode::OK, "text/html; charset=utf-8", LANDING),
+        ("/", true, _) => respond(
+            StatusCode::OK,
+            "text/html; charset=utf-8",
+            landing(&state.store),
+        ),
         ("/metrics" | "/-/healthy" | "/-/ready" | "/", ..) => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET is allowed.\n");
             r.headers_mut()
@@ -214,5 +300,22 @@ async fn reload(state: &AppState) -> Response<Full<Bytes>> {
             StatusCode::SERVICE_UNAVAILABLE,
             "pullprobe is shutting down.\n",
         ),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_landing_page_escapes_what_it_shows() {
+        assert_eq!(
+            escape(r#"<script>alert("x") & 'y'</script>"#),
+            "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
+        );
+        let store = super::super::store::Store::new();
+        let page = landing(&store);
+        assert!(page.contains("<h2>Targets (0)</h2>"), "{page}");
+        assert!(page.ends_with("</table>\n</body></html>\n"), "{page}");
     }
 }
