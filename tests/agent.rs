@@ -11,7 +11,7 @@ use std::time::{Duration, SystemTime};
 use pullprobe::agent::{self, AgentError, AgentOptions, BoxFuture, Probe};
 use pullprobe::config::{Config, Target};
 use pullprobe::outcome::{Failure, Phase, Reason};
-use pullprobe::probe::{PhaseTiming, ProbeReport, RateLimit, TlsReport};
+use pullprobe::probe::{EndpointResult, PhaseTiming, ProbeReport, RateLimit, TlsReport};
 use tokio::net::TcpListener;
 use tokio::sync::oneshot;
 use tokio::task::JoinHandle;
@@ -22,6 +22,9 @@ use tokio::task::JoinHandle;
 struct Behaviour {
     failure: Option<Failure>,
     rate_limit: Option<RateLimit>,
+    /// The node configures [`MIRROR`] for the registry, and it refuses: the probe asks it
+    /// first, then the registry.
+    mirror_down: bool,
     /// Never finishes (to test cancellation).
     hang: bool,
 }
@@ -48,6 +51,20 @@ impl Probe for Fake {
             .cloned()
             .unwrap_or_default();
         Box::pin(async move {
+            let registry = target.image.api_authority();
+            let mut endpoints = Vec::new();
+            if b.mirror_down {
+                endpoints.push(EndpointResult {
+                    endpoint: MIRROR.to_owned(),
+                    upstream: false,
+                    failure: Some(refused()),
+                });
+            }
+            endpoints.push(EndpointResult {
+                endpoint: registry.clone(),
+                upstream: true,
+                failure: b.failure.clone(),
+            });
             if b.hang {
                 std::future::pending::<()>().await;
             }
@@ -77,8 +94,8 @@ impl Probe for Fake {
                 address: None,
                 digest: None,
                 rate_limit: b.rate_limit,
-                endpoint: target.image.api_authority(),
-                endpoints: Vec::new(),
+                endpoint: registry,
+                endpoints,
                 warnings: Vec::new(),
             }
         })
@@ -88,6 +105,9 @@ impl Probe for Fake {
         self
     }
 }
+
+/// A mirror of the fake registry, configured by some targets' node (`mirror_down`).
+const MIRROR: &str = "mirror.internal:5000";
 
 fn hub_limits() -> RateLimit {
     RateLimit {
@@ -219,8 +239,18 @@ fn value(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
         .map(|v| v.parse().unwrap())
 }
 
+/// The labels of the families about the target itself (interval, counters, last probe time).
 fn tr(target: &str) -> [(&str, &str); 2] {
     [("target", target), ("registry", "127.0.0.1:1")]
+}
+
+/// The labels of the families about the last result, answered (or failed) by `endpoint`.
+fn tre<'a>(target: &'a str, endpoint: &'a str) -> [(&'a str, &'a str); 3] {
+    [
+        ("target", target),
+        ("registry", "127.0.0.1:1"),
+        ("endpoint", endpoint),
+    ]
 }
 
 fn probes(text: &str, target: &str) -> f64 {
@@ -233,8 +263,8 @@ fn write_config(dir: &Path, targets: &[&str]) -> PathBuf {
     path
 }
 
-/// An agent with two targets: `hub` succeeds with Docker Hub's rate-limit headers, `private` is
-/// refused; the fake lets a test change that. The directory holds the config; keep it while
+/// An agent with two targets: `hub` succeeds with Docker Hub's rate-limit headers after its
+/// mirror refused, `private` is refused; the fake lets a test change that. The directory holds the config; keep it while
 /// the agent runs.
 async fn start_hub_and_private() -> (Agent, Arc<Fake>, tempfile::TempDir) {
     let dir = tempfile::tempdir().unwrap();
@@ -244,6 +274,7 @@ async fn start_hub_and_private() -> (Agent, Arc<Fake>, tempfile::TempDir) {
         "hub",
         Behaviour {
             rate_limit: Some(hub_limits()),
+            mirror_down: true,
             ..Behaviour::default()
         },
     );
@@ -271,9 +302,12 @@ async fn scrape_reports_success_and_failure_targets() {
         .await;
     let hub = tr("hub");
     let private = tr("private");
-    assert_eq!(value(&first, "pullprobe_probe_success", &hub), Some(1.0));
+    // The last result's families name the endpoint that answered (or failed).
+    let hub_at = tre("hub", "127.0.0.1:1");
+    let private_at = tre("private", "127.0.0.1:1");
+    assert_eq!(value(&first, "pullprobe_probe_success", &hub_at), Some(1.0));
     assert_eq!(
-        value(&first, "pullprobe_probe_success", &private),
+        value(&first, "pullprobe_probe_success", &private_at),
         Some(0.0)
     );
     let result = |t: &str, phase: &str, reason: &str| {
@@ -283,11 +317,26 @@ async fn scrape_reports_success_and_failure_targets() {
             &[
                 ("target", t),
                 ("registry", "127.0.0.1:1"),
+                ("endpoint", "127.0.0.1:1"),
                 ("phase", phase),
                 ("reason", reason),
             ],
         )
     };
+    // Every endpoint asked: hub's mirror refused before the registry answered.
+    assert_eq!(
+        value(&first, "pullprobe_endpoint_success", &tre("hub", MIRROR)),
+        Some(0.0)
+    );
+    assert_eq!(
+        value(&first, "pullprobe_endpoint_success", &hub_at),
+        Some(1.0)
+    );
+    assert_eq!(
+        value(&first, "pullprobe_endpoint_success", &private_at),
+        Some(0.0)
+    );
+    assert_eq!(first.matches("pullprobe_endpoint_success{").count(), 3);
     assert_eq!(result("hub", "none", "ok"), Some(1.0));
     assert_eq!(result("private", "connect", "connect_refused"), Some(1.0));
     assert_eq!(first.matches("pullprobe_probe_result{").count(), 2);
@@ -300,14 +349,14 @@ async fn scrape_reports_success_and_failure_targets() {
         Some(0.0)
     );
     assert_eq!(
-        value(&first, "pullprobe_probe_duration_seconds", &hub),
+        value(&first, "pullprobe_probe_duration_seconds", &hub_at),
         Some(0.015)
     );
     assert_eq!(
         value(
             &first,
             "pullprobe_phase_duration_seconds",
-            &[hub[0], hub[1], ("phase", "manifest")]
+            &[hub_at[0], hub_at[1], hub_at[2], ("phase", "manifest")]
         ),
         Some(0.003)
     );
@@ -322,27 +371,31 @@ async fn scrape_reports_success_and_failure_targets() {
         .as_secs_f64();
     assert!((now - last).abs() < 60.0, "{last} vs {now}");
     assert_eq!(
-        value(&first, "pullprobe_tls_cert_expiry_timestamp_seconds", &hub),
+        value(
+            &first,
+            "pullprobe_tls_cert_expiry_timestamp_seconds",
+            &hub_at
+        ),
         Some(1_900_000_000.0)
     );
     // Rate-limit gauges only where the registry sends the headers.
     assert_eq!(
-        value(&first, "pullprobe_ratelimit_limit", &hub),
+        value(&first, "pullprobe_ratelimit_limit", &hub_at),
         Some(100.0)
     );
     assert_eq!(
-        value(&first, "pullprobe_ratelimit_remaining", &hub),
+        value(&first, "pullprobe_ratelimit_remaining", &hub_at),
         Some(42.0)
     );
     assert_eq!(
-        value(&first, "pullprobe_ratelimit_window_seconds", &hub),
+        value(&first, "pullprobe_ratelimit_window_seconds", &hub_at),
         Some(21600.0)
     );
     assert_eq!(
         value(
             &first,
             "pullprobe_ratelimit_source_info",
-            &[hub[0], hub[1], ("source", "198.51.100.9")]
+            &[hub_at[0], hub_at[1], hub_at[2], ("source", "198.51.100.9")]
         ),
         Some(1.0)
     );
@@ -352,7 +405,7 @@ async fn scrape_reports_success_and_failure_targets() {
         "pullprobe_ratelimit_window_seconds",
         "pullprobe_tls_cert_expiry_timestamp_seconds",
     ] {
-        assert_eq!(value(&first, name, &private), None, "{name}");
+        assert_eq!(value(&first, name, &private_at), None, "{name}");
     }
     assert!(
         !first.contains("refused the connection"),
@@ -377,13 +430,19 @@ async fn scrape_reports_success_and_failure_targets() {
     );
 
     // The quota recovers: the gauges follow the latest result, and vanish with the headers.
+    // The node's mirror is gone too: its series vanish with it.
     fake.set("hub", Behaviour::default());
-    agent
-        .wait_for("rate-limit gauges gone", |t| {
-            value(t, "pullprobe_ratelimit_remaining", &hub).is_none()
+    let recovered = agent
+        .wait_for("rate-limit gauges and the mirror gone", |t| {
+            value(t, "pullprobe_ratelimit_remaining", &hub_at).is_none()
                 && !t.contains("pullprobe_ratelimit_source_info")
+                && !t.contains(MIRROR)
         })
         .await;
+    assert_eq!(
+        value(&recovered, "pullprobe_endpoint_success", &hub_at),
+        Some(1.0)
+    );
 
     let r = agent.get("/metrics").await;
     assert_eq!(

@@ -4,10 +4,17 @@
 //! allocations (tested byte for byte against the crate).
 //!
 //! Rendering at scrape time (instead of updating gauge vectors after each probe) is what makes
-//! a removed target's series disappear (writing_exporters.md, "Collectors"). Label values come
-//! only from the config (`target`, `registry`), from closed sets (`phase`, `reason`), from the
-//! build, or — for `source` — from a header value that passed [`valid_source`]. Error text never
-//! becomes a label. No sample carries a timestamp.
+//! a removed target's series disappear (writing_exporters.md, "Collectors"), and what makes a
+//! series of the last probe disappear when the next probe changes its labels: when the
+//! endpoint that answers changes (a mirror fails, the registry answers), the families of the
+//! last result carry only the new `endpoint`, so Prometheus marks the old series stale at the
+//! next scrape instead of keeping two answers for one target.
+//!
+//! Label values come only from the config (`target`, `registry`), from the node's registry
+//! host configuration (`endpoint`: a mirror of containerd's hosts.toml or the registry itself,
+//! so bounded by those files), from closed sets (`phase`, `reason`), from the build, or — for
+//! `source` — from a header value that passed [`valid_source`]. Error text never becomes a
+//! label. No sample carries a timestamp.
 
 use std::collections::HashMap;
 use std::fmt::Write as _;
@@ -37,7 +44,13 @@ struct Spec {
     cached: bool,
 }
 
+/// The labels of the families about the target itself: its configuration, its counters and
+/// when it was last probed. They do not carry `endpoint`: a counter or a schedule whose series
+/// changed with the answering endpoint would be split into pieces (see docs/agent.md).
 const TR: &[&str] = &["target", "registry"];
+/// The labels of the families about the last probe's result: also the endpoint that answered,
+/// or whose failure is the verdict.
+const TRE: &[&str] = &["target", "registry", "endpoint"];
 
 const BUILD_INFO: Spec = Spec {
     slot: 0,
@@ -76,7 +89,7 @@ const SUCCESS: Spec = Spec {
     name: "pullprobe_probe_success",
     help: "Whether the last probe of the image-pull path succeeded (1) or failed (0).",
     kind: MetricType::GAUGE,
-    labels: TR,
+    labels: TRE,
     cached: true,
 };
 const RESULT: Spec = Spec {
@@ -84,7 +97,7 @@ const RESULT: Spec = Spec {
     name: "pullprobe_probe_result",
     help: "The result of the last probe: 1 for the failing phase and reason (phase=\"none\", reason=\"ok\" on success); one series per target.",
     kind: MetricType::GAUGE,
-    labels: &["target", "registry", "phase", "reason"],
+    labels: &["target", "registry", "endpoint", "phase", "reason"],
     cached: true,
 };
 const DURATION: Spec = Spec {
@@ -92,7 +105,7 @@ const DURATION: Spec = Spec {
     name: "pullprobe_probe_duration_seconds",
     help: "How long the last probe took, all phases together.",
     kind: MetricType::GAUGE,
-    labels: TR,
+    labels: TRE,
     cached: true,
 };
 const PHASE_DURATION: Spec = Spec {
@@ -100,7 +113,7 @@ const PHASE_DURATION: Spec = Spec {
     name: "pullprobe_phase_duration_seconds",
     help: "How long each phase of the last probe took; phases that did not run have no series.",
     kind: MetricType::GAUGE,
-    labels: &["target", "registry", "phase"],
+    labels: &["target", "registry", "endpoint", "phase"],
     cached: true,
 };
 const PROBES: Spec = Spec {
@@ -132,7 +145,7 @@ const TLS_EXPIRY: Spec = Spec {
     name: "pullprobe_tls_cert_expiry_timestamp_seconds",
     help: "Unix time of the earliest NotAfter in the certificate chain the registry presented in the last probe and in the trust anchor that chain was verified against.",
     kind: MetricType::GAUGE,
-    labels: TR,
+    labels: TRE,
     cached: true,
 };
 const RL_LIMIT: Spec = Spec {
@@ -140,7 +153,7 @@ const RL_LIMIT: Spec = Spec {
     name: "pullprobe_ratelimit_limit",
     help: "The pull quota of this node's egress per window (ratelimit-limit header); absent when the registry does not send it.",
     kind: MetricType::GAUGE,
-    labels: TR,
+    labels: TRE,
     cached: true,
 };
 const RL_REMAINING: Spec = Spec {
@@ -148,7 +161,7 @@ const RL_REMAINING: Spec = Spec {
     name: "pullprobe_ratelimit_remaining",
     help: "Pulls left in the current window (ratelimit-remaining header); absent when the registry does not send it.",
     kind: MetricType::GAUGE,
-    labels: TR,
+    labels: TRE,
     cached: true,
 };
 const RL_WINDOW: Spec = Spec {
@@ -156,7 +169,7 @@ const RL_WINDOW: Spec = Spec {
     name: "pullprobe_ratelimit_window_seconds",
     help: "The length of the rate-limit window (the w= parameter of ratelimit-limit); absent when the registry does not send it.",
     kind: MetricType::GAUGE,
-    labels: TR,
+    labels: TRE,
     cached: true,
 };
 const RL_SOURCE: Spec = Spec {
@@ -164,11 +177,19 @@ const RL_SOURCE: Spec = Spec {
     name: "pullprobe_ratelimit_source_info",
     help: "1 while the registry names the address or account it counts pulls against (docker-ratelimit-source header); absent when the header is missing or not an IP address or short token.",
     kind: MetricType::GAUGE,
-    labels: &["target", "registry", "source"],
+    labels: &["target", "registry", "endpoint", "source"],
+    cached: true,
+};
+const ENDPOINT_SUCCESS: Spec = Spec {
+    slot: 16,
+    name: "pullprobe_endpoint_success",
+    help: "Whether each endpoint the last probe asked (the node's registry mirrors in the order the runtime asks them, then the registry itself) answered (1) or failed (0); endpoints after the one that answered are not asked and have no series.",
+    kind: MetricType::GAUGE,
+    labels: TRE,
     cached: true,
 };
 
-const SPECS: [&Spec; 16] = [
+const SPECS: [&Spec; 17] = [
     &BUILD_INFO,
     &RELOAD_OK,
     &RELOAD_TS,
@@ -185,6 +206,7 @@ const SPECS: [&Spec; 16] = [
     &RL_REMAINING,
     &RL_WINDOW,
     &RL_SOURCE,
+    &ENDPOINT_SUCCESS,
 ];
 
 /// The build's identity for `pullprobe_build_info`; `unknown` when build.rs could not tell.
@@ -219,10 +241,14 @@ fn per_target(spec: &Spec) -> bool {
     spec.labels.first() == Some(&"target")
 }
 
-/// Calls `emit` for every per-target sample of `t`, with the values of the labels that follow
-/// `target` and `registry` (`phase`, `reason`, `source`; unused entries are empty).
-fn target_samples<'a>(t: &'a TargetState, mut emit: impl FnMut(&'static Spec, [&'a str; 2], f64)) {
-    const NONE: [&str; 2] = ["", ""];
+/// The values of a per-target series' labels after `target` and `registry`: `endpoint`, then
+/// `phase`, `reason` or `source`, as its family has them; unused entries are empty.
+type Extra<'a> = [&'a str; 3];
+
+/// Calls `emit` for every per-target sample of `t`, with the values of its labels after
+/// `target` and `registry`.
+fn target_samples<'a>(t: &'a TargetState, mut emit: impl FnMut(&'static Spec, Extra<'a>, f64)) {
+    const NONE: Extra<'static> = ["", "", ""];
     emit(&INTERVAL, NONE, t.interval.as_secs_f64());
     #[allow(clippy::cast_precision_loss)] // counts stay far below 2^53
     {
@@ -230,38 +256,56 @@ fn target_samples<'a>(t: &'a TargetState, mut emit: impl FnMut(&'static Spec, [&
         emit(&FAILURES, NONE, t.failures_total as f64);
     }
     let Some(r) = &t.last else { return };
-    emit(&SUCCESS, NONE, if r.ok() { 1.0 } else { 0.0 });
-    let phase = r.phase().map_or("none", Phase::as_str);
-    emit(&RESULT, [phase, r.reason().as_str()], 1.0);
-    emit(&DURATION, NONE, r.duration.as_secs_f64());
-    for p in &r.phases {
-        emit(
-            &PHASE_DURATION,
-            [p.phase.as_str(), ""],
-            p.duration.as_secs_f64(),
-        );
-    }
     let started = r
         .started_at
         .duration_since(std::time::SystemTime::UNIX_EPOCH)
         .unwrap_or_default();
     emit(&LAST_TS, NONE, started.as_secs_f64());
+    // Everything below describes the last result: it carries the endpoint that answered.
+    let ep = r.endpoint.as_str();
+    let at = [ep, "", ""];
+    emit(&SUCCESS, at, if r.ok() { 1.0 } else { 0.0 });
+    let phase = r.phase().map_or("none", Phase::as_str);
+    emit(&RESULT, [ep, phase, r.reason().as_str()], 1.0);
+    emit(&DURATION, at, r.duration.as_secs_f64());
+    for p in &r.phases {
+        emit(
+            &PHASE_DURATION,
+            [ep, p.phase.as_str(), ""],
+            p.duration.as_secs_f64(),
+        );
+    }
     if let Some(not_after) = r.tls.as_ref().and_then(|t| t.earliest_not_after) {
         #[allow(clippy::cast_precision_loss)] // Unix seconds fit in f64 exactly
-        emit(&TLS_EXPIRY, NONE, not_after as f64);
+        emit(&TLS_EXPIRY, at, not_after as f64);
     }
     if let Some(rl) = &r.rate_limit {
         #[allow(clippy::cast_precision_loss)] // quotas stay far below 2^53
         {
-            emit(&RL_LIMIT, NONE, rl.limit as f64);
-            emit(&RL_REMAINING, NONE, rl.remaining as f64);
+            emit(&RL_LIMIT, at, rl.limit as f64);
+            emit(&RL_REMAINING, at, rl.remaining as f64);
             if let Some(w) = rl.window_seconds {
-                emit(&RL_WINDOW, NONE, w as f64);
+                emit(&RL_WINDOW, at, w as f64);
             }
         }
         if let Some(source) = rl.source.as_deref().filter(|s| valid_source(s)) {
-            emit(&RL_SOURCE, [source, ""], 1.0);
+            emit(&RL_SOURCE, [ep, source, ""], 1.0);
         }
+    }
+    for (i, e) in r.endpoints.iter().enumerate() {
+        // One series per endpoint: if the chain named one twice, its latest answer stands,
+        // as it does when the probe records the chain.
+        if r.endpoints[i + 1..]
+            .iter()
+            .any(|l| l.endpoint == e.endpoint)
+        {
+            continue;
+        }
+        emit(
+            &ENDPOINT_SUCCESS,
+            [e.endpoint.as_str(), "", ""],
+            if e.ok() { 1.0 } else { 0.0 },
+        );
     }
 }
 
@@ -386,7 +430,8 @@ impl Exposition {
     /// The body of a scrape, in the text format 0.0.4.
     pub(crate) fn render(&self) -> String {
         let targets = self.store.snapshot();
-        // About 110 bytes per series, up to 17 series per target: one allocation.
+        // About 110 bytes per series, up to 18 series per target (one more per mirror): one
+        // allocation.
         let mut buf = String::with_capacity(8192 + targets.len() * 2048);
         // Encoding only fails on inconsistent families, which the specs rule out (tested).
         if let Err(e) = TextEncoder::new().encode_utf8(&self.registry.gather(), &mut buf) {
@@ -401,7 +446,7 @@ impl Exposition {
 /// after `target` and `registry`, and its value.
 struct Sample<'a> {
     target: usize,
-    extra: [&'a str; 2],
+    extra: Extra<'a>,
     value: f64,
 }
 
@@ -427,7 +472,8 @@ fn write_targets(buf: &mut String, targets: &[TargetState]) {
             continue;
         }
         // Targets come in name order already; within a target, order by the extra labels
-        // (the phases of a probe run in phase order, not in label order).
+        // (the phases of a probe run in phase order and the endpoints in the order asked,
+        // not in label order).
         samples.sort_by(|a, b| (a.target, a.extra).cmp(&(b.target, b.extra)));
         buf.push_str("# HELP ");
         buf.push_str(spec.name);
@@ -447,7 +493,8 @@ fn write_targets(buf: &mut String, targets: &[TargetState]) {
         for s in samples.iter() {
             let t = &targets[s.target];
             buf.push_str(spec.name);
-            let values = [t.name.as_str(), t.registry.as_str(), s.extra[0], s.extra[1]];
+            let [e0, e1, e2] = s.extra;
+            let values = [t.name.as_str(), t.registry.as_str(), e0, e1, e2];
             for (n, (&label, value)) in spec.labels.iter().zip(values).enumerate() {
                 buf.push_str(if n == 0 { "{" } else { "," });
                 buf.push_str(label);
@@ -492,7 +539,7 @@ mod tests {
     use crate::agent::store::tests::report;
     use crate::agent::store::{Configured, ReloadStatus};
     use crate::outcome::{Failure, Reason};
-    use crate::probe::{PhaseTiming, RateLimit, TlsReport};
+    use crate::probe::{EndpointResult, PhaseTiming, RateLimit, TlsReport};
 
     fn scrape(reports: Vec<crate::probe::ProbeReport>, extra: &[(&str, &str)]) -> String {
         let store = Arc::new(Store::new());
@@ -541,7 +588,20 @@ mod tests {
             window_seconds: Some(21600),
             source: Some("203.0.113.7".into()),
         });
+        r.endpoints = vec![asked("registry-1.docker.io", true, None)];
         r
+    }
+
+    fn asked(endpoint: &str, upstream: bool, failure: Option<Failure>) -> EndpointResult {
+        EndpointResult {
+            endpoint: endpoint.to_owned(),
+            upstream,
+            failure,
+        }
+    }
+
+    fn refused() -> Failure {
+        Failure::new(Phase::Connect, Reason::ConnectRefused, "refused")
     }
 
     fn series<'a>(text: &'a str, target: &str) -> Vec<&'a str> {
@@ -555,21 +615,23 @@ mod tests {
     fn success_renders_every_series_within_budget() {
         let text = scrape(vec![full_success()], &[]);
         let l = "target=\"hub\",registry=\"registry-1.docker.io\"";
+        let le = format!("{l},endpoint=\"registry-1.docker.io\"");
         for want in [
-            format!("pullprobe_probe_success{{{l}}} 1"),
-            format!("pullprobe_probe_result{{{l},phase=\"none\",reason=\"ok\"}} 1"),
-            format!("pullprobe_probe_duration_seconds{{{l}}} 0.25"),
-            format!("pullprobe_phase_duration_seconds{{{l},phase=\"dns\"}} 0.005"),
-            format!("pullprobe_phase_duration_seconds{{{l},phase=\"manifest\"}} 0.04"),
+            format!("pullprobe_probe_success{{{le}}} 1"),
+            format!("pullprobe_probe_result{{{le},phase=\"none\",reason=\"ok\"}} 1"),
+            format!("pullprobe_probe_duration_seconds{{{le}}} 0.25"),
+            format!("pullprobe_phase_duration_seconds{{{le},phase=\"dns\"}} 0.005"),
+            format!("pullprobe_phase_duration_seconds{{{le},phase=\"manifest\"}} 0.04"),
             format!("pullprobe_probes_total{{{l}}} 1"),
             format!("pullprobe_probe_failures_total{{{l}}} 0"),
             format!("pullprobe_last_probe_timestamp_seconds{{{l}}} 1700000000"),
-            format!("pullprobe_tls_cert_expiry_timestamp_seconds{{{l}}} 1800000000"),
-            format!("pullprobe_ratelimit_limit{{{l}}} 100"),
-            format!("pullprobe_ratelimit_remaining{{{l}}} 76"),
-            format!("pullprobe_ratelimit_window_seconds{{{l}}} 21600"),
-            format!("pullprobe_ratelimit_source_info{{{l},source=\"203.0.113.7\"}} 1"),
+            format!("pullprobe_tls_cert_expiry_timestamp_seconds{{{le}}} 1800000000"),
+            format!("pullprobe_ratelimit_limit{{{le}}} 100"),
+            format!("pullprobe_ratelimit_remaining{{{le}}} 76"),
+            format!("pullprobe_ratelimit_window_seconds{{{le}}} 21600"),
+            format!("pullprobe_ratelimit_source_info{{{le},source=\"203.0.113.7\"}} 1"),
             format!("pullprobe_probe_interval_seconds{{{l}}} 900"),
+            format!("pullprobe_endpoint_success{{{le}}} 1"),
             "pullprobe_config_last_reload_successful 1".to_owned(),
             "pullprobe_config_last_reload_success_timestamp_seconds 1700000000".to_owned(),
             "# TYPE pullprobe_probes_total counter".to_owned(),
@@ -583,8 +645,9 @@ mod tests {
         assert!(text.contains("pullprobe_build_info{version=\""));
         assert!(text.contains("# HELP pullprobe_probe_success Whether the last probe"));
         assert!(text.contains("not at scrape time"));
-        // 12 series plus one per phase that ran: at most 17 per target with all five phases.
-        assert_eq!(series(&text, "hub").len(), 12 + 2);
+        // 12 series, one per phase that ran and one per endpoint asked: at most 18 per target
+        // with all five phases and no mirror, one more per mirror.
+        assert_eq!(series(&text, "hub").len(), 12 + 2 + 1);
     }
 
     #[test]
@@ -594,15 +657,16 @@ mod tests {
             Reason::ConnectRefused,
             "connection refused \"quoted\" secret-free text",
         );
-        let text = scrape(
-            vec![report("private", "127.0.0.1:1", Some(fail))],
-            &[("new", "ghcr.io")],
-        );
+        let mut r = report("private", "127.0.0.1:1", Some(fail.clone()));
+        r.endpoints = vec![asked("127.0.0.1:1", true, Some(fail))];
+        let text = scrape(vec![r], &[("new", "ghcr.io")]);
         let l = "target=\"private\",registry=\"127.0.0.1:1\"";
-        assert!(text.contains(&format!("pullprobe_probe_success{{{l}}} 0\n")));
+        let le = format!("{l},endpoint=\"127.0.0.1:1\"");
+        assert!(text.contains(&format!("pullprobe_probe_success{{{le}}} 0\n")));
         assert!(text.contains(&format!(
-            "pullprobe_probe_result{{{l},phase=\"connect\",reason=\"connect_refused\"}} 1\n"
+            "pullprobe_probe_result{{{le},phase=\"connect\",reason=\"connect_refused\"}} 1\n"
         )));
+        assert!(text.contains(&format!("pullprobe_endpoint_success{{{le}}} 0\n")));
         assert!(text.contains(&format!("pullprobe_probe_failures_total{{{l}}} 1\n")));
         assert_eq!(text.matches("pullprobe_probe_result{").count(), 1);
         assert!(
@@ -623,6 +687,110 @@ mod tests {
                 "pullprobe_probes_total{target=\"new\",registry=\"ghcr.io\"} 0",
             ]
         );
+    }
+
+    /// A mirror refuses, the registry answers: the result families name the registry, and
+    /// `pullprobe_endpoint_success` has the whole chain in the order asked.
+    #[test]
+    fn failing_mirror_with_working_registry() {
+        let mut r = full_success();
+        r.endpoints = vec![
+            asked("mirror.internal:5000", false, Some(refused())),
+            asked("cache.internal/v2/hub", false, Some(refused())),
+            asked("registry-1.docker.io", true, None),
+        ];
+        let text = scrape(vec![r], &[]);
+        let tr = "target=\"hub\",registry=\"registry-1.docker.io\"";
+        let endpoints: Vec<&str> = text
+            .lines()
+            .filter(|l| l.starts_with("pullprobe_endpoint_success{"))
+            .collect();
+        // Series in label-value order, as the crate's encoder sorts them.
+        assert_eq!(
+            endpoints,
+            [
+                format!("pullprobe_endpoint_success{{{tr},endpoint=\"cache.internal/v2/hub\"}} 0"),
+                format!("pullprobe_endpoint_success{{{tr},endpoint=\"mirror.internal:5000\"}} 0"),
+                format!("pullprobe_endpoint_success{{{tr},endpoint=\"registry-1.docker.io\"}} 1"),
+            ]
+        );
+        for family in ["pullprobe_probe_success", "pullprobe_probe_result"] {
+            let lines: Vec<&str> = text
+                .lines()
+                .filter(|l| l.starts_with(&format!("{family}{{")))
+                .collect();
+            assert_eq!(lines.len(), 1, "{lines:?}");
+            assert!(
+                lines[0].contains(",endpoint=\"registry-1.docker.io\""),
+                "{lines:?}"
+            );
+        }
+    }
+
+    /// When the answering endpoint changes between probes, the next scrape has only the new
+    /// one's series: the old series vanish (Prometheus marks them stale) instead of lingering
+    /// as a second answer for the target. The counters and the schedule keep one series.
+    #[test]
+    fn an_endpoint_change_replaces_the_series_of_the_last_result() {
+        let store = Arc::new(Store::new());
+        store.configure(&[Configured {
+            name: "hub".into(),
+            registry: "registry-1.docker.io".into(),
+            interval: Duration::from_secs(900),
+            task: 1,
+        }]);
+        let status = Arc::new(ReloadStatus::loaded_at(SystemTime::UNIX_EPOCH));
+        let exposition = Exposition::new(store.clone(), status);
+
+        let mut via_registry = full_success();
+        via_registry.endpoints = vec![
+            asked("mirror.internal:5000", false, Some(refused())),
+            asked("registry-1.docker.io", true, None),
+        ];
+        store.record(1, via_registry);
+        let before = exposition.render();
+        assert!(before.contains("endpoint=\"mirror.internal:5000\"} 0\n"));
+        assert!(before.contains("success{target=\"hub\",registry=\"registry-1.docker.io\",endpoint=\"registry-1.docker.io\"} 1\n"));
+
+        let mut via_mirror = full_success();
+        via_mirror.endpoint = "mirror.internal:5000".into();
+        via_mirror.endpoints = vec![asked("mirror.internal:5000", false, None)];
+        store.record(1, via_mirror);
+        let after = exposition.render();
+        let with_endpoint: Vec<&str> = after.lines().filter(|l| l.contains(",endpoint=")).collect();
+        // success, result, duration, 2 phases, TLS, 3 rate-limit gauges, source, endpoint.
+        assert_eq!(with_endpoint.len(), 11, "{after}");
+        assert!(
+            with_endpoint
+                .iter()
+                .all(|l| l.contains(",endpoint=\"mirror.internal:5000\"")),
+            "only the mirror that answered: {with_endpoint:?}"
+        );
+        assert!(after.contains("pullprobe_endpoint_success{target=\"hub\",registry=\"registry-1.docker.io\",endpoint=\"mirror.internal:5000\"} 1\n"));
+        for l in [
+            "pullprobe_probes_total{target=\"hub\",registry=\"registry-1.docker.io\"} 2",
+            "pullprobe_probe_failures_total{target=\"hub\",registry=\"registry-1.docker.io\"} 0",
+            "pullprobe_last_probe_timestamp_seconds{target=\"hub\",registry=\"registry-1.docker.io\"} 1700000000",
+            "pullprobe_probe_interval_seconds{target=\"hub\",registry=\"registry-1.docker.io\"} 900",
+        ] {
+            assert!(after.lines().any(|line| line == l), "missing {l}\n{after}");
+        }
+    }
+
+    /// A chain that names an endpoint twice still gives one series (a duplicate would make
+    /// the scrape invalid); its latest answer stands, as in the probe's own record.
+    #[test]
+    fn an_endpoint_asked_twice_has_one_series() {
+        let mut r = full_success();
+        r.endpoints = vec![
+            asked("registry-1.docker.io", false, Some(refused())),
+            asked("mirror.internal", false, Some(refused())),
+            asked("registry-1.docker.io", true, None),
+        ];
+        let text = scrape(vec![r], &[]);
+        assert_eq!(text.matches("pullprobe_endpoint_success{").count(), 2);
+        assert!(text.contains("endpoint=\"registry-1.docker.io\"} 1\n"));
+        assert!(!text.contains("endpoint=\"registry-1.docker.io\"} 0\n"));
     }
 
     #[test]
@@ -665,7 +833,8 @@ mod tests {
             f.agent(&self.reload);
             for t in &self.store.snapshot() {
                 target_samples(t, |spec, extra, value| {
-                    let values = [t.name.as_str(), t.registry.as_str(), extra[0], extra[1]];
+                    let [e0, e1, e2] = extra;
+                    let values = [t.name.as_str(), t.registry.as_str(), e0, e1, e2];
                     f.add(spec, &values[..spec.labels.len()], value);
                 });
             }
@@ -733,6 +902,27 @@ mod tests {
                     .then(|| sources[rng.random_range(0..sources.len())].to_owned()),
             });
         }
+        // Endpoints: mirrors with paths, odd characters, the same one twice; the verdict's
+        // endpoint one of them, or empty (no endpoint was planned).
+        let pool = [
+            registry,
+            "mirror.internal:5000",
+            "cache.example/v2/hub",
+            "m\"q\\x",
+            "é.example",
+        ];
+        r.endpoints = (0..rng.random_range(0..5))
+            .map(|_| EndpointResult {
+                endpoint: pool[rng.random_range(0..pool.len())].to_owned(),
+                upstream: rng.random_bool(0.3),
+                failure: rng.random_bool(0.5).then(refused),
+            })
+            .collect();
+        r.endpoint = if rng.random_bool(0.1) {
+            String::new()
+        } else {
+            pool[rng.random_range(0..pool.len())].to_owned()
+        };
         r
     }
 

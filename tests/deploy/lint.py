@@ -2,14 +2,15 @@
 """Structural checks behind tests/deploy/check.sh (which runs promtool and the other tools).
 
 Subcommands (each prints what it checked and exits 1 on any problem):
-  alerts RULES RUNBOOK            mixin conventions of every alert; runbook anchors; required names
+  alerts RULES RUNBOOK            mixin conventions of every alert; runbook anchors; required names;
+                                  metric and label names against the agent's contract
   alert-tests RULES TEST...       every alert (and severity) is tested firing and not firing
   prometheusrule RENDERED RULES   the PrometheusRule in a rendered overlay has rules.yaml as spec
   manifests RENDERED [--host-network]  hardening of the rendered DaemonSet and PodMonitor; its
                                   hostPath volumes; the node paths config.yaml names are mounted
   node-fixture-config RENDERED ROOT OUT  writes the rendered config.yaml to OUT with its node
                                   paths and docker_config moved under ROOT (node-file fixtures)
-  dashboard JSON OUT_RULE_FILE    dashboard structure and metric names; writes every query
+  dashboard JSON OUT_RULE_FILE    dashboard structure, metric and label names; writes every query
                                   (Grafana variables substituted) as a recording rule to
                                   OUT_RULE_FILE for `promtool check rules` to parse
 Needs PyYAML.
@@ -21,27 +22,33 @@ import sys
 
 import yaml
 
-# The agent's metric contract. Dashboards may use only these; alert rules
-# may also use Prometheus' own `up`.
-AGENT_METRICS = {
-    "pullprobe_probe_success",
-    "pullprobe_probe_result",
-    "pullprobe_probe_duration_seconds",
-    "pullprobe_phase_duration_seconds",
-    "pullprobe_probes_total",
-    "pullprobe_probe_failures_total",
-    "pullprobe_last_probe_timestamp_seconds",
-    "pullprobe_probe_interval_seconds",
-    "pullprobe_tls_cert_expiry_timestamp_seconds",
-    "pullprobe_ratelimit_limit",
-    "pullprobe_ratelimit_remaining",
-    "pullprobe_ratelimit_window_seconds",
-    "pullprobe_ratelimit_source_info",
-    "pullprobe_build_info",
-    "pullprobe_config_last_reload_successful",
-    "pullprobe_config_last_reload_success_timestamp_seconds",
+# The agent's metric contract (docs/agent.md, "Metrics"): every metric and its labels.
+# Dashboards may use only these; alert rules may also use Prometheus' own `up`.
+_TR = ("target", "registry")
+_TRE = ("target", "registry", "endpoint")
+METRIC_LABELS = {
+    "pullprobe_probe_success": _TRE,
+    "pullprobe_probe_result": _TRE + ("phase", "reason"),
+    "pullprobe_probe_duration_seconds": _TRE,
+    "pullprobe_phase_duration_seconds": _TRE + ("phase",),
+    "pullprobe_endpoint_success": _TRE,
+    "pullprobe_probes_total": _TR,
+    "pullprobe_probe_failures_total": _TR,
+    "pullprobe_last_probe_timestamp_seconds": _TR,
+    "pullprobe_probe_interval_seconds": _TR,
+    "pullprobe_tls_cert_expiry_timestamp_seconds": _TRE,
+    "pullprobe_ratelimit_limit": _TRE,
+    "pullprobe_ratelimit_remaining": _TRE,
+    "pullprobe_ratelimit_window_seconds": _TRE,
+    "pullprobe_ratelimit_source_info": _TRE + ("source",),
+    "pullprobe_build_info": ("version", "revision", "rustc_version"),
+    "pullprobe_config_last_reload_successful": (),
+    "pullprobe_config_last_reload_success_timestamp_seconds": (),
 }
+AGENT_METRICS = set(METRIC_LABELS)
 PROMETHEUS_METRICS = {"up"}
+# Labels the scrape adds to every series (the PodMonitor relabels the node name into `node`).
+SCRAPE_LABELS = {"job", "instance", "node"}
 
 REQUIRED_ALERTS = {
     "PullProbeRegistryUnreachable",
@@ -53,6 +60,7 @@ REQUIRED_ALERTS = {
     "PullProbeRateLimitExhausted",
     "PullProbeTLSCertExpiringSoon",
     "PullProbeStale",
+    "PullProbeMirrorFailing",
 }
 SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK_URL = "https://github.com/pullprobe/pullprobe/blob/main/docs/runbook.md#"
@@ -124,6 +132,30 @@ def label_values_used(expr, label):
     return values
 
 
+def label_names_used(expr):
+    """Label names an expression relies on: in selectors, in by/without/on/ignoring and in
+    group_left/group_right lists."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|\'(?:[^\'\\]|\\.)*\'|`[^`]*`', '""', expr)
+    names = set()
+    for sel in re.findall(r"\{([^}]*)\}", s):
+        names.update(re.findall(r"([a-zA-Z_][a-zA-Z0-9_]*)\s*(?:=~|!~|!=|=)", sel))
+    for lst in re.findall(r"\b(?:by|without|on|ignoring|group_left|group_right)\s*\(([^)]*)\)", s):
+        names.update(n.strip() for n in lst.split(",") if n.strip())
+    return names
+
+
+def check_label_names(rep, where, expr, extra=()):
+    """Every label the expression (or its legend) names exists on one of its metrics or is
+    added by the scrape: a query that groups or joins on a label its metrics lack is valid
+    PromQL, so promtool cannot see the mistake."""
+    metrics = metric_names(expr)
+    known = set(SCRAPE_LABELS) | {"__name__"}
+    for m in metrics:
+        known.update(METRIC_LABELS.get(m, ()))
+    for name in sorted(label_names_used(expr) | set(extra)):
+        rep.ok(name in known, f"{where}: label {name!r} is on none of {sorted(metrics)} (labels: {sorted(known)})")
+
+
 def check_label_values(rep, where, expr):
     for label, allowed in (("reason", REASONS), ("phase", PHASES)):
         for v in label_values_used(expr, label):
@@ -163,6 +195,7 @@ def cmd_alerts(rules_path, runbook_path):
             for m in sorted(metric_names(rule["expr"])):
                 rep.ok(m in AGENT_METRICS | PROMETHEUS_METRICS, f"{where}: expr uses {m!r}, not a metric the agent exports")
             check_label_values(rep, where, rule["expr"])
+            check_label_names(rep, where, rule["expr"])
     missing = REQUIRED_ALERTS - seen
     rep.ok(not missing, f"required alerts missing: {sorted(missing)}")
     sections = {h for h in re.findall(r"^## (\S+)\s*$", runbook, re.M)}
@@ -377,6 +410,11 @@ def cmd_manifests(rendered_path, host_network):
         rep.ok(any(r.get("sourceLabels") == ["__meta_kubernetes_pod_node_name"] and r.get("targetLabel") == "node" for r in relabels),
                "PodMonitor must relabel __meta_kubernetes_pod_node_name into node")
         rep.ok(pm["spec"].get("jobLabel") == "app.kubernetes.io/name", "PodMonitor must set job=pullprobe via jobLabel")
+        # The operator labels targets with endpoint=<port name>, which would push the agent's
+        # own `endpoint` label aside (exported_endpoint); the drop must come after it, i.e. in
+        # the endpoint's relabelings.
+        rep.ok(any(r.get("action", "").lower() == "labeldrop" and r.get("regex") == "endpoint" for r in relabels),
+               "PodMonitor must drop the operator's `endpoint` target label (labeldrop endpoint), or the agent's `endpoint` becomes exported_endpoint")
     return rep.finish()
 
 
@@ -429,6 +467,8 @@ def cmd_dashboard(path, out_rule_file):
         for t in p.get("targets", []):
             rep.ok(t.get("datasource", {}).get("uid") == "${datasource}", f"{where} query {t.get('refId')}: must use ${{datasource}}")
             exprs.append((f"{where} query {t.get('refId')}", t["expr"], f"dashboard:panel_{p.get('id')}_{t.get('refId')}"))
+            legend = re.findall(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}", t.get("legendFormat", ""))
+            check_label_names(rep, f"{where} query {t.get('refId')}", t["expr"], legend)
     rep.ok(len(ids) == len(set(ids)), "panel ids must be unique")
     rep.ok(len(exprs) > 3, "found almost no queries")
 
@@ -441,6 +481,7 @@ def cmd_dashboard(path, out_rule_file):
             rep.ok(re.search(r"\[\$__(rate_interval|range)\]", expr), f"{where}: {fn}() should use [$__rate_interval] (or [$__range])")
         check_label_values(rep, where, expr)
     for wanted in ("pullprobe_probe_success", "pullprobe_probe_result", "pullprobe_phase_duration_seconds",
+                   "pullprobe_endpoint_success",
                    "pullprobe_ratelimit_remaining", "pullprobe_ratelimit_source_info",
                    "pullprobe_tls_cert_expiry_timestamp_seconds", "pullprobe_last_probe_timestamp_seconds"):
         rep.ok(wanted in used, f"no panel shows {wanted}")

@@ -1,10 +1,12 @@
 //! The shipped alert rules and dashboard, proven end to end on loopback with Debian's
 //! `prometheus` (2.42) and `prometheus-alertmanager` (0.25): the real agent binary probes fakes
-//! (a DNS failure, an exhausted rate limit, a healthy registry); Prometheus scrapes it and
-//! evaluates `deploy/prometheus/rules.yaml` with only the `for:` durations shortened; the test
-//! waits until Alertmanager's API shows `PullProbeDNSFailure` and `PullProbeRateLimitExhausted`
-//! firing and nothing for the healthy target. Then every dashboard query runs against that live
-//! Prometheus and none may error.
+//! (a DNS failure, an exhausted rate limit, a healthy registry, and a registry behind a node
+//! mirror that refuses, so pulls fall back to the registry); Prometheus scrapes it and evaluates
+//! `deploy/prometheus/rules.yaml` with only the `for:` durations shortened; the test waits until
+//! Alertmanager's API shows `PullProbeDNSFailure`, `PullProbeRateLimitExhausted` and
+//! `PullProbeMirrorFailing` firing, nothing for the healthy target and nothing but the mirror
+//! alert for the mirrored one. Then every dashboard query runs against that live Prometheus and
+//! none may error; the endpoint panels must show the mirror.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -13,7 +15,7 @@ use std::time::{Duration, Instant};
 use crate::docker_registry::require_tool;
 use crate::support::dns::FakeDns;
 use crate::support::registry::{Auth, FakeRegistry, RateLimitHeaders, StatusOverride};
-use crate::support::{free_port, init};
+use crate::support::{closed_port, free_port, init};
 
 /// A child process killed when the test ends, however it ends.
 pub struct Daemon {
@@ -110,22 +112,24 @@ fn shortened_rules() -> String {
     doc.to_string()
 }
 
-/// Every `expr` in the dashboard (panels and nested rows), with Grafana's variables substituted.
-fn dashboard_queries() -> Vec<String> {
-    fn walk(v: &serde_json::Value, out: &mut Vec<String>) {
+/// Every `expr` in the dashboard (panels and nested rows) with the title of its panel, with
+/// Grafana's variables substituted.
+fn dashboard_queries() -> Vec<(String, String)> {
+    fn walk(v: &serde_json::Value, title: &str, out: &mut Vec<(String, String)>) {
         match v {
             serde_json::Value::Object(m) => {
+                let title = m.get("title").and_then(|t| t.as_str()).unwrap_or(title);
                 for (k, v) in m {
                     if k == "expr"
                         && let Some(s) = v.as_str()
                     {
-                        out.push(s.to_owned());
+                        out.push((title.to_owned(), s.to_owned()));
                     } else {
-                        walk(v, out);
+                        walk(v, title, out);
                     }
                 }
             }
-            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, out)),
+            serde_json::Value::Array(a) => a.iter().for_each(|v| walk(v, title, out)),
             _ => {}
         }
     }
@@ -136,9 +140,9 @@ fn dashboard_queries() -> Vec<String> {
     .unwrap();
     let dash: serde_json::Value = serde_json::from_str(&text).unwrap();
     let mut raw = Vec::new();
-    walk(&dash["panels"], &mut raw);
+    walk(&dash["panels"], "", &mut raw);
     raw.into_iter()
-        .map(|e| {
+        .map(|(title, e)| {
             let mut e = e;
             for (from, to) in [
                 ("${__rate_interval}", "1m"),
@@ -159,7 +163,7 @@ fn dashboard_queries() -> Vec<String> {
                     e = e.replace(&form, ".*");
                 }
             }
-            e
+            (title, e)
         })
         .collect()
 }
@@ -191,15 +195,32 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
         .start()
         .await;
 
+    // The node's containerd hosts directory: mirrored.test has a mirror that refuses
+    // connections, then the healthy fake as its registry (`server`). No DNS is involved.
+    let dead_mirror = closed_port();
+    let certs = d.join("certs.d");
+    std::fs::create_dir_all(certs.join("mirrored.test")).unwrap();
+    std::fs::write(
+        certs.join("mirrored.test/hosts.toml"),
+        format!(
+            "server = \"http://{}\"\n[host.\"http://{dead_mirror}\"]\n  capabilities = [\"pull\", \"resolve\"]\n",
+            healthy.addr
+        ),
+    )
+    .unwrap();
+
     let agent_port = free_port();
     std::fs::write(
         d.join("pullprobe.yaml"),
         format!(
-            "interval: 2s\ntimeout: 1s\ndns:\n  nameservers: [\"{}\"]\ntargets:\n\
+            "interval: 2s\ntimeout: 1s\ndns:\n  nameservers: [\"{}\"]\n\
+             node:\n  runtime: containerd\n  containerd:\n    config_path: {}\ntargets:\n\
              \x20 - name: broken-dns\n    image: registry.invalid.test/app:v1\n\
              \x20 - name: hub-limited\n    image: 127.0.0.1:{}/ratelimitpreview/test:latest\n    plain_http: true\n\
-             \x20 - name: healthy\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n",
+             \x20 - name: healthy\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n\
+             \x20 - name: mirrored\n    image: mirrored.test/app:v1\n",
             dns.addr,
+            certs.display(),
             limited.addr.port(),
             healthy.addr.port()
         ),
@@ -282,10 +303,11 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
     )
     .await;
 
-    // Wait for the two alerts in Alertmanager.
+    // Wait for the three alerts in Alertmanager.
     let wanted = [
         ("PullProbeDNSFailure", "broken-dns"),
         ("PullProbeRateLimitExhausted", "hub-limited"),
+        ("PullProbeMirrorFailing", "mirrored"),
     ];
     let deadline = Instant::now() + Duration::from_secs(90);
     let alerts = loop {
@@ -328,6 +350,18 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
             l["target"], "healthy",
             "no alert for the healthy target: {a}"
         );
+        if l["target"] == "mirrored" {
+            // The pull falls back to the registry: only the mirror alert, naming the mirror.
+            assert_eq!(l["alertname"], "PullProbeMirrorFailing", "{a}");
+            assert_eq!(l["endpoint"], dead_mirror.to_string(), "{a}");
+            assert!(
+                a["annotations"]["description"]
+                    .as_str()
+                    .unwrap()
+                    .contains(&format!("fall back to {}.", healthy.addr)),
+                "the description names the endpoint that answers: {a}"
+            );
+        }
         if !l["alertname"].as_str().unwrap().ends_with("FromManyNodes") {
             assert_eq!(
                 l["node"], "node-a",
@@ -349,10 +383,12 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
         );
     }
 
-    // Every dashboard query parses and evaluates against the live Prometheus.
+    // Every dashboard query parses and evaluates against the live Prometheus; the endpoint
+    // panels show the mirrored target.
     let queries = dashboard_queries();
     assert!(queries.len() >= 10, "{queries:?}");
-    for q in queries {
+    let mut endpoint_panels = 0;
+    for (title, q) in queries {
         let mut url =
             url::Url::parse(&format!("http://127.0.0.1:{prom_port}/api/v1/query")).unwrap();
         url.query_pairs_mut().append_pair("query", &q);
@@ -363,5 +399,25 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
             status.is_success() && body["status"] == "success",
             "dashboard query failed: {q}\n{body}"
         );
+        let rows = body["data"]["result"]
+            .as_array()
+            .cloned()
+            .unwrap_or_default();
+        let mirrored = |endpoint: String| {
+            rows.iter()
+                .any(|r| r["metric"]["target"] == "mirrored" && r["metric"]["endpoint"] == endpoint)
+        };
+        match title.as_str() {
+            "Answering endpoint" => {
+                endpoint_panels += 1;
+                assert!(mirrored(healthy.addr.to_string()), "{title}: {q}\n{body}");
+            }
+            "Failing endpoints" => {
+                endpoint_panels += 1;
+                assert!(mirrored(dead_mirror.to_string()), "{title}: {q}\n{body}");
+            }
+            _ => {}
+        }
     }
+    assert_eq!(endpoint_panels, 2, "the dashboard has both endpoint panels");
 }
