@@ -739,7 +739,14 @@ impl<'x, 'a> Attempt<'x, 'a> {
             for &i in &hosts {
                 let outcome = match self.use_endpoint(i).await {
                     Err(f) => PathOutcome::Next(f, 1),
-                    Ok(()) => self.try_path(path, digest.as_deref(), out).await?,
+                    Ok(()) => match self.try_path(path, digest.as_deref(), out).await {
+                        Ok(o) => o,
+                        Err(f) => {
+                            // An answer that stops the resolution is this endpoint's.
+                            self.record(i, Some(f.clone()));
+                            return Err(f);
+                        }
+                    },
                 };
                 match outcome {
                     PathOutcome::Found => {
@@ -905,6 +912,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
         let image = self.target.image.clone();
         let resolving = self.cur;
         let mut first_err: Option<Failure> = None;
+        let mut own_err: Option<Failure> = None;
         let order: Vec<usize> = (0..self.eps.len())
             .filter(|&i| self.eps[i].ep.capabilities.pull)
             .collect();
@@ -935,12 +943,18 @@ impl<'x, 'a> Attempt<'x, 'a> {
                     return Ok((body, mt));
                 }
                 Err(f) => {
-                    first_err.get_or_insert(f);
+                    if i == resolving {
+                        own_err = Some(f);
+                    } else {
+                        first_err.get_or_insert(f);
+                    }
                 }
             }
         }
         self.cur = resolving;
-        Err(first_err.unwrap_or_else(|| {
+        // containerd returns the first error; the failure of the endpoint that resolved the
+        // reference says more (same verdict).
+        Err(own_err.or(first_err).unwrap_or_else(|| {
             Failure::new(
                 Phase::Manifest,
                 Reason::ManifestUnknown,

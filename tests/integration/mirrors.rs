@@ -416,3 +416,33 @@ async fn hosts_files_containerd_ignores_agree_with_ctr() {
         pp.warnings
     );
 }
+
+/// A failure after the reference resolved (the fetch of the manifest for the platform check)
+/// belongs to the endpoint that resolved it, in the verdict and in the chain.
+#[tokio::test]
+async fn a_fetch_failure_after_resolving_is_the_resolving_endpoints() {
+    use crate::support::hostile::{Hostile, Reply, manifest_ok, response};
+    init();
+    let reg = Hostile::start(|req, _| {
+        Reply::Bytes(if req.is_manifest_head() {
+            manifest_ok(&[])
+        } else {
+            response(404, &[], b"")
+        })
+    })
+    .await;
+    let reg_l = format!("127.0.0.1:{}", reg.addr.port());
+    let dead = format!("127.0.0.1:{}", refused_port());
+    let hosts = HostsDir::new();
+    hosts.hosts_toml(
+        "fetch.test",
+        &format!("server = \"http://{reg_l}\"\n[host.\"http://{dead}\"]\n"),
+    );
+    let pp = pullprobe_with_hosts(hosts.path(), "fetch.test/app:1").await;
+    assert!(!pp.ok);
+    assert_eq!(pp.endpoint, reg_l, "{:?}", pp.chain);
+    assert_eq!(pp.chain.len(), 2, "{:?}", pp.chain);
+    assert_eq!(pp.chain[0], (dead, "connect_refused".to_owned()));
+    assert_eq!(pp.chain[1].0, reg_l);
+    assert!(pp.message.contains("404"), "{}", pp.message);
+}
