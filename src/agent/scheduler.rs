@@ -249,12 +249,22 @@ async fn run_target(
 /// Logs a state change at info (ok) or warn (failing); a steady repeat at debug.
 fn log_result(previous: Option<Verdict>, r: &ProbeReport) {
     let changed = previous != Some((r.phase(), r.reason()));
+    if changed {
+        // What the node's files make the runtime do differently than they say (an ignored
+        // hosts.toml, a skipped config.json…): once per change of state, not every interval.
+        for w in &r.warnings {
+            warn!(target = %r.target, registry = %r.registry, warning = %w, "The node's pull configuration");
+        }
+    }
     match (&r.failure, changed) {
-        (None, true) => info!(target = %r.target, registry = %r.registry, "Target is ok"),
+        (None, true) => {
+            info!(target = %r.target, registry = %r.registry, endpoint = %r.endpoint, "Target is ok")
+        }
         (None, false) => debug!(target = %r.target, registry = %r.registry, "Target is still ok"),
         (Some(f), true) => warn!(
             target = %r.target,
             registry = %r.registry,
+            endpoint = %r.endpoint,
             phase = f.phase.as_str(),
             reason = f.reason.as_str(),
             message = %f.message,

@@ -109,9 +109,11 @@ fn landing(store: &super::store::Store) -> String {
                     r.endpoint.clone(),
                     age,
                     r.failure
-                        .as_ref()
+                        .iter()
                         .map(|f| f.message.clone())
-                        .unwrap_or_default(),
+                        .chain(r.warnings.iter().map(|w| format!("warning: {w}")))
+                        .collect::<Vec<_>>()
+                        .join("\n"),
                 )
             }
         };
