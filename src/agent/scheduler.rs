@@ -2,8 +2,10 @@
 //! and a global bound on concurrent probes.
 //!
 //! Invariants:
-//! - A target's first probe starts at a uniformly random offset in `[0, interval)` after the
-//!   task starts, so the nodes of a DaemonSet do not probe in lockstep.
+//! - A target's first probe starts at a uniformly random offset after the task starts, so the
+//!   nodes of a DaemonSet do not probe in lockstep: within the first minute (`FIRST_ROUND`), or
+//!   within the interval for a Docker Hub target, whose fleet-wide request rate the interval
+//!   is chosen to bound.
 //! - After each probe the next one is due `interval ± 10 %` (uniform) after the previous due
 //!   time. A late task never bursts to catch up: if the next due time has already passed, it is
 //!   moved to `now + period` (the `MissedTickBehavior::Delay` semantics).
@@ -64,11 +66,21 @@ fn jittered(interval: Duration, rng: &mut StdRng) -> Duration {
     interval.mul_f64(rng.random_range((1.0 - JITTER)..=(1.0 + JITTER)))
 }
 
-/// A uniform offset in `[0, interval)`.
-fn start_offset(interval: Duration, rng: &mut StdRng) -> Duration {
-    let nanos = u64::try_from(interval.as_nanos())
-        .unwrap_or(u64::MAX)
-        .max(1);
+/// How soon after start every target but Docker Hub's has its first result.
+pub const FIRST_ROUND: Duration = Duration::from_secs(60);
+
+/// A target's first probe: uniform in `[0, min(interval, FIRST_ROUND))`, so a new agent shows
+/// results within a minute; a Docker Hub target's in `[0, interval)`, so a fleet that starts
+/// together stays within Hub's request budget (docs/agent.md: the interval is chosen so that
+/// `nodes × 3 requests / interval` fits it; a one-minute window would be `interval / 1 min`
+/// times that rate, e.g. 15× for 5 000 nodes).
+fn start_offset(interval: Duration, docker_hub: bool, rng: &mut StdRng) -> Duration {
+    let window = if docker_hub {
+        interval
+    } else {
+        interval.min(FIRST_ROUND)
+    };
+    let nanos = u64::try_from(window.as_nanos()).unwrap_or(u64::MAX).max(1);
     Duration::from_nanos(rng.random_range(0..nanos))
 }
 
@@ -169,7 +181,12 @@ impl Scheduler {
                     target: tx,
                     cancel: self.cancel.child_token(),
                 };
-                to_start.push((task.id, rx, task.cancel.clone()));
+                to_start.push((
+                    task.id,
+                    rx,
+                    task.cancel.clone(),
+                    target.image.is_docker_hub(),
+                ));
                 task
             };
             configured.push(Configured {
@@ -186,8 +203,8 @@ impl Scheduler {
         }
         // The store learns the new owners before any new task can record.
         self.shared.store.configure(&configured);
-        for (id, rx, cancel) in to_start {
-            let offset = start_offset(interval, &mut self.rng);
+        for (id, rx, cancel, docker_hub) in to_start {
+            let offset = start_offset(interval, docker_hub, &mut self.rng);
             let rng = StdRng::seed_from_u64(self.rng.next_u64());
             let shared = self.shared.clone();
             self.tracker
@@ -421,6 +438,36 @@ mod tests {
         h.cancel.cancel();
     }
 
+    /// A new agent has a result for every target within a minute — except Docker Hub's, whose
+    /// first probes spread over the interval.
+    #[tokio::test(start_paused = true)]
+    async fn first_results_within_a_minute_and_docker_hub_spread_over_the_interval() {
+        let mut hub_firsts = Vec::new();
+        for seed in 0..40 {
+            let mut h = harness(16, seed);
+            let mut c = config("15m", &["a", "b"]);
+            let hub = Config::from_yaml(
+                "t.yaml",
+                "interval: 15m\ntargets:\n  - name: hub\n    image: nginx:1.27\n",
+                Path::new("/"),
+            )
+            .unwrap();
+            c.targets.extend(hub.targets);
+            h.scheduler.apply(&c);
+            tokio::time::sleep(MIN * 16).await;
+            for name in ["a", "b"] {
+                let t = h.fake.times(name, h.start);
+                assert!(t[0] < FIRST_ROUND, "{name}: {t:?}");
+            }
+            hub_firsts.push(h.fake.times("hub", h.start)[0]);
+            h.cancel.cancel();
+        }
+        assert!(hub_firsts.iter().all(|t| *t < MIN * 15), "{hub_firsts:?}");
+        // Spread over the interval, not bunched in the first minute.
+        let late = hub_firsts.iter().filter(|t| **t > MIN * 5).count();
+        assert!(late >= 10, "{hub_firsts:?}");
+    }
+
     #[tokio::test(start_paused = true)]
     async fn offsets_differ_by_seed_and_repeat_with_it() {
         let mut first = Vec::new();
@@ -521,7 +568,9 @@ mod tests {
         for _ in 0..1000 {
             let j = jittered(MIN, &mut rng);
             assert!(j >= MIN.mul_f64(0.9) && j <= MIN.mul_f64(1.1));
-            assert!(start_offset(MIN, &mut rng) < MIN);
+            assert!(start_offset(MIN, false, &mut rng) < MIN);
+            assert!(start_offset(MIN * 15, false, &mut rng) < FIRST_ROUND);
+            assert!(start_offset(MIN * 15, true, &mut rng) < MIN * 15);
         }
     }
 }
