@@ -36,5 +36,5 @@ COPY --from=build /pullprobe /pullprobe
 # distroless' nonroot user, numeric so that Kubernetes can verify runAsNonRoot.
 USER 65532:65532
 EXPOSE 9865
+# No CMD: the agent runs on its embedded default config; deploy/ passes --config.file.
 ENTRYPOINT ["/pullprobe"]
-CMD ["--config.file=/etc/pullprobe/config.yaml"]
