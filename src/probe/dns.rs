@@ -1185,6 +1185,28 @@ mod tests {
         assert!(h.lookup("registry.svc.cluster.local").is_empty());
     }
 
+    /// The engine's own deadline message (the deadline between two steps of a lookup) names
+    /// the nameservers too, from the settings alone.
+    #[test]
+    fn configured_names_the_nameservers_from_the_settings() {
+        let mut settings = DnsSettings {
+            resolv_conf: "/host/etc/resolv.conf".into(),
+            ..DnsSettings::default()
+        };
+        assert_eq!(
+            Dns::new(&settings).configured(),
+            "the nameservers of /host/etc/resolv.conf"
+        );
+        settings.nameservers = Some(vec![
+            "10.0.0.10:53".parse().unwrap(),
+            "127.0.0.1:5353".parse().unwrap(),
+        ]);
+        assert_eq!(
+            Dns::new(&settings).configured(),
+            "nameservers 10.0.0.10:53, 127.0.0.1:5353 from dns.nameservers"
+        );
+    }
+
     /// Go `isDomainName` (TestDNSName).
     #[test]
     fn is_domain_name_cases() {
