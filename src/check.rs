@@ -12,7 +12,7 @@ use serde::Serialize;
 
 use crate::cli::{Cli, EXIT_OK, EXIT_PROBE_FAILED, EXIT_USAGE, OutputFormat};
 use crate::config::{Config, Target};
-use crate::outcome::{Phase, Reason};
+use crate::outcome::{DnsResolver, Failure, Phase, Reason, is_public_registry};
 use crate::platform::Platform;
 use crate::probe::{ProbeReport, Prober};
 
@@ -121,6 +121,9 @@ pub async fn probe_all_bounded(
 #[derive(Serialize)]
 struct JsonOutput<'a> {
     results: Vec<JsonResult<'a>>,
+    /// [`dns_summary`]: what every public registry failing at DNS the same way says about the
+    /// node's resolver; `null` otherwise.
+    summary: Option<String>,
 }
 
 #[derive(Serialize)]
@@ -132,7 +135,7 @@ struct JsonResult<'a> {
     phase: Option<Phase>,
     reason: Reason,
     message: String,
-    remedy: Option<&'static str>,
+    remedy: Option<std::borrow::Cow<'static, str>>,
     duration_seconds: f64,
     phases: Vec<JsonPhase>,
     address: Option<String>,
@@ -218,7 +221,7 @@ pub fn render_json(reports: &[ProbeReport]) -> String {
                 .failure
                 .as_ref()
                 .map_or_else(|| success_message(r), |f| f.message.clone()),
-            remedy: r.reason().remedy(),
+            remedy: r.failure.as_ref().and_then(Failure::remedy),
             duration_seconds: seconds(r.duration),
             phases: r
                 .phases
@@ -257,7 +260,8 @@ pub fn render_json(reports: &[ProbeReport]) -> String {
             warnings: &r.warnings,
         })
         .collect();
-    let mut s = serde_json::to_string_pretty(&JsonOutput { results })
+    let summary = dns_summary(reports);
+    let mut s = serde_json::to_string_pretty(&JsonOutput { results, summary })
         .expect("serialising plain data cannot fail");
     s.push('\n');
     s
@@ -361,7 +365,7 @@ pub fn render_text(reports: &[ProbeReport]) -> String {
                     f.reason,
                     f.reason.meaning()
                 );
-                if let Some(remedy) = f.reason.remedy() {
+                if let Some(remedy) = f.remedy() {
                     let _ = writeln!(out, "    what to do:  {remedy}");
                 }
             }
@@ -416,5 +420,337 @@ pub fn render_text(reports: &[ProbeReport]) -> String {
     }
     let ok = reports.iter().filter(|r| r.ok()).count();
     let _ = writeln!(out, "\n{ok} of {} targets ok", reports.len());
+    if let Some(summary) = dns_summary(reports) {
+        let _ = writeln!(out, "{summary}");
+    }
     out
+}
+
+// ---- summary -----------------------------------------------------------------------------
+
+/// The host of a `registry` label (`host`, `host:port`, `[v6]:port`).
+fn registry_host(registry: &str) -> &str {
+    match registry.rsplit_once(':') {
+        Some((host, port)) if !host.contains(':') && port.bytes().all(|b| b.is_ascii_digit()) => {
+            host
+        }
+        _ => registry,
+    }
+}
+
+/// "a, b and c".
+fn and_list(items: &[&str]) -> String {
+    match items {
+        [] => String::new(),
+        [one] => (*one).to_owned(),
+        [init @ .., last] => format!("{} and {last}", init.join(", ")),
+    }
+}
+
+/// One line when every public registry among the targets failed at DNS the same way, which
+/// says something about the node's resolver rather than about any registry: the targets whose
+/// registry is one of [`crate::outcome::PUBLIC_REGISTRY_HOSTS`] all failed in the `dns` phase,
+/// for the registry host itself (not a proxy's or a mirror's), with the same reason from the
+/// same nameservers, and they are at least two distinct hosts. `None` otherwise.
+pub fn dns_summary(reports: &[ProbeReport]) -> Option<String> {
+    let mut common: Option<(Reason, &DnsResolver)> = None;
+    let mut hosts: Vec<&str> = Vec::new();
+    for r in reports {
+        let registry = registry_host(&r.registry);
+        if !is_public_registry(registry) {
+            continue;
+        }
+        let f = r.failure.as_ref()?;
+        let resolver = f.resolver.as_deref()?;
+        if f.phase != Phase::Dns || !resolver.host.eq_ignore_ascii_case(registry) {
+            return None;
+        }
+        match common {
+            None => common = Some((f.reason, resolver)),
+            Some((reason, first)) => {
+                if reason != f.reason
+                    || first.nameservers != resolver.nameservers
+                    || first.source != resolver.source
+                {
+                    return None;
+                }
+            }
+        }
+        if !hosts.iter().any(|h| h.eq_ignore_ascii_case(registry)) {
+            hosts.push(registry);
+        }
+    }
+    let (reason, resolver) = common?;
+    if hosts.len() < 2 {
+        return None;
+    }
+    let asked = resolver.describe();
+    let hosts = and_list(&hosts);
+    // Through a proxy the node does not resolve registry names itself (Go's transport sends
+    // the name to the proxy), so these lookups mean no proxy applies to these registries.
+    let no_public_names = "a proxy-only or air-gapped network? No proxy applies to these registries (through one, the node would not resolve their names itself): on a proxy-only network, set HTTPS_PROXY for the node's container runtime; on an air-gapped one, pull from a mirror inside the network";
+    let line = match reason {
+        Reason::DnsNxdomain => format!(
+            "{asked} answered NXDOMAIN for all of them ({hosts}): this node's resolver does not serve public names — {no_public_names}"
+        ),
+        Reason::DnsNoRecords => format!(
+            "{asked} answered without an address for all of them ({hosts}): this node's resolver does not serve public names — {no_public_names}"
+        ),
+        Reason::DnsServfail => format!(
+            "{asked} answered SERVFAIL or REFUSED for all of them ({hosts}): this node's resolver cannot resolve public names (no working upstream, or it refuses this node) — {no_public_names}"
+        ),
+        Reason::DnsTimeout => format!(
+            "{asked} did not answer in time for any of them ({hosts}): the resolver is down or unreachable from this node (UDP and TCP port 53 blocked?)"
+        ),
+        _ => format!(
+            "{asked} could not be used for any of them ({hosts}): the resolver is down, unreachable from this node, or not a DNS server"
+        ),
+    };
+    Some(format!(
+        "every public registry failed at dns the same way: {line}"
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use std::path::PathBuf;
+    use std::time::SystemTime;
+
+    use super::*;
+    use crate::outcome::{NameserverSource, PUBLIC_REGISTRY_HOSTS};
+    use crate::probe::EndpointResult;
+
+    const NS: &str = "10.0.0.10:53";
+
+    fn report(registry: &str, failure: Option<Failure>) -> ProbeReport {
+        ProbeReport {
+            target: registry.to_owned(),
+            image: format!("{registry}/team/app:1"),
+            registry: registry.to_owned(),
+            failure: failure.clone(),
+            duration: Duration::from_millis(12),
+            started_at: SystemTime::UNIX_EPOCH,
+            phases: Vec::new(),
+            address: None,
+            tls: None,
+            digest: failure.is_none().then(|| "sha256:abc".to_owned()),
+            rate_limit: None,
+            endpoint: registry.to_owned(),
+            endpoints: vec![EndpointResult {
+                endpoint: registry.to_owned(),
+                upstream: true,
+                failure,
+            }],
+            warnings: Vec::new(),
+        }
+    }
+
+    fn resolver(host: &str, ns: &str, source: NameserverSource) -> Option<Box<DnsResolver>> {
+        Some(Box::new(DnsResolver {
+            host: host.to_owned(),
+            nameservers: vec![ns.parse().unwrap()],
+            source,
+            hosts_file: PathBuf::from("/etc/hosts"),
+        }))
+    }
+
+    fn file() -> NameserverSource {
+        NameserverSource::ResolvConf(PathBuf::from("/etc/resolv.conf"))
+    }
+
+    /// A DNS failure of `host` from the nameserver `ns` of /etc/resolv.conf.
+    fn dns_failure(registry: &str, reason: Reason, ns: &str) -> ProbeReport {
+        let host = registry_host(registry);
+        let f = Failure::new(
+            Phase::Dns,
+            reason,
+            format!("{host}: the name does not exist (NXDOMAIN from {ns}); nameservers {ns} from /etc/resolv.conf; not in /etc/hosts"),
+        )
+        .with_resolver(resolver(host, ns, file()));
+        report(registry, Some(f))
+    }
+
+    /// The seven public registries of the embedded default config, all failing with `reason`.
+    fn all_public(reason: Reason) -> Vec<ProbeReport> {
+        PUBLIC_REGISTRY_HOSTS
+            .iter()
+            .map(|h| dns_failure(h, reason, NS))
+            .collect()
+    }
+
+    fn assert_readable(text: &str) {
+        for debug in ["{ ", "Some(", "None", "Other(", "Kind(", "Os {"] {
+            assert!(!text.contains(debug), "{debug:?} in {text}");
+        }
+    }
+
+    const NO_PUBLIC_NAMES: &str = "a proxy-only or air-gapped network? No proxy applies to these registries (through one, the node would not resolve their names itself): on a proxy-only network, set HTTPS_PROXY for the node's container runtime; on an air-gapped one, pull from a mirror inside the network";
+    const ALL: &str = "registry-1.docker.io, registry.k8s.io, ghcr.io, quay.io, public.ecr.aws, mcr.microsoft.com and gcr.io";
+
+    /// What a new user on a node whose resolver serves no public names sees: one line that
+    /// says so, naming the resolver and where it came from.
+    #[test]
+    fn every_public_registry_nxdomain_is_summarised() {
+        let summary = dns_summary(&all_public(Reason::DnsNxdomain)).unwrap();
+        assert_eq!(
+            summary,
+            format!(
+                "every public registry failed at dns the same way: the nameserver 10.0.0.10:53 (from /etc/resolv.conf) answered NXDOMAIN for all of them ({ALL}): this node's resolver does not serve public names — {NO_PUBLIC_NAMES}"
+            )
+        );
+        assert_readable(&summary);
+    }
+
+    #[test]
+    fn the_summary_says_what_each_dns_reason_means_for_the_resolver() {
+        let cases = [
+            (
+                Reason::DnsNoRecords,
+                format!(
+                    "answered without an address for all of them ({ALL}): this node's resolver does not serve public names — {NO_PUBLIC_NAMES}"
+                ),
+            ),
+            (
+                Reason::DnsServfail,
+                format!(
+                    "answered SERVFAIL or REFUSED for all of them ({ALL}): this node's resolver cannot resolve public names (no working upstream, or it refuses this node) — {NO_PUBLIC_NAMES}"
+                ),
+            ),
+            (
+                Reason::DnsTimeout,
+                format!(
+                    "did not answer in time for any of them ({ALL}): the resolver is down or unreachable from this node (UDP and TCP port 53 blocked?)"
+                ),
+            ),
+            (
+                Reason::DnsError,
+                format!(
+                    "could not be used for any of them ({ALL}): the resolver is down, unreachable from this node, or not a DNS server"
+                ),
+            ),
+        ];
+        for (reason, tail) in cases {
+            let summary = dns_summary(&all_public(reason)).unwrap();
+            assert_eq!(
+                summary,
+                format!(
+                    "every public registry failed at dns the same way: the nameserver 10.0.0.10:53 (from /etc/resolv.conf) {tail}"
+                ),
+                "{reason}"
+            );
+            // A resolver that does not answer says nothing about public names or proxies.
+            if matches!(reason, Reason::DnsTimeout | Reason::DnsError) {
+                assert!(!summary.contains("proxy"), "{summary}");
+            }
+        }
+    }
+
+    /// At least two public hosts; a private target failing otherwise does not matter; two
+    /// targets on one host count once.
+    #[test]
+    fn the_summary_needs_two_public_hosts_and_ignores_private_targets() {
+        let mut reports = vec![
+            dns_failure("gcr.io", Reason::DnsNxdomain, NS),
+            dns_failure("gcr.io", Reason::DnsNxdomain, NS),
+        ];
+        assert_eq!(dns_summary(&reports), None, "one host is not a pattern");
+        reports.push(dns_failure(
+            "registry.internal:5000",
+            Reason::DnsServfail,
+            NS,
+        ));
+        reports.push(report("10.1.2.3:5000", None));
+        assert_eq!(dns_summary(&reports), None);
+        reports.push(dns_failure("quay.io", Reason::DnsNxdomain, NS));
+        let summary = dns_summary(&reports).unwrap();
+        assert!(
+            summary.contains("answered NXDOMAIN for all of them (gcr.io and quay.io)"),
+            "{summary}"
+        );
+        assert_eq!(dns_summary(&[]), None);
+    }
+
+    /// Every public registry must fail, at DNS, for its own name, the same way, from the same
+    /// nameservers: otherwise the resolver is not the common cause.
+    #[test]
+    fn no_summary_unless_every_public_registry_fails_the_same_way() {
+        let base = || all_public(Reason::DnsNxdomain);
+        let mut one_ok = base();
+        one_ok[2] = report("ghcr.io", None);
+        assert_eq!(dns_summary(&one_ok), None, "ghcr.io resolved");
+
+        let mut other_reason = base();
+        other_reason[3] = dns_failure("quay.io", Reason::DnsServfail, NS);
+        assert_eq!(dns_summary(&other_reason), None);
+
+        let mut other_servers = base();
+        other_servers[4] = dns_failure("public.ecr.aws", Reason::DnsNxdomain, "10.0.0.11:53");
+        assert_eq!(dns_summary(&other_servers), None);
+
+        let mut other_source = base();
+        other_source[4].failure = other_source[4]
+            .failure
+            .take()
+            .map(|f| f.with_resolver(resolver("public.ecr.aws", NS, NameserverSource::Config)));
+        assert_eq!(dns_summary(&other_source), None);
+
+        let mut connect = base();
+        connect[5] = report(
+            "mcr.microsoft.com",
+            Some(Failure::new(Phase::Connect, Reason::ConnectTimeout, "m")),
+        );
+        assert_eq!(dns_summary(&connect), None);
+
+        // The proxy's name failed, not the registry's: the node never asked for gcr.io.
+        let mut proxy = base();
+        proxy[6].failure = Some(
+            Failure::new(Phase::Dns, Reason::DnsNxdomain, "on the way to the proxy …")
+                .with_resolver(resolver("proxy.corp.test", NS, file())),
+        );
+        assert_eq!(dns_summary(&proxy), None);
+
+        // A DNS reason without a resolver (an unusable host in a node file) is not the resolver.
+        let mut unasked = base();
+        unasked[0].failure = Some(Failure::new(Phase::Dns, Reason::DnsNxdomain, "m"));
+        assert_eq!(dns_summary(&unasked), None);
+    }
+
+    /// The text output ends with the summary; every target's remedy names its nameserver.
+    #[test]
+    fn text_output_ends_with_the_summary_and_remedies_name_the_resolver() {
+        let reports = all_public(Reason::DnsNxdomain);
+        let text = render_text(&reports);
+        let lines: Vec<&str> = text.lines().collect();
+        assert_eq!(lines[lines.len() - 2], "0 of 7 targets ok");
+        assert_eq!(
+            Some(lines[lines.len() - 1]),
+            dns_summary(&reports).as_deref()
+        );
+        assert!(text.contains(
+            "    what to do:  gcr.io is a public registry, so the nameserver 10.0.0.10:53 (from /etc/resolv.conf) does not serve public names: "
+        ), "{text}");
+        assert!(!text.contains("for typos"), "{text}");
+        assert_readable(&text);
+
+        let mut mixed = reports;
+        mixed[0] = report("registry-1.docker.io", None);
+        let text = render_text(&mixed);
+        assert!(text.ends_with("1 of 7 targets ok\n"), "{text}");
+    }
+
+    /// JSON: `summary` is the same line, or null; `remedy` is the failure's, with its resolver.
+    #[test]
+    fn json_carries_the_summary_and_the_resolver_remedy() {
+        let reports = all_public(Reason::DnsTimeout);
+        let json: serde_json::Value = serde_json::from_str(&render_json(&reports)).unwrap();
+        assert_eq!(json["summary"], dns_summary(&reports).unwrap());
+        assert_eq!(
+            json["results"][0]["remedy"],
+            "check that the nameserver of /etc/resolv.conf (10.0.0.10:53) answers from the node over UDP and TCP and is not overloaded"
+        );
+        let ok = [report("ghcr.io", None)];
+        let json: serde_json::Value = serde_json::from_str(&render_json(&ok)).unwrap();
+        assert_eq!(json["summary"], serde_json::Value::Null);
+        assert_eq!(json["results"][0]["remedy"], serde_json::Value::Null);
+    }
 }

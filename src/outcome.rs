@@ -4,8 +4,15 @@
 //! the JSON fields of `--check --output json`, and the words alerts match on. Variants
 //! may be added, never renamed. Free text (hosts, URLs, library messages) never becomes
 //! a label: it stays in [`Failure::message`] and in logs.
+//!
+//! A DNS failure also carries the [`DnsResolver`] it came from (the nameservers asked and where
+//! they were configured), so that its remedy ([`Failure::remedy`]) names those nameservers and
+//! their source instead of a file that may not be where they came from.
 
+use std::borrow::Cow;
 use std::fmt;
+use std::net::SocketAddr;
+use std::path::PathBuf;
 
 use serde::Serialize;
 
@@ -201,19 +208,19 @@ impl Reason {
         Some(match self {
             Reason::Ok => return None,
             Reason::DnsNxdomain => {
-                "check the registry host in the image name for typos; for a private registry, check that its DNS zone is served to this node's resolver (/etc/resolv.conf), or that /etc/hosts lists the name exactly as written (search domains do not apply there)"
+                "check the host name in the message for typos; for a private registry, check that its DNS zone is served by the nameservers the message names, or that the hosts file lists the name exactly as written (search domains do not apply there)"
             }
             Reason::DnsNoRecords => {
-                "add an A/AAAA record for the host, or fix the CNAME chain; check split-horizon DNS views that answer this node differently"
+                "add an A/AAAA record for the host, or fix the CNAME chain; check split-horizon DNS views that answer the nameservers the message names differently"
             }
             Reason::DnsServfail => {
-                "check the node's upstream resolvers (systemd-resolved, the VPC resolver, DNSSEC validation failures); query them with `dig` from the node"
+                "query the nameservers the message names with `dig` from the node, and check their upstream resolvers (systemd-resolved, the VPC resolver, DNSSEC validation failures)"
             }
             Reason::DnsTimeout => {
-                "check that the nameservers in /etc/resolv.conf are reachable from the node (UDP and TCP port 53) and not overloaded"
+                "check that the nameservers the message names are reachable from the node (UDP and TCP port 53) and not overloaded"
             }
             Reason::DnsError => {
-                "check the nameservers of /etc/resolv.conf on the node (dns.resolv_conf) or dns.nameservers: each must run a resolver reachable on port 53"
+                "the message says which: fix a host name that is not usable in the file that names it; otherwise each nameserver the message names must run a resolver reachable on port 53"
             }
             Reason::ConnectRefused => {
                 "check the registry port in the image name, that the registry (or the load balancer in front of it) is running, and any proxy in between"
@@ -283,6 +290,10 @@ pub struct Failure {
     pub reason: Reason,
     /// What happened, specific to this probe (hosts, status codes, tags); never a credential.
     pub message: String,
+    /// For a failure of the resolver: the name looked up and the nameservers asked. `None` for
+    /// other failures, and for DNS failures that did not come from asking (an unusable host
+    /// in a node file, the probe's deadline between two steps).
+    pub resolver: Option<Box<DnsResolver>>,
 }
 
 impl Failure {
@@ -291,7 +302,168 @@ impl Failure {
             phase,
             reason,
             message: message.into(),
+            resolver: None,
         }
+    }
+
+    /// The same failure, saying which resolver gave it.
+    #[must_use]
+    pub fn with_resolver(mut self, resolver: Option<Box<DnsResolver>>) -> Self {
+        self.resolver = resolver;
+        self
+    }
+
+    /// What to do about it: for a DNS failure with its [`DnsResolver`], a remedy that names
+    /// the nameservers asked and where they were configured; otherwise [`Reason::remedy`].
+    pub fn remedy(&self) -> Option<Cow<'static, str>> {
+        if let Some(remedy) = self.resolver.as_ref().and_then(|r| r.remedy(self.reason)) {
+            return Some(Cow::Owned(remedy));
+        }
+        self.reason.remedy().map(Cow::Borrowed)
+    }
+}
+
+/// The registry API hosts of the embedded default config (`src/default-config.yaml`): the
+/// public registries most clusters pull from. Every one of them failing at DNS the same way
+/// says something about the node's resolver rather than about a registry.
+pub const PUBLIC_REGISTRY_HOSTS: [&str; 7] = [
+    "registry-1.docker.io",
+    "registry.k8s.io",
+    "ghcr.io",
+    "quay.io",
+    "public.ecr.aws",
+    "mcr.microsoft.com",
+    "gcr.io",
+];
+
+/// Whether `host` (no port; a trailing dot and letter case do not matter) is one of
+/// [`PUBLIC_REGISTRY_HOSTS`].
+pub fn is_public_registry(host: &str) -> bool {
+    let host = host.strip_suffix('.').unwrap_or(host);
+    PUBLIC_REGISTRY_HOSTS
+        .iter()
+        .any(|h| h.eq_ignore_ascii_case(host))
+}
+
+/// Where the nameservers of a lookup came from, as Go's `dnsReadConfig` and pullprobe's
+/// `dns.nameservers` decide.
+#[derive(Clone, Debug, PartialEq, Eq, Hash)]
+pub enum NameserverSource {
+    /// `dns.nameservers` in pullprobe's config (it replaces the resolv.conf's servers).
+    Config,
+    /// The `nameserver` lines of this resolv.conf (`dns.resolv_conf`).
+    ResolvConf(PathBuf),
+    /// Go's defaults, `127.0.0.1:53` and `[::1]:53`, because this resolv.conf lists no
+    /// nameserver or cannot be read.
+    Defaults(PathBuf),
+}
+
+/// The resolver a DNS failure came from: what was looked up and whom it asked.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct DnsResolver {
+    /// The name looked up, as written (before any search domain), without a port.
+    pub host: String,
+    /// The nameservers, in the order they are asked.
+    pub nameservers: Vec<SocketAddr>,
+    pub source: NameserverSource,
+    /// The hosts file read before DNS (`dns.hosts_file`).
+    pub hosts_file: PathBuf,
+}
+
+impl DnsResolver {
+    /// The nameservers, comma-separated: `10.0.0.10:53, 10.0.0.11:53`.
+    pub fn nameserver_list(&self) -> String {
+        self.nameservers
+            .iter()
+            .map(ToString::to_string)
+            .collect::<Vec<_>>()
+            .join(", ")
+    }
+
+    /// "the nameservers 10.0.0.10:53 (from /etc/resolv.conf)".
+    pub fn describe(&self) -> String {
+        let list = self.nameserver_list();
+        let noun = if self.nameservers.len() == 1 {
+            "the nameserver"
+        } else {
+            "the nameservers"
+        };
+        match &self.source {
+            NameserverSource::Config => format!("{noun} {list} (from dns.nameservers)"),
+            NameserverSource::ResolvConf(path) => {
+                format!("{noun} {list} (from {})", path.display())
+            }
+            NameserverSource::Defaults(path) => format!(
+                "{noun} {list} (Go's defaults, as {} gives none)",
+                path.display()
+            ),
+        }
+    }
+
+    /// `dig @10.0.0.10 gcr.io` (with `-p` for a port other than 53), for the first nameserver.
+    fn dig(&self) -> String {
+        match self.nameservers.first() {
+            Some(ns) if ns.port() == 53 => format!("`dig @{} {}`", ns.ip(), self.host),
+            Some(ns) => format!("`dig @{} -p {} {}`", ns.ip(), ns.port(), self.host),
+            None => format!("`dig {}`", self.host),
+        }
+    }
+
+    /// The remedy for a DNS `reason` this resolver gave, naming its nameservers and their
+    /// source; `None` for other reasons.
+    fn remedy(&self, reason: Reason) -> Option<String> {
+        let host = &self.host;
+        let asked = self.describe();
+        let list = self.nameserver_list();
+        let one = self.nameservers.len() == 1;
+        let (does, answers, them, their) = if one {
+            ("does", "answers", "it", "its")
+        } else {
+            ("do", "answer", "them", "their")
+        };
+        let unreachable = |what: &str| match &self.source {
+            NameserverSource::Config => format!(
+                "check that {list} (set in dns.nameservers of pullprobe's config) {what}; dns.nameservers replaces the node's own nameservers for pullprobe, so also check that it lists the ones the node's container runtime uses"
+            ),
+            NameserverSource::ResolvConf(path) => format!(
+                "check that the {} of {} ({list}) {what}",
+                if one { "nameserver" } else { "nameservers" },
+                path.display()
+            ),
+            NameserverSource::Defaults(path) => format!(
+                "{} gives no nameserver, so Go's defaults {list} were asked: give it the node's nameserver lines (in a pod, point dns.resolv_conf at the node's resolv.conf, mounted), or set dns.nameservers",
+                path.display()
+            ),
+        };
+        Some(match reason {
+            Reason::DnsNxdomain if is_public_registry(host) => format!(
+                "{host} is a public registry, so {asked} {does} not serve public names: on a proxy-only network, set HTTPS_PROXY for the node's container runtime (through a proxy the node does not resolve registry names itself); on an air-gapped one, pull from a mirror inside the network; otherwise point the node at a resolver that forwards public names"
+            ),
+            Reason::DnsNxdomain => format!(
+                "check {host} for typos; if it is a private name, check that its DNS zone is served by {asked}, or list the name in {} exactly as written (search domains do not apply there)",
+                self.hosts_file.display()
+            ),
+            Reason::DnsNoRecords => format!(
+                "add an A or AAAA record for {host} (or fix its CNAME chain) in the zone {asked} {answers} from; check split-horizon views that answer {them} differently than other clients"
+            ),
+            Reason::DnsServfail => format!(
+                "query {asked} from the node ({}) and check {their} upstream resolvers (forwarders, DNSSEC validation)",
+                self.dig()
+            ),
+            Reason::DnsTimeout if one => {
+                unreachable("answers from the node over UDP and TCP and is not overloaded")
+            }
+            Reason::DnsTimeout => {
+                unreachable("answer from the node over UDP and TCP and are not overloaded")
+            }
+            Reason::DnsError if one => {
+                unreachable("runs a resolver reachable from the node over UDP and TCP")
+            }
+            Reason::DnsError => {
+                unreachable("each run a resolver reachable from the node over UDP and TCP")
+            }
+            _ => return None,
+        })
     }
 }
 
@@ -350,6 +522,176 @@ mod tests {
         for p in Phase::ALL {
             assert_eq!(serde_json::to_value(p).unwrap(), p.as_str());
         }
+    }
+
+    const DNS_REASONS: [Reason; 5] = [
+        Reason::DnsNxdomain,
+        Reason::DnsNoRecords,
+        Reason::DnsServfail,
+        Reason::DnsTimeout,
+        Reason::DnsError,
+    ];
+
+    fn resolver(host: &str, servers: &[&str], source: NameserverSource) -> Box<DnsResolver> {
+        Box::new(DnsResolver {
+            host: host.to_owned(),
+            nameservers: servers.iter().map(|s| s.parse().unwrap()).collect(),
+            source,
+            hosts_file: PathBuf::from("/node/hosts"),
+        })
+    }
+
+    fn remedy(reason: Reason, resolver: Box<DnsResolver>) -> String {
+        Failure::new(Phase::Dns, reason, "m")
+            .with_resolver(Some(resolver))
+            .remedy()
+            .unwrap()
+            .into_owned()
+    }
+
+    /// Library renderings a person cannot act on (`Some(…)`, `Kind(NotFound)`, `Os { … }`).
+    fn assert_readable(text: &str) {
+        for debug in ["{ ", "Some(", "None", "Other(", "Kind(", "Os {", "\"\""] {
+            assert!(!text.contains(debug), "{debug:?} in {text}");
+        }
+    }
+
+    /// Without a resolver (a DNS failure that did not come from asking), a remedy names no
+    /// file: the nameservers may come from dns.nameservers, and the files from dns.*.
+    #[test]
+    fn generic_dns_remedies_name_no_file() {
+        for r in DNS_REASONS {
+            let text = Failure::new(Phase::Dns, r, "m").remedy().unwrap();
+            assert_eq!(text, r.remedy().unwrap());
+            for file in ["/etc/resolv.conf", "/etc/hosts"] {
+                assert!(!text.contains(file), "{r}: {text}");
+            }
+        }
+    }
+
+    /// With `dns.nameservers` set, the remedy names those nameservers and that key, never
+    /// /etc/resolv.conf.
+    #[test]
+    fn remedies_name_the_configured_nameservers() {
+        let config = || {
+            resolver(
+                "registry.internal",
+                &["10.0.0.10:53", "127.0.0.1:5353"],
+                NameserverSource::Config,
+            )
+        };
+        assert_eq!(
+            remedy(Reason::DnsTimeout, config()),
+            "check that 10.0.0.10:53, 127.0.0.1:5353 (set in dns.nameservers of pullprobe's config) answer from the node over UDP and TCP and are not overloaded; dns.nameservers replaces the node's own nameservers for pullprobe, so also check that it lists the ones the node's container runtime uses"
+        );
+        assert_eq!(
+            remedy(
+                Reason::DnsError,
+                resolver(
+                    "registry.internal",
+                    &["10.0.0.10:53"],
+                    NameserverSource::Config
+                )
+            ),
+            "check that 10.0.0.10:53 (set in dns.nameservers of pullprobe's config) runs a resolver reachable from the node over UDP and TCP; dns.nameservers replaces the node's own nameservers for pullprobe, so also check that it lists the ones the node's container runtime uses"
+        );
+        assert_eq!(
+            remedy(Reason::DnsNxdomain, config()),
+            "check registry.internal for typos; if it is a private name, check that its DNS zone is served by the nameservers 10.0.0.10:53, 127.0.0.1:5353 (from dns.nameservers), or list the name in /node/hosts exactly as written (search domains do not apply there)"
+        );
+        assert_eq!(
+            remedy(Reason::DnsNoRecords, config()),
+            "add an A or AAAA record for registry.internal (or fix its CNAME chain) in the zone the nameservers 10.0.0.10:53, 127.0.0.1:5353 (from dns.nameservers) answer from; check split-horizon views that answer them differently than other clients"
+        );
+        assert_eq!(
+            remedy(Reason::DnsServfail, config()),
+            "query the nameservers 10.0.0.10:53, 127.0.0.1:5353 (from dns.nameservers) from the node (`dig @10.0.0.10 registry.internal`) and check their upstream resolvers (forwarders, DNSSEC validation)"
+        );
+        for r in DNS_REASONS {
+            let text = remedy(r, config());
+            assert!(
+                !text.contains("resolv.conf") && !text.contains("/etc/"),
+                "{r}: {text}"
+            );
+            assert_readable(&text);
+        }
+    }
+
+    /// Nameservers from a resolv.conf: the remedy names that file (whatever its path).
+    #[test]
+    fn remedies_name_the_resolv_conf_the_nameservers_came_from() {
+        let file = || NameserverSource::ResolvConf(PathBuf::from("/host/etc/resolv.conf"));
+        assert_eq!(
+            remedy(
+                Reason::DnsTimeout,
+                resolver("registry.internal", &["10.0.0.10:53"], file())
+            ),
+            "check that the nameserver of /host/etc/resolv.conf (10.0.0.10:53) answers from the node over UDP and TCP and is not overloaded"
+        );
+        assert_eq!(
+            remedy(
+                Reason::DnsError,
+                resolver(
+                    "registry.internal",
+                    &["10.0.0.10:53", "10.0.0.11:53"],
+                    file()
+                )
+            ),
+            "check that the nameservers of /host/etc/resolv.conf (10.0.0.10:53, 10.0.0.11:53) each run a resolver reachable from the node over UDP and TCP"
+        );
+        assert_eq!(
+            remedy(
+                Reason::DnsServfail,
+                resolver("registry.internal", &["127.0.0.1:5353"], file())
+            ),
+            "query the nameserver 127.0.0.1:5353 (from /host/etc/resolv.conf) from the node (`dig @127.0.0.1 -p 5353 registry.internal`) and check its upstream resolvers (forwarders, DNSSEC validation)"
+        );
+        // Go's defaults: the fix is the file (or dns.nameservers), not the loopback servers.
+        let defaults = resolver(
+            "registry.internal",
+            &["127.0.0.1:53", "[::1]:53"],
+            NameserverSource::Defaults(PathBuf::from("/host/etc/resolv.conf")),
+        );
+        assert_eq!(
+            remedy(Reason::DnsTimeout, defaults.clone()),
+            "/host/etc/resolv.conf gives no nameserver, so Go's defaults 127.0.0.1:53, [::1]:53 were asked: give it the node's nameserver lines (in a pod, point dns.resolv_conf at the node's resolv.conf, mounted), or set dns.nameservers"
+        );
+        assert_eq!(
+            defaults.describe(),
+            "the nameservers 127.0.0.1:53, [::1]:53 (Go's defaults, as /host/etc/resolv.conf gives none)"
+        );
+    }
+
+    /// NXDOMAIN for a public registry is not a typo: the resolver does not serve public names.
+    #[test]
+    fn nxdomain_for_a_public_registry_points_at_the_resolver() {
+        let text = remedy(
+            Reason::DnsNxdomain,
+            resolver(
+                "gcr.io",
+                &["10.0.0.10:53"],
+                NameserverSource::ResolvConf(PathBuf::from("/etc/resolv.conf")),
+            ),
+        );
+        assert_eq!(
+            text,
+            "gcr.io is a public registry, so the nameserver 10.0.0.10:53 (from /etc/resolv.conf) does not serve public names: on a proxy-only network, set HTTPS_PROXY for the node's container runtime (through a proxy the node does not resolve registry names itself); on an air-gapped one, pull from a mirror inside the network; otherwise point the node at a resolver that forwards public names"
+        );
+        assert!(!text.contains("typo"));
+    }
+
+    /// The public registries are the embedded default config's, so the two cannot drift.
+    #[test]
+    fn public_registry_hosts_are_the_embedded_defaults() {
+        let config = crate::config::Config::embedded_default();
+        let hosts: Vec<&str> = config.targets.iter().map(|t| t.image.api_host()).collect();
+        assert_eq!(hosts, PUBLIC_REGISTRY_HOSTS);
+        assert!(is_public_registry("GCR.io."));
+        assert!(
+            !is_public_registry("docker.io"),
+            "never looked up: Hub's API host is registry-1"
+        );
+        assert!(!is_public_registry("gcr.io.corp.test"));
     }
 
     #[test]

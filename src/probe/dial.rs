@@ -30,24 +30,29 @@ pub(crate) struct Dialed {
 
 /// "proxy http://p:3128 (HTTPS_PROXY): …": what a failure on the way to the proxy says.
 fn via(p: &ProxyUrl, e: StepError) -> StepError {
-    StepError::new(
-        e.reason,
-        format!(
+    StepError {
+        message: format!(
             "on the way to the proxy {p} (from {}, as containerd's environment says): {}",
             p.variable(),
             e.message
         ),
-    )
+        ..e
+    }
 }
 
-/// Resolves `host` (an IP literal needs no DNS) in the `dns` phase.
-async fn addresses(dns: &Dns, host: &str, rec: &mut Recorder) -> Result<Vec<IpAddr>, StepError> {
+/// Resolves `host` (an IP literal needs no DNS) in the `dns` phase, by `deadline`.
+async fn addresses(
+    dns: &Dns,
+    host: &str,
+    deadline: Instant,
+    rec: &mut Recorder,
+) -> Result<Vec<IpAddr>, StepError> {
     let bare = host.trim_start_matches('[').trim_end_matches(']');
     match bare.parse::<IpAddr>() {
         Ok(ip) => Ok(vec![ip]),
         Err(_) => {
             rec.enter(Phase::Dns);
-            dns.resolve(bare).await
+            dns.resolve(bare, deadline).await
         }
     }
 }
@@ -73,7 +78,7 @@ pub(crate) async fn dial(
             .map_err(|e| Failure::new(Phase::Connect, e.reason(), e.to_string()))?,
     };
     let Some(p) = proxy else {
-        let addrs = addresses(dns, host, rec)
+        let addrs = addresses(dns, host, deadline, rec)
             .await
             .map_err(|e| e.at(Phase::Dns))?;
         rec.enter(Phase::Connect);
@@ -92,7 +97,7 @@ pub(crate) async fn dial(
     let proxy_port = p
         .port()
         .map_err(|e| Failure::new(Phase::Connect, e.reason(), e.to_string()))?;
-    let addrs = addresses(dns, p.host(), rec)
+    let addrs = addresses(dns, p.host(), deadline, rec)
         .await
         .map_err(|e| via(&p, e).at(Phase::Dns))?;
     rec.enter(Phase::Connect);

@@ -25,7 +25,10 @@
 //! and it applies the hosts file and search domains its own way.
 //!
 //! Where pullprobe knowingly differs (it explains more): NXDOMAIN and "no records" are told apart
-//! (Go reports both as "no such host"), and messages name every candidate and server asked. Not
+//! (Go reports both as "no such host"), and messages name every candidate and server asked, and
+//! where the servers came from (`dns.nameservers`, the resolv.conf, or Go's defaults); every
+//! failure carries them as a [`DnsResolver`] for its remedy and the `--check` summary. When the
+//! probe's deadline comes during the lookup, the `dns_timeout` says what was asked by then. Not
 //! mirrored: `/etc/nsswitch.conf` (the order is always `files,dns`, which Go also uses without
 //! that file, or for `hosts: files dns` and its common variants); IPv6 zones of hosts-file
 //! addresses; the AD bit of `options trust-ad`; re-reading files only when they change (both
@@ -36,16 +39,18 @@ use std::io;
 use std::net::{IpAddr, Ipv4Addr, Ipv6Addr, SocketAddr};
 use std::path::Path;
 use std::sync::atomic::{AtomicU32, Ordering};
+use std::sync::{Mutex, MutexGuard, PoisonError};
 use std::time::Duration;
 
 use hickory_resolver::proto::op::{Edns, Message, MessageType, Query, ResponseCode};
 use hickory_resolver::proto::rr::{DNSClass, Name, RecordType};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 use tokio::net::{TcpStream, UdpSocket};
+use tokio::time::Instant;
 
 use super::StepError;
 use crate::config::DnsSettings;
-use crate::outcome::Reason;
+use crate::outcome::{DnsResolver, NameserverSource, Reason};
 
 /// Go's `defaultNS`: asked when resolv.conf names no nameserver or cannot be read.
 const DEFAULT_NS: [SocketAddr; 2] = [
@@ -76,8 +81,13 @@ impl Dns {
 
     /// Resolves `host` as Go's `goLookupIPCNAME` does with the `files,dns` order. The addresses
     /// come in the order of the hosts file or of the answers (Go then sorts them by RFC 6724,
-    /// as the connect phase does).
-    pub(crate) async fn resolve(&self, host: &str) -> Result<Vec<IpAddr>, StepError> {
+    /// as the connect phase does). When `deadline` (the probe's) comes first, the failure says
+    /// what had been asked and answered by then. Every failure carries its [`DnsResolver`].
+    pub(crate) async fn resolve(
+        &self,
+        host: &str,
+        deadline: Instant,
+    ) -> Result<Vec<IpAddr>, StepError> {
         let hosts = HostsFile::read(&self.settings.hosts_file).await;
         let listed = hosts.lookup(host);
         if !listed.is_empty() {
@@ -92,24 +102,58 @@ impl Dns {
             servers_from: &servers_from,
             hosts: &hosts,
         };
-        if !is_domain_name(host) {
+        let error = if is_domain_name(host) {
+            let progress = Mutex::new(Progress::default());
+            let started = Instant::now();
+            match tokio::time::timeout_at(deadline, self.ask(&conf, host, &progress)).await {
+                Ok(Ok(addrs)) => return Ok(addrs),
+                Ok(Err(reported)) => {
+                    let progress = progress
+                        .into_inner()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    context.failure(reported, &progress.tried)
+                }
+                Err(_) => {
+                    let progress = progress
+                        .into_inner()
+                        .unwrap_or_else(PoisonError::into_inner);
+                    context.deadline(&progress, started.elapsed())
+                }
+            }
+        } else {
             // Go answers "no such host" without asking anyone, "for consistency with libc".
-            return Err(StepError::new(
+            StepError::new(
                 Reason::DnsNxdomain,
                 format!(
-                    "{host}: not a valid DNS name, so the resolver reports that it does not exist without asking a server; {}",
+                    "{host}: not a valid DNS name, so the resolver reports that it does not exist without asking a server (it would ask {}); {}",
+                    context.servers_note(),
                     context.hosts_note()
                 ),
-            ));
-        }
+            )
+        };
+        Err(StepError {
+            resolver: Some(Box::new(context.resolver())),
+            ..error
+        })
+    }
+
+    /// The DNS part of `goLookupIPCNAME`: the candidate names in order, A and AAAA for each,
+    /// the first with an address wins. On failure, Go's error: the one for the name as
+    /// written if it was asked, else the first; `progress` has every candidate tried.
+    async fn ask(
+        &self,
+        conf: &ResolvConf,
+        host: &str,
+        progress: &Mutex<Progress>,
+    ) -> Result<Vec<IpAddr>, Option<(String, QueryError)>> {
         let names = conf.name_list(host);
         let original = format!("{host}.");
         let mut reported: Option<(String, QueryError)> = None;
-        let mut tried: Vec<(String, Option<Fail>)> = Vec::with_capacity(names.len());
         for fqdn in &names {
+            lock(progress).current = Some((fqdn.clone(), Vec::new()));
             let mut addrs = Vec::new();
             let mut first_fail = None;
-            for result in self.ask_a_and_aaaa(&conf, fqdn).await {
+            for result in self.ask_a_and_aaaa(conf, fqdn, progress).await {
                 match result {
                     Ok(found) => addrs.extend(found),
                     Err(e) => {
@@ -124,9 +168,27 @@ impl Dns {
             if !addrs.is_empty() {
                 return Ok(addrs);
             }
-            tried.push((fqdn.clone(), first_fail));
+            let mut p = lock(progress);
+            p.current = None;
+            p.tried.push((fqdn.clone(), first_fail));
         }
-        Err(context.failure(reported, &tried))
+        Err(reported)
+    }
+
+    /// What the messages of a probe cut short before asking say about the nameservers: those
+    /// of `dns.nameservers`, or the resolv.conf they are read from (not read here).
+    pub(crate) fn configured(&self) -> String {
+        match &self.settings.nameservers {
+            Some(servers) => format!(
+                "nameservers {} from dns.nameservers",
+                servers
+                    .iter()
+                    .map(ToString::to_string)
+                    .collect::<Vec<_>>()
+                    .join(", ")
+            ),
+            None => format!("the nameservers of {}", self.settings.resolv_conf.display()),
+        }
     }
 
     /// Reads resolv.conf as Go's `dnsReadConfig` does; `dns.nameservers` replaces its servers.
@@ -161,14 +223,17 @@ impl Dns {
         &self,
         conf: &ResolvConf,
         fqdn: &str,
+        progress: &Mutex<Progress>,
     ) -> [Result<Vec<IpAddr>, QueryError>; 2] {
         if conf.single_request {
-            let a = self.try_one_name(conf, fqdn, RecordType::A).await;
-            let aaaa = self.try_one_name(conf, fqdn, RecordType::AAAA).await;
+            let a = self.try_one_name(conf, fqdn, RecordType::A, progress).await;
+            let aaaa = self
+                .try_one_name(conf, fqdn, RecordType::AAAA, progress)
+                .await;
             return [a, aaaa];
         }
-        let a = self.try_one_name(conf, fqdn, RecordType::A);
-        let aaaa = self.try_one_name(conf, fqdn, RecordType::AAAA);
+        let a = self.try_one_name(conf, fqdn, RecordType::A, progress);
+        let aaaa = self.try_one_name(conf, fqdn, RecordType::AAAA, progress);
         tokio::pin!(a, aaaa);
         tokio::select! {
             biased;
@@ -184,6 +249,7 @@ impl Dns {
         conf: &ResolvConf,
         fqdn: &str,
         qtype: RecordType,
+        progress: &Mutex<Progress>,
     ) -> Result<Vec<IpAddr>, QueryError> {
         let Ok(name) = Name::from_ascii(fqdn) else {
             return Err(QueryError {
@@ -209,6 +275,9 @@ impl Dns {
                     Err(f) => f,
                 };
                 let ends = matches!(fail, Fail::NxDomain | Fail::NoData);
+                if let Some((_, answers)) = &mut lock(progress).current {
+                    answers.push((server, fail.clone()));
+                }
                 outcomes.push((server, fail.clone()));
                 if ends {
                     return Err(QueryError { fail, outcomes });
@@ -220,6 +289,20 @@ impl Dns {
             .map_or(Fail::BadName, |(_, fail)| fail.clone());
         Err(QueryError { fail, outcomes })
     }
+}
+
+/// How far a resolution got, kept outside the lookup so that it survives the probe's deadline.
+#[derive(Default)]
+struct Progress {
+    /// The candidates that gave no address, with the first failure of each.
+    tried: Vec<(String, Option<Fail>)>,
+    /// The candidate being asked, and what each server said about it so far (A and AAAA).
+    current: Option<(String, Vec<(SocketAddr, Fail)>)>,
+}
+
+/// Locks `progress`, which is never held across an `await`.
+fn lock(progress: &Mutex<Progress>) -> MutexGuard<'_, Progress> {
+    progress.lock().unwrap_or_else(PoisonError::into_inner)
 }
 
 /// Where the servers asked came from, for messages.
@@ -361,7 +444,8 @@ impl Context<'_> {
             return StepError::new(
                 Reason::DnsNxdomain,
                 format!(
-                    "{host}: the resolver does not ask DNS for this name (.onion, or too long); {}",
+                    "{host}: the resolver does not ask DNS for this name (.onion, or too long; it would ask {}); {}",
+                    self.servers_note(),
                     self.hosts_note()
                 ),
             );
@@ -370,13 +454,45 @@ impl Context<'_> {
         if display_name(&fqdn) != display_name(host) {
             message += &format!("for {}: ", display_name(&fqdn));
         }
-        message += &servers_detail(&error);
+        message += &outcomes_detail(&error.outcomes).unwrap_or_else(|| error.fail.short());
         message.push(')');
+        message += &self.also_tried(tried, &fqdn);
+        message += &format!("; {}; {}", self.servers_note(), self.hosts_note());
+        StepError::new(error.fail.reason(), message)
+    }
+
+    /// The probe's deadline came while `progress.current` was being asked.
+    fn deadline(&self, progress: &Progress, elapsed: Duration) -> StepError {
+        let host = self.host;
+        let mut message = format!(
+            "{host}: no DNS answer before the probe's deadline ({:.1}s spent in DNS",
+            elapsed.as_secs_f64()
+        );
+        let mut current = "";
+        if let Some((fqdn, answers)) = &progress.current {
+            current = fqdn;
+            if display_name(fqdn) != display_name(host) {
+                message += &format!(", asking for {}", display_name(fqdn));
+            }
+            match outcomes_detail(answers) {
+                None => message += ": no server had answered yet",
+                Some(detail) => message += &format!(": {detail}, then no answer yet"),
+            }
+        }
+        message.push(')');
+        message += &self.also_tried(&progress.tried, current);
+        message += &format!("; {}; {}", self.servers_note(), self.hosts_note());
+        StepError::new(Reason::DnsTimeout, message)
+    }
+
+    /// "; also tried registry.svc.test (search domain: NXDOMAIN), …" for the candidates other
+    /// than `reported`, or nothing.
+    fn also_tried(&self, tried: &[(String, Option<Fail>)], reported: &str) -> String {
         let others: Vec<String> = tried
             .iter()
-            .filter(|(name, _)| *name != fqdn)
+            .filter(|(name, _)| name != reported)
             .map(|(name, fail)| {
-                let kind = if display_name(name) == display_name(host) {
+                let kind = if display_name(name) == display_name(self.host) {
                     "as written"
                 } else {
                     "search domain"
@@ -387,11 +503,28 @@ impl Context<'_> {
                 format!("{} ({kind}: {outcome})", display_name(name))
             })
             .collect();
-        if !others.is_empty() {
-            message += &format!("; also tried {}", others.join(", "));
+        if others.is_empty() {
+            String::new()
+        } else {
+            format!("; also tried {}", others.join(", "))
         }
-        message += &format!("; {}; {}", self.servers_note(), self.hosts_note());
-        StepError::new(error.fail.reason(), message)
+    }
+
+    /// The resolver of every failure: the name, the servers and where they came from.
+    fn resolver(&self) -> DnsResolver {
+        let path = self.settings.resolv_conf.clone();
+        DnsResolver {
+            host: self.host.to_owned(),
+            nameservers: self.conf.servers.clone(),
+            source: match self.servers_from {
+                ServersFrom::Config => NameserverSource::Config,
+                ServersFrom::File => NameserverSource::ResolvConf(path),
+                ServersFrom::NoneListed | ServersFrom::Unreadable(_) => {
+                    NameserverSource::Defaults(path)
+                }
+            },
+            hosts_file: self.settings.hosts_file.clone(),
+        }
     }
 
     fn servers_note(&self) -> String {
@@ -425,26 +558,27 @@ impl Context<'_> {
     }
 }
 
-fn servers_detail(error: &QueryError) -> String {
-    // The last outcome of each server, in the order they were first asked.
+/// What each server said, in the order they were first asked (the last answer of each):
+/// "NXDOMAIN from 10.0.0.10:53", or per server when they differ. `None` if none answered.
+fn outcomes_detail(outcomes: &[(SocketAddr, Fail)]) -> Option<String> {
     let mut last: Vec<(SocketAddr, &Fail)> = Vec::new();
-    for (server, fail) in &error.outcomes {
+    for (server, fail) in outcomes {
         match last.iter_mut().find(|(s, _)| s == server) {
             Some(entry) => entry.1 = fail,
             None => last.push((*server, fail)),
         }
     }
-    if last.is_empty() {
-        return error.fail.short();
-    }
-    if last.iter().all(|(_, f)| f.short() == last[0].1.short()) {
+    let first = last.first()?.1.short();
+    if last.iter().all(|(_, f)| f.short() == first) {
         let servers: Vec<String> = last.iter().map(|(s, _)| s.to_string()).collect();
-        return format!("{} {}", last[0].1.short(), servers.join(", "));
+        return Some(format!("{first} {}", servers.join(", ")));
     }
-    last.iter()
-        .map(|(s, f)| format!("{} {s}", f.short()))
-        .collect::<Vec<_>>()
-        .join(", ")
+    Some(
+        last.iter()
+            .map(|(s, f)| format!("{} {s}", f.short()))
+            .collect::<Vec<_>>()
+            .join(", "),
+    )
 }
 
 fn display_name(name: &str) -> &str {
@@ -1049,6 +1183,28 @@ mod tests {
         assert_eq!(h.lookup("linklocal"), [ip("fe80::1")]);
         // Search domains are not applied to the hosts file.
         assert!(h.lookup("registry.svc.cluster.local").is_empty());
+    }
+
+    /// The engine's own deadline message (the deadline between two steps of a lookup) names
+    /// the nameservers too, from the settings alone.
+    #[test]
+    fn configured_names_the_nameservers_from_the_settings() {
+        let mut settings = DnsSettings {
+            resolv_conf: "/host/etc/resolv.conf".into(),
+            ..DnsSettings::default()
+        };
+        assert_eq!(
+            Dns::new(&settings).configured(),
+            "the nameservers of /host/etc/resolv.conf"
+        );
+        settings.nameservers = Some(vec![
+            "10.0.0.10:53".parse().unwrap(),
+            "127.0.0.1:5353".parse().unwrap(),
+        ]);
+        assert_eq!(
+            Dns::new(&settings).configured(),
+            "nameservers 10.0.0.10:53, 127.0.0.1:5353 from dns.nameservers"
+        );
     }
 
     /// Go `isDomainName` (TestDNSName).

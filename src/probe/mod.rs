@@ -38,7 +38,7 @@ use crate::credentials::{Credential, Keyring, KeyringMatch};
 use crate::node::kubelet::KubeletKeyring;
 use crate::node::plugins::{PluginFailureReason, PluginOutcome};
 use crate::node::{Endpoint, EndpointPlan};
-use crate::outcome::{Failure, Phase, Reason};
+use crate::outcome::{DnsResolver, Failure, Phase, Reason};
 use crate::platform::Platform;
 
 /// A failure inside a phase, before the orchestrator attaches the phase.
@@ -46,6 +46,8 @@ use crate::platform::Platform;
 pub(crate) struct StepError {
     pub reason: Reason,
     pub message: String,
+    /// Set by the `dns` phase: the resolver that gave the failure ([`Failure::resolver`]).
+    pub resolver: Option<Box<DnsResolver>>,
 }
 
 impl StepError {
@@ -53,11 +55,12 @@ impl StepError {
         StepError {
             reason,
             message: message.into(),
+            resolver: None,
         }
     }
 
     fn at(self, phase: Phase) -> Failure {
-        Failure::new(phase, self.reason, self.message)
+        Failure::new(phase, self.reason, self.message).with_resolver(self.resolver)
     }
 }
 
@@ -297,7 +300,10 @@ impl Prober {
             Phase::Dns => Failure::new(
                 Phase::Dns,
                 Reason::DnsTimeout,
-                format!("no DNS answer within the probe timeout ({limit})"),
+                format!(
+                    "no DNS answer within the probe timeout ({limit}); {}",
+                    self.inner.dns.configured()
+                ),
             ),
             Phase::Connect => Failure::new(
                 Phase::Connect,

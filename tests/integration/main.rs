@@ -1,6 +1,7 @@
 //! One integration-test binary (as hickory does): in-process fakes in `support`, their
 //! self-tests in `fakes`, the engine against them in `engine` and against hostile servers in
-//! `hostile` (with the soak test), name resolution as Go's resolver does it in `go_resolver`,
+//! `hostile` (with the soak test), name resolution as Go's resolver does it in `go_resolver`
+//! and what its failures tell a person in `messages_dns`,
 //! and end-to-end tests against the real Debian packages in
 //! `docker_registry`, `unbound`, `alerts_e2e` and `secure_metrics`; the agent with the real
 //! engine in `agent_e2e`; the TLS verdicts where Go's crypto/x509 and webpki differ in `tls_go`;
@@ -19,6 +20,7 @@ mod fakes;
 mod go_resolver;
 mod hostile;
 mod image;
+mod messages_dns;
 mod mirrors;
 mod node_credentials;
 mod proxy;

@@ -123,4 +123,34 @@ fn unbound_answers_are_classified() {
         .map(|(a, b)| ((*a).to_owned(), (*b).to_owned()))
         .collect();
     assert_eq!(got, want, "{}", run.stdout);
+
+    // What a person reads: each answer from the real resolver, the nameserver and its source
+    // in the message, and a remedy that names the same nameserver (never /etc/resolv.conf).
+    let ns = format!("127.0.0.1:{port}");
+    let results = run.json["results"].as_array().unwrap();
+    let expected = [
+        (
+            format!("NXDOMAIN from {ns}"),
+            format!("served by the nameserver {ns} (from dns.nameservers)"),
+        ),
+        (
+            format!("NOERROR without addresses from {ns}"),
+            format!("in the zone the nameserver {ns} (from dns.nameservers) answers from"),
+        ),
+        (
+            format!("(REFUSED from {ns})"),
+            format!("(`dig @127.0.0.1 -p {port} registry.refused.example`)"),
+        ),
+    ];
+    for (r, (answer, remedy_part)) in results[1..].iter().zip(expected) {
+        let message = r["message"].as_str().unwrap();
+        let remedy = r["remedy"].as_str().unwrap();
+        assert!(message.contains(&answer), "{message}");
+        assert!(
+            message.contains(&format!("; nameservers {ns} from dns.nameservers; ")),
+            "{message}"
+        );
+        assert!(remedy.contains(&remedy_part), "{remedy}");
+        assert!(!remedy.contains("resolv.conf"), "{remedy}");
+    }
 }
