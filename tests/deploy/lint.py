@@ -6,8 +6,12 @@ Subcommands (each prints what it checked and exits 1 on any problem):
                                   metric and label names against the agent's contract
   alert-tests RULES TEST...       every alert (and severity) is tested firing and not firing
   prometheusrule RENDERED RULES   the PrometheusRule in a rendered overlay has rules.yaml as spec
+  selected-by RENDERED KEY=VALUE  the PodMonitor and PrometheusRule carry the label a
+                                  Prometheus' podMonitorSelector/ruleSelector match on
   manifests RENDERED [--host-network]  hardening of the rendered DaemonSet and PodMonitor; its
-                                  hostPath volumes; the node paths config.yaml names are mounted
+                                  hostPath volumes; the node paths config.yaml names are mounted;
+                                  the recommended labels on every object; the dashboard
+                                  ConfigMap, release labels and Prometheus' Role if present
   node-fixture-config RENDERED ROOT OUT  writes the rendered config.yaml to OUT with its node
                                   paths and docker_config moved under ROOT (node-file fixtures)
   dashboard JSON OUT_RULE_FILE    dashboard structure, metric and label names; writes every query
@@ -388,17 +392,101 @@ def cmd_node_fixture_config(rendered_path, root, out_path):
     return 0
 
 
+# The recommended labels every rendered object carries (kubernetes.io, "Recommended Labels"),
+# with the values that do not depend on the installation; instance may be changed by an
+# overlay, component says what the object is for.
+STANDARD_LABELS = {
+    "app.kubernetes.io/name": "pullprobe",
+    "app.kubernetes.io/instance": None,
+    "app.kubernetes.io/component": ("probe-agent", "monitoring"),
+    "app.kubernetes.io/part-of": "pullprobe",
+    "app.kubernetes.io/managed-by": "kustomize",
+}
+
+
+def check_standard_labels(rep, d):
+    where = f"{d['kind']}/{d['metadata']['name']}"
+    labels = d["metadata"].get("labels") or {}
+    for key, want in STANDARD_LABELS.items():
+        got = labels.get(key)
+        if want is None:
+            rep.ok(got, f"{where}: lacks the label {key}")
+        elif isinstance(want, tuple):
+            rep.ok(got in want, f"{where}: label {key} must be one of {list(want)}, is {got!r}")
+        else:
+            rep.ok(got == want, f"{where}: label {key} must be {want!r}, is {got!r}")
+
+
+def check_monitoring_stack(rep, docs):
+    """The objects the monitoring stacks select: a release label on the PodMonitor goes with
+    the same on the PrometheusRule (kube-prometheus-stack selects both by it); the dashboard
+    ConfigMap holds dashboards/*.json unchanged, for Grafana's sidecar; kube-prometheus'
+    Role lets its Prometheus discover the agents' pods."""
+    pms = [d for d in docs if d["kind"] == "PodMonitor"]
+    prs = [d for d in docs if d["kind"] == "PrometheusRule"]
+    releases = {(d["metadata"].get("labels") or {}).get("release") for d in pms + prs}
+    rep.ok(len(releases) <= 1, f"PodMonitor and PrometheusRule must carry the same release label, have {sorted(map(str, releases))}")
+    for cm in (d for d in docs if d["kind"] == "ConfigMap" and (d["metadata"].get("labels") or {}).get("grafana_dashboard") is not None):
+        where = f"ConfigMap/{cm['metadata']['name']}"
+        rep.ok(cm["metadata"]["labels"]["grafana_dashboard"] == "1", f"{where}: the sidecar selects grafana_dashboard: \"1\"")
+        root = __file__.rsplit("/tests/deploy/", 1)[0] if "/tests/deploy/" in __file__ else "."
+        for key, text in (cm.get("data") or {}).items():
+            try:
+                with open(f"{root}/dashboards/{key}") as f:
+                    rep.ok(json.loads(text) == json.load(f), f"{where}: {key} differs from dashboards/{key}")
+            except (OSError, ValueError) as e:
+                rep.ok(False, f"{where}: {key} is not a dashboard of dashboards/: {e}")
+        size = sum(len(v) for v in (cm.get("data") or {}).values())
+        # kubectl apply (client side) stores the whole object in an annotation of at most 256 KiB.
+        rep.ok(size < 200_000, f"{where}: {size} bytes is too close to the 256 KiB limit of kubectl apply's annotation (use --server-side)")
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    for rb in (d for d in docs if d["kind"] == "RoleBinding"):
+        where = f"RoleBinding/{rb['metadata']['name']}"
+        role = roles.get(rb["roleRef"]["name"])
+        if rep.ok(rb["roleRef"]["kind"] == "Role" and role, f"{where}: must bind a Role of this overlay"):
+            rules = role.get("rules", [])
+            rep.ok(any("" in r.get("apiGroups", []) and "pods" in r.get("resources", []) and {"get", "list", "watch"} <= set(r.get("verbs", []))
+                       for r in rules), f"{where}: its Role must let Prometheus get, list and watch pods (PodMonitor discovery)")
+            rep.ok(all(set(r.get("verbs", [])) <= {"get", "list", "watch"} for r in rules), f"{where}: its Role must be read-only")
+            rep.ok(not any("secrets" in r.get("resources", []) for r in rules), f"{where}: its Role must not read Secrets")
+        for sub in rb.get("subjects", []):
+            rep.ok(sub.get("kind") == "ServiceAccount" and sub.get("namespace") not in (None, "pullprobe"),
+                   f"{where}: subject {sub} must be the Prometheus ServiceAccount in its own namespace (kustomize's namespace must not rewrite it)")
+
+
+def cmd_selected_by(rendered_path, selector):
+    """The PodMonitor and the PrometheusRule match a Prometheus' podMonitorSelector and
+    ruleSelector given as KEY=VALUE (matchLabels), as kube-prometheus-stack sets them."""
+    key, _, value = selector.partition("=")
+    rep = Report(f"{rendered_path} selected by {selector}")
+    docs = load_docs(rendered_path)
+    for kind in ("PodMonitor", "PrometheusRule"):
+        objs = [d for d in docs if d["kind"] == kind]
+        if rep.ok(len(objs) == 1, f"expected one {kind}, found {len(objs)}"):
+            rep.ok((objs[0]["metadata"].get("labels") or {}).get(key) == value, f"{kind} lacks the label {key}: {value}; that Prometheus ignores it")
+    return rep.finish()
+
+
 def cmd_manifests(rendered_path, host_network):
     rep = Report(f"hardening of {rendered_path}")
     docs = load_docs(rendered_path)
     for d in docs:
+        check_standard_labels(rep, d)
         if d["kind"] != "Namespace":
             rep.ok(d["metadata"].get("namespace") == "pullprobe", f"{d['kind']}/{d['metadata']['name']} is not in the pullprobe namespace")
+    check_monitoring_stack(rep, docs)
     dss = [d for d in docs if d["kind"] == "DaemonSet"]
     if not rep.ok(len(dss) == 1, f"expected one DaemonSet, found {len(dss)}"):
         return rep.finish()
     ds = dss[0]
     spec = ds["spec"]
+    # spec.selector is immutable: it stays the one label the base sets, and the recommended
+    # labels an overlay may change never reach it.
+    rep.ok(spec.get("selector") == {"matchLabels": {"app.kubernetes.io/name": "pullprobe"}},
+           f"DaemonSet selector must stay {{app.kubernetes.io/name: pullprobe}} (immutable), is {spec.get('selector')}")
+    tmpl_labels = spec["template"]["metadata"].get("labels") or {}
+    for key in STANDARD_LABELS:
+        rep.ok(key in tmpl_labels, f"DaemonSet pod template lacks the label {key}")
     pod = spec["template"]["spec"]
     psc = pod.get("securityContext", {})
     rep.ok(pod.get("automountServiceAccountToken") is False, "pod must not automount a service account token")
@@ -603,6 +691,8 @@ def main(argv):
         return cmd_prometheusrule(argv[1], argv[2])
     if len(argv) >= 2 and argv[0] == "manifests":
         return cmd_manifests(argv[1], "--host-network" in argv[2:])
+    if len(argv) >= 3 and argv[0] == "selected-by":
+        return cmd_selected_by(argv[1], argv[2])
     if len(argv) >= 4 and argv[0] == "node-fixture-config":
         return cmd_node_fixture_config(argv[1], argv[2], argv[3])
     if len(argv) >= 3 and argv[0] == "dashboard":
