@@ -348,6 +348,15 @@ async fn scrape_reports_success_and_failure_targets() {
         value(&first, "pullprobe_probe_failures_total", &hub),
         Some(0.0)
     );
+    // Every probe of private failed so far: its run of failures is all of them; hub has none.
+    assert_eq!(
+        value(&first, "pullprobe_probe_consecutive_failures", &private),
+        Some(probes(&first, "private"))
+    );
+    assert_eq!(
+        value(&first, "pullprobe_probe_consecutive_failures", &hub),
+        Some(0.0)
+    );
     assert_eq!(
         value(&first, "pullprobe_probe_duration_seconds", &hub_at),
         Some(0.015)
@@ -487,6 +496,30 @@ async fn scrape_reports_success_and_failure_targets() {
         .await
         .unwrap();
     assert_eq!(post.status(), 405);
+
+    // private recovers: its run of failures ends (0), its failure counter keeps its count.
+    let failed = value(
+        &agent.scrape().await,
+        "pullprobe_probe_failures_total",
+        &tr("private"),
+    )
+    .unwrap();
+    assert!(failed >= 2.0, "{failed}");
+    fake.set("private", Behaviour::default());
+    let ok = agent
+        .wait_for("private's run of failures to end", |t| {
+            value(t, "pullprobe_probe_consecutive_failures", &tr("private")) == Some(0.0)
+        })
+        .await;
+    assert!(value(&ok, "pullprobe_probe_failures_total", &tr("private")).unwrap() >= failed);
+    assert_eq!(
+        value(
+            &ok,
+            "pullprobe_probe_success",
+            &tre("private", "127.0.0.1:1")
+        ),
+        Some(1.0)
+    );
     agent.stop().await;
 }
 

@@ -21,7 +21,13 @@ kind: PrometheusRule
 metadata:
   name: pullprobe
   labels:
-    # What kube-prometheus' Prometheus selects rules by; adjust to your ruleSelector.
+    app.kubernetes.io/name: pullprobe
+    app.kubernetes.io/instance: pullprobe
+    app.kubernetes.io/component: monitoring
+    app.kubernetes.io/part-of: pullprobe
+    app.kubernetes.io/managed-by: kustomize
+    # What kube-prometheus' Prometheus selected rules by before its ruleSelector became {}
+    # (all); kube-prometheus-stack selects by `release` (components/kube-prometheus-stack).
     prometheus: k8s
     role: alert-rules
 spec:

@@ -189,7 +189,16 @@ const ENDPOINT_SUCCESS: Spec = Spec {
     cached: true,
 };
 
-const SPECS: [&Spec; 17] = [
+const CONSECUTIVE: Spec = Spec {
+    slot: 17,
+    name: "pullprobe_probe_consecutive_failures",
+    help: "Failed probes of the target in a row, up to and including the last one, whatever their phase, reason or endpoint; 0 after a success and before the first probe (kept across reloads that keep the target).",
+    kind: MetricType::GAUGE,
+    labels: TR,
+    cached: true,
+};
+
+const SPECS: [&Spec; 18] = [
     &BUILD_INFO,
     &RELOAD_OK,
     &RELOAD_TS,
@@ -207,6 +216,7 @@ const SPECS: [&Spec; 17] = [
     &RL_WINDOW,
     &RL_SOURCE,
     &ENDPOINT_SUCCESS,
+    &CONSECUTIVE,
 ];
 
 /// The build's identity for `pullprobe_build_info`; `unknown` when build.rs could not tell.
@@ -254,6 +264,7 @@ fn target_samples<'a>(t: &'a TargetState, mut emit: impl FnMut(&'static Spec, Ex
     {
         emit(&PROBES, NONE, t.probes_total as f64);
         emit(&FAILURES, NONE, t.failures_total as f64);
+        emit(&CONSECUTIVE, NONE, t.consecutive_failures as f64);
     }
     let Some(r) = &t.last else { return };
     let started = r
@@ -430,7 +441,7 @@ impl Exposition {
     /// The body of a scrape, in the text format 0.0.4.
     pub(crate) fn render(&self) -> String {
         let targets = self.store.snapshot();
-        // About 110 bytes per series, up to 18 series per target (one more per mirror): one
+        // About 110 bytes per series, up to 19 series per target (one more per mirror): one
         // allocation.
         let mut buf = String::with_capacity(8192 + targets.len() * 2048);
         // Encoding only fails on inconsistent families, which the specs rule out (tested).
@@ -624,6 +635,7 @@ mod tests {
             format!("pullprobe_phase_duration_seconds{{{le},phase=\"manifest\"}} 0.04"),
             format!("pullprobe_probes_total{{{l}}} 1"),
             format!("pullprobe_probe_failures_total{{{l}}} 0"),
+            format!("pullprobe_probe_consecutive_failures{{{l}}} 0"),
             format!("pullprobe_last_probe_timestamp_seconds{{{l}}} 1700000000"),
             format!("pullprobe_tls_cert_expiry_timestamp_seconds{{{le}}} 1800000000"),
             format!("pullprobe_ratelimit_limit{{{le}}} 100"),
@@ -645,9 +657,9 @@ mod tests {
         assert!(text.contains("pullprobe_build_info{version=\""));
         assert!(text.contains("# HELP pullprobe_probe_success Whether the last probe"));
         assert!(text.contains("not at scrape time"));
-        // 12 series, one per phase that ran and one per endpoint asked: at most 18 per target
+        // 13 series, one per phase that ran and one per endpoint asked: at most 19 per target
         // with all five phases and no mirror, one more per mirror.
-        assert_eq!(series(&text, "hub").len(), 12 + 2 + 1);
+        assert_eq!(series(&text, "hub").len(), 13 + 2 + 1);
     }
 
     #[test]
@@ -668,6 +680,7 @@ mod tests {
         )));
         assert!(text.contains(&format!("pullprobe_endpoint_success{{{le}}} 0\n")));
         assert!(text.contains(&format!("pullprobe_probe_failures_total{{{l}}} 1\n")));
+        assert!(text.contains(&format!("pullprobe_probe_consecutive_failures{{{l}}} 1\n")));
         assert_eq!(text.matches("pullprobe_probe_result{").count(), 1);
         assert!(
             !text.contains("ratelimit"),
@@ -682,6 +695,7 @@ mod tests {
         assert_eq!(
             series(&text, "new"),
             [
+                "pullprobe_probe_consecutive_failures{target=\"new\",registry=\"ghcr.io\"} 0",
                 "pullprobe_probe_failures_total{target=\"new\",registry=\"ghcr.io\"} 0",
                 "pullprobe_probe_interval_seconds{target=\"new\",registry=\"ghcr.io\"} 900",
                 "pullprobe_probes_total{target=\"new\",registry=\"ghcr.io\"} 0",
@@ -775,6 +789,48 @@ mod tests {
         ] {
             assert!(after.lines().any(|line| line == l), "missing {l}\n{after}");
         }
+    }
+
+    /// `pullprobe_probe_consecutive_failures` counts failed probes in a row across endpoint
+    /// changes (one series per target, no `endpoint`), and a success resets it to 0.
+    #[test]
+    fn consecutive_failures_follow_the_run_across_endpoints() {
+        let store = Arc::new(Store::new());
+        store.configure(&[Configured {
+            name: "hub".into(),
+            registry: "registry-1.docker.io".into(),
+            interval: Duration::from_secs(1800),
+            task: 1,
+        }]);
+        let status = Arc::new(ReloadStatus::loaded_at(SystemTime::UNIX_EPOCH));
+        let exposition = Exposition::new(store.clone(), status);
+        let gauge = |text: &str| -> Vec<String> {
+            text.lines()
+                .filter(|l| l.starts_with("pullprobe_probe_consecutive_failures"))
+                .map(str::to_owned)
+                .collect()
+        };
+        let tr = "{target=\"hub\",registry=\"registry-1.docker.io\"}";
+        assert_eq!(
+            gauge(&exposition.render()),
+            [format!("pullprobe_probe_consecutive_failures{tr} 0")],
+            "exported at 0 before the first probe"
+        );
+        let mut at_mirror = report("hub", "registry-1.docker.io", Some(refused()));
+        at_mirror.endpoint = "mirror.internal:5000".into();
+        store.record(1, at_mirror);
+        store.record(1, report("hub", "registry-1.docker.io", Some(refused())));
+        let text = exposition.render();
+        assert!(text.contains("# TYPE pullprobe_probe_consecutive_failures gauge\n"));
+        assert_eq!(
+            gauge(&text),
+            [format!("pullprobe_probe_consecutive_failures{tr} 2")]
+        );
+        store.record(1, report("hub", "registry-1.docker.io", None));
+        assert_eq!(
+            gauge(&exposition.render()),
+            [format!("pullprobe_probe_consecutive_failures{tr} 0")]
+        );
     }
 
     /// A chain that names an endpoint twice still gives one series (a duplicate would make

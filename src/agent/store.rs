@@ -4,8 +4,11 @@
 //! Invariants:
 //! - The store holds exactly the configured targets: [`Store::configure`] drops the entries of
 //!   removed targets, so their series disappear from the next scrape.
-//! - A target kept across a reload (same name, same `registry` label) keeps its counters and its
-//!   last result; counters only ever increase while the target exists.
+//! - A target kept across a reload (same name, same `registry` label) keeps its counters, its
+//!   run of consecutive failures and its last result; counters only ever increase while the
+//!   target exists.
+//! - `consecutive_failures` is the number of failed probes since the target's last success (or
+//!   since it was configured): 0 exactly when the last result is a success or there is none.
 //! - Only the task that currently owns a target may record for it (checked by task id), so a
 //!   cancelled task can never write into a target that was removed and added again.
 //!
@@ -32,6 +35,9 @@ pub(crate) struct TargetState {
     pub(crate) interval: Duration,
     pub(crate) probes_total: u64,
     pub(crate) failures_total: u64,
+    /// Failed probes in a row, up to and including the latest; reset to 0 by a success. The
+    /// alert rules count probes with it instead of minutes, so they hold at any interval.
+    pub(crate) consecutive_failures: u64,
     /// The latest report, `None` until the first probe has finished. Shared, so a snapshot
     /// for a scrape does not copy every report.
     pub(crate) last: Option<Arc<ProbeReport>>,
@@ -83,6 +89,7 @@ impl Store {
                     interval: t.interval,
                     probes_total: 0,
                     failures_total: 0,
+                    consecutive_failures: 0,
                     last: None,
                 },
                 task: t.task,
@@ -109,8 +116,11 @@ impl Store {
         let state = &mut entry.state;
         let previous = state.last.as_ref().map(|r| (r.phase(), r.reason()));
         state.probes_total += 1;
-        if !report.ok() {
+        if report.ok() {
+            state.consecutive_failures = 0;
+        } else {
             state.failures_total += 1;
+            state.consecutive_failures += 1;
         }
         state.last = Some(report);
         Some(previous)
@@ -223,6 +233,60 @@ pub(crate) mod tests {
             snap[0].last.as_ref().unwrap().reason(),
             Reason::ConnectRefused
         );
+    }
+
+    /// The run of failures counts failed probes since the last success, whatever their phase,
+    /// reason or endpoint, and a success ends it.
+    #[test]
+    fn consecutive_failures_count_the_run_and_reset_on_success() {
+        let s = Store::new();
+        s.configure(&[configured("a", "r", 1)]);
+        let run = |s: &Store| s.snapshot()[0].consecutive_failures;
+        assert_eq!(run(&s), 0, "no probe yet: no failures");
+        let refused = Failure::new(Phase::Connect, Reason::ConnectRefused, "refused");
+        let nx = Failure::new(Phase::Dns, Reason::DnsNxdomain, "no such host");
+        s.record(1, report("a", "r", Some(refused.clone())));
+        assert_eq!(run(&s), 1);
+        // A different failure continues the run: it counts probes, not one reason.
+        s.record(1, report("a", "r", Some(nx)));
+        let mut via_mirror = report("a", "r", Some(refused.clone()));
+        via_mirror.endpoint = "mirror.internal".into();
+        s.record(1, via_mirror);
+        assert_eq!(run(&s), 3);
+        s.record(1, report("a", "r", None));
+        assert_eq!(run(&s), 0, "a success ends the run");
+        s.record(1, report("a", "r", Some(refused)));
+        let snap = s.snapshot();
+        assert_eq!(snap[0].consecutive_failures, 1, "a new run starts at 1");
+        assert_eq!((snap[0].probes_total, snap[0].failures_total), (5, 4));
+    }
+
+    /// A reload that keeps the target keeps its run; a target that moves to another registry
+    /// starts again at 0, as its counters do.
+    #[test]
+    fn consecutive_failures_survive_a_reload_that_keeps_the_target() {
+        let s = Store::new();
+        s.configure(&[configured("a", "r", 1), configured("b", "r", 2)]);
+        let fail = || Some(Failure::new(Phase::Tls, Reason::TlsExpired, "expired"));
+        for _ in 0..2 {
+            s.record(1, report("a", "r", fail()));
+            s.record(2, report("b", "r", fail()));
+        }
+        s.configure(&[configured("a", "r", 3), configured("b", "other", 4)]);
+        let snap = s.snapshot();
+        assert_eq!(
+            (snap[0].name.as_str(), snap[0].consecutive_failures),
+            ("a", 2)
+        );
+        assert_eq!(
+            (snap[1].name.as_str(), snap[1].consecutive_failures),
+            ("b", 0)
+        );
+        // The report of a task that lost the target changes nothing.
+        assert_eq!(s.record(1, report("a", "r", fail())), None);
+        assert_eq!(s.snapshot()[0].consecutive_failures, 2);
+        s.record(3, report("a", "r", fail()));
+        assert_eq!(s.snapshot()[0].consecutive_failures, 3);
     }
 
     #[test]

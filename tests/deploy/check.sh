@@ -189,6 +189,17 @@ for overlay in "$work"/deploy_overlays_*.yaml; do
 	fi
 done
 
+step "kube-prometheus-stack: its Prometheus selects the PodMonitor and the PrometheusRule"
+# kube-prometheus-stack's Prometheus selects both by `release: <Helm release name>`
+# (podMonitorSelectorNilUsesHelmValues / ruleSelectorNilUsesHelmValues); without the label
+# nothing is scraped and no rule loads.
+rendered="$work/deploy_overlays_kube-prometheus-stack.yaml"
+if [ -s "$rendered" ] && python3 tests/deploy/lint.py selected-by "$rendered" release=kube-prometheus-stack; then
+	ok "the kube-prometheus-stack overlay is selected by release=kube-prometheus-stack"
+else
+	fail "the kube-prometheus-stack overlay's PodMonitor or PrometheusRule lacks release=kube-prometheus-stack"
+fi
+
 step "Alertmanager example: valid, and routes every alert by its severity"
 am=deploy/prometheus/alertmanager-example.yml
 if amtool check-config "$am" >"$work/am" 2>&1; then

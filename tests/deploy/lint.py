@@ -6,8 +6,12 @@ Subcommands (each prints what it checked and exits 1 on any problem):
                                   metric and label names against the agent's contract
   alert-tests RULES TEST...       every alert (and severity) is tested firing and not firing
   prometheusrule RENDERED RULES   the PrometheusRule in a rendered overlay has rules.yaml as spec
+  selected-by RENDERED KEY=VALUE  the PodMonitor and PrometheusRule carry the label a
+                                  Prometheus' podMonitorSelector/ruleSelector match on
   manifests RENDERED [--host-network]  hardening of the rendered DaemonSet and PodMonitor; its
-                                  hostPath volumes; the node paths config.yaml names are mounted
+                                  hostPath volumes; the node paths config.yaml names are mounted;
+                                  the recommended labels on every object; the dashboard
+                                  ConfigMap, release labels and Prometheus' Role if present
   node-fixture-config RENDERED ROOT OUT  writes the rendered config.yaml to OUT with its node
                                   paths and docker_config moved under ROOT (node-file fixtures)
   dashboard JSON OUT_RULE_FILE    dashboard structure, metric and label names; writes every query
@@ -34,6 +38,7 @@ METRIC_LABELS = {
     "pullprobe_endpoint_success": _TRE,
     "pullprobe_probes_total": _TR,
     "pullprobe_probe_failures_total": _TR,
+    "pullprobe_probe_consecutive_failures": _TR,
     "pullprobe_last_probe_timestamp_seconds": _TR,
     "pullprobe_probe_interval_seconds": _TR,
     "pullprobe_tls_cert_expiry_timestamp_seconds": _TRE,
@@ -47,8 +52,12 @@ METRIC_LABELS = {
 }
 AGENT_METRICS = set(METRIC_LABELS)
 PROMETHEUS_METRICS = {"up"}
-# Labels the scrape adds to every series (the PodMonitor relabels the node name into `node`).
-SCRAPE_LABELS = {"job", "instance", "node"}
+# Labels the scrape adds to every series (the PodMonitor relabels the node name into `node`);
+# `cluster` where several clusters share a Prometheus (external_labels or relabelling), which
+# every aggregation and join must keep (docs/deploy.md, "Several clusters").
+SCRAPE_LABELS = {"job", "instance", "node", "cluster"}
+# Recording rules of rules.yaml: `pullprobe:` names, usable by the alerts.
+RECORD_NAME = re.compile(r"pullprobe:[a-z_]+")
 
 REQUIRED_ALERTS = {
     "PullProbeRegistryUnreachable",
@@ -144,16 +153,29 @@ def label_names_used(expr):
     return names
 
 
-def check_label_names(rep, where, expr, extra=()):
+def check_label_names(rep, where, expr, extra=(), recorded=None):
     """Every label the expression (or its legend) names exists on one of its metrics or is
     added by the scrape: a query that groups or joins on a label its metrics lack is valid
-    PromQL, so promtool cannot see the mistake."""
+    PromQL, so promtool cannot see the mistake. `recorded` maps recording-rule names to their
+    labels."""
     metrics = metric_names(expr)
     known = set(SCRAPE_LABELS) | {"__name__"}
     for m in metrics:
         known.update(METRIC_LABELS.get(m, ()))
+        known.update((recorded or {}).get(m, ()))
     for name in sorted(label_names_used(expr) | set(extra)):
         rep.ok(name in known, f"{where}: label {name!r} is on none of {sorted(metrics)} (labels: {sorted(known)})")
+
+
+def check_cluster_kept(rep, where, expr):
+    """`cluster` in every `by (...)` and `on (...)` list: an aggregation or a join without it
+    merges the series of several clusters sharing a Prometheus (`without` and `ignoring` keep
+    it by construction)."""
+    s = re.sub(r'"(?:[^"\\]|\\.)*"|`[^`]*`', '""', expr)
+    for kw, lst in re.findall(r"\b(by|on)\s*\(([^)]*)\)", s):
+        names = [n.strip() for n in lst.split(",") if n.strip()]
+        if names:
+            rep.ok("cluster" in names, f"{where}: `{kw} ({', '.join(names)})` drops `cluster`; add it (harmless where there is no such label)")
 
 
 def check_label_values(rep, where, expr):
@@ -172,8 +194,27 @@ def cmd_alerts(rules_path, runbook_path):
     runbook = open(runbook_path).read()
     anchors = {h.strip().lower() for h in re.findall(r"^## (\S+)\s*$", runbook, re.M)}
     seen = set()
+    # Recording rules: their names and labels (those of the metrics they are computed from).
+    recorded = {}
     for group in rules["groups"]:
         for rule in group["rules"]:
+            if "record" in rule:
+                name = rule["record"]
+                labels = set()
+                for m in metric_names(rule["expr"]):
+                    labels.update(METRIC_LABELS.get(m, ()))
+                recorded[name] = tuple(sorted(labels))
+    for group in rules["groups"]:
+        for rule in group["rules"]:
+            if "record" in rule:
+                name, where = rule["record"], f"recording rule {rule['record']}"
+                rep.ok(RECORD_NAME.fullmatch(name), f"{where}: name must be pullprobe:<what>")
+                for m in sorted(metric_names(rule["expr"])):
+                    rep.ok(m in AGENT_METRICS | set(recorded), f"{where}: expr uses {m!r}, neither an agent metric nor a recording rule")
+                check_label_values(rep, where, rule["expr"])
+                check_label_names(rep, where, rule["expr"], recorded=recorded)
+                check_cluster_kept(rep, where, rule["expr"])
+                continue
             if "alert" not in rule:
                 continue
             name = rule["alert"]
@@ -192,10 +233,21 @@ def cmd_alerts(rules_path, runbook_path):
             anchor = name.lower()
             rep.ok(url == RUNBOOK_URL + anchor, f"{where}: runbook_url must be {RUNBOOK_URL + anchor}, is {url!r}")
             rep.ok(anchor in anchors, f"{where}: {runbook_path} has no '## {name}' section")
-            for m in sorted(metric_names(rule["expr"])):
-                rep.ok(m in AGENT_METRICS | PROMETHEUS_METRICS, f"{where}: expr uses {m!r}, not a metric the agent exports")
+            used = metric_names(rule["expr"])
+            for m in sorted(used):
+                rep.ok(m in AGENT_METRICS | PROMETHEUS_METRICS | set(recorded), f"{where}: expr uses {m!r}, not a metric the agent exports")
             check_label_values(rep, where, rule["expr"])
-            check_label_names(rep, where, rule["expr"])
+            check_label_names(rep, where, rule["expr"], recorded=recorded)
+            check_cluster_kept(rep, where, rule["expr"])
+            # A per-node alert on the last result counts probes (docs/deploy.md, "Why these
+            # `for:` durations"): a failed probe holds for a whole interval, so minutes alone
+            # would fire on one failure at long intervals.
+            if "pullprobe_probe_result" in used and "count" not in re.findall(r"\b(count|sum)\s+by", rule["expr"]):
+                rep.ok(re.search(r"pullprobe_probe_consecutive_failures\s*>=\s*2", rule["expr"]),
+                       f"{where}: a per-node alert on pullprobe_probe_result must also require pullprobe_probe_consecutive_failures >= 2")
+            # Queries in the description select the alert's own cluster.
+            for q in re.findall(r"`([^`]*%q[^`]*)`", desc):
+                rep.ok("cluster=%q" in q, f"{where}: the description query {q!r} must select cluster=%q ($labels.cluster) too")
     missing = REQUIRED_ALERTS - seen
     rep.ok(not missing, f"required alerts missing: {sorted(missing)}")
     sections = {h for h in re.findall(r"^## (\S+)\s*$", runbook, re.M)}
@@ -340,17 +392,101 @@ def cmd_node_fixture_config(rendered_path, root, out_path):
     return 0
 
 
+# The recommended labels every rendered object carries (kubernetes.io, "Recommended Labels"),
+# with the values that do not depend on the installation; instance may be changed by an
+# overlay, component says what the object is for.
+STANDARD_LABELS = {
+    "app.kubernetes.io/name": "pullprobe",
+    "app.kubernetes.io/instance": None,
+    "app.kubernetes.io/component": ("probe-agent", "monitoring"),
+    "app.kubernetes.io/part-of": "pullprobe",
+    "app.kubernetes.io/managed-by": "kustomize",
+}
+
+
+def check_standard_labels(rep, d):
+    where = f"{d['kind']}/{d['metadata']['name']}"
+    labels = d["metadata"].get("labels") or {}
+    for key, want in STANDARD_LABELS.items():
+        got = labels.get(key)
+        if want is None:
+            rep.ok(got, f"{where}: lacks the label {key}")
+        elif isinstance(want, tuple):
+            rep.ok(got in want, f"{where}: label {key} must be one of {list(want)}, is {got!r}")
+        else:
+            rep.ok(got == want, f"{where}: label {key} must be {want!r}, is {got!r}")
+
+
+def check_monitoring_stack(rep, docs):
+    """The objects the monitoring stacks select: a release label on the PodMonitor goes with
+    the same on the PrometheusRule (kube-prometheus-stack selects both by it); the dashboard
+    ConfigMap holds dashboards/*.json unchanged, for Grafana's sidecar; kube-prometheus'
+    Role lets its Prometheus discover the agents' pods."""
+    pms = [d for d in docs if d["kind"] == "PodMonitor"]
+    prs = [d for d in docs if d["kind"] == "PrometheusRule"]
+    releases = {(d["metadata"].get("labels") or {}).get("release") for d in pms + prs}
+    rep.ok(len(releases) <= 1, f"PodMonitor and PrometheusRule must carry the same release label, have {sorted(map(str, releases))}")
+    for cm in (d for d in docs if d["kind"] == "ConfigMap" and (d["metadata"].get("labels") or {}).get("grafana_dashboard") is not None):
+        where = f"ConfigMap/{cm['metadata']['name']}"
+        rep.ok(cm["metadata"]["labels"]["grafana_dashboard"] == "1", f"{where}: the sidecar selects grafana_dashboard: \"1\"")
+        root = __file__.rsplit("/tests/deploy/", 1)[0] if "/tests/deploy/" in __file__ else "."
+        for key, text in (cm.get("data") or {}).items():
+            try:
+                with open(f"{root}/dashboards/{key}") as f:
+                    rep.ok(json.loads(text) == json.load(f), f"{where}: {key} differs from dashboards/{key}")
+            except (OSError, ValueError) as e:
+                rep.ok(False, f"{where}: {key} is not a dashboard of dashboards/: {e}")
+        size = sum(len(v) for v in (cm.get("data") or {}).values())
+        # kubectl apply (client side) stores the whole object in an annotation of at most 256 KiB.
+        rep.ok(size < 200_000, f"{where}: {size} bytes is too close to the 256 KiB limit of kubectl apply's annotation (use --server-side)")
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "Role"}
+    for rb in (d for d in docs if d["kind"] == "RoleBinding"):
+        where = f"RoleBinding/{rb['metadata']['name']}"
+        role = roles.get(rb["roleRef"]["name"])
+        if rep.ok(rb["roleRef"]["kind"] == "Role" and role, f"{where}: must bind a Role of this overlay"):
+            rules = role.get("rules", [])
+            rep.ok(any("" in r.get("apiGroups", []) and "pods" in r.get("resources", []) and {"get", "list", "watch"} <= set(r.get("verbs", []))
+                       for r in rules), f"{where}: its Role must let Prometheus get, list and watch pods (PodMonitor discovery)")
+            rep.ok(all(set(r.get("verbs", [])) <= {"get", "list", "watch"} for r in rules), f"{where}: its Role must be read-only")
+            rep.ok(not any("secrets" in r.get("resources", []) for r in rules), f"{where}: its Role must not read Secrets")
+        for sub in rb.get("subjects", []):
+            rep.ok(sub.get("kind") == "ServiceAccount" and sub.get("namespace") not in (None, "pullprobe"),
+                   f"{where}: subject {sub} must be the Prometheus ServiceAccount in its own namespace (kustomize's namespace must not rewrite it)")
+
+
+def cmd_selected_by(rendered_path, selector):
+    """The PodMonitor and the PrometheusRule match a Prometheus' podMonitorSelector and
+    ruleSelector given as KEY=VALUE (matchLabels), as kube-prometheus-stack sets them."""
+    key, _, value = selector.partition("=")
+    rep = Report(f"{rendered_path} selected by {selector}")
+    docs = load_docs(rendered_path)
+    for kind in ("PodMonitor", "PrometheusRule"):
+        objs = [d for d in docs if d["kind"] == kind]
+        if rep.ok(len(objs) == 1, f"expected one {kind}, found {len(objs)}"):
+            rep.ok((objs[0]["metadata"].get("labels") or {}).get(key) == value, f"{kind} lacks the label {key}: {value}; that Prometheus ignores it")
+    return rep.finish()
+
+
 def cmd_manifests(rendered_path, host_network):
     rep = Report(f"hardening of {rendered_path}")
     docs = load_docs(rendered_path)
     for d in docs:
+        check_standard_labels(rep, d)
         if d["kind"] != "Namespace":
             rep.ok(d["metadata"].get("namespace") == "pullprobe", f"{d['kind']}/{d['metadata']['name']} is not in the pullprobe namespace")
+    check_monitoring_stack(rep, docs)
     dss = [d for d in docs if d["kind"] == "DaemonSet"]
     if not rep.ok(len(dss) == 1, f"expected one DaemonSet, found {len(dss)}"):
         return rep.finish()
     ds = dss[0]
     spec = ds["spec"]
+    # spec.selector is immutable: it stays the one label the base sets, and the recommended
+    # labels an overlay may change never reach it.
+    rep.ok(spec.get("selector") == {"matchLabels": {"app.kubernetes.io/name": "pullprobe"}},
+           f"DaemonSet selector must stay {{app.kubernetes.io/name: pullprobe}} (immutable), is {spec.get('selector')}")
+    tmpl_labels = spec["template"]["metadata"].get("labels") or {}
+    for key in STANDARD_LABELS:
+        rep.ok(key in tmpl_labels, f"DaemonSet pod template lacks the label {key}")
     pod = spec["template"]["spec"]
     psc = pod.get("securityContext", {})
     rep.ok(pod.get("automountServiceAccountToken") is False, "pod must not automount a service account token")
@@ -423,7 +559,7 @@ GRAFANA_VARS = [
     (r"\$__rate_interval|\$\{__rate_interval\}", "5m"),
     (r"\$__interval|\$\{__interval\}", "1m"),
     (r"\$__range|\$\{__range\}", "6h"),
-    (r"\$\{?(node|target|registry)(:[a-z]+)?\}?", "x"),
+    (r"\$\{?(cluster|node|target|registry)(:[a-z]+)?\}?", "x"),
 ]
 
 
@@ -433,8 +569,55 @@ def substitute(expr):
     return expr
 
 
+def duration_seconds(text):
+    """Seconds of a Prometheus duration such as 1m30s; None when it is not one."""
+    m = re.fullmatch(r"((\d+)h)?((\d+)m)?((\d+)s)?", text or "")
+    if not m or not text:
+        return None
+    return int(m.group(2) or 0) * 3600 + int(m.group(4) or 0) * 60 + int(m.group(6) or 0)
+
+
+def podmonitor_scrape_interval():
+    """The scrape interval of the shipped PodMonitor, in seconds."""
+    root = __file__.rsplit("/tests/deploy/", 1)[0] if "/tests/deploy/" in __file__ else "."
+    pm = yaml.safe_load(open(f"{root}/deploy/components/prometheus-operator/podmonitor.yaml"))
+    return duration_seconds(pm["spec"]["podMetricsEndpoints"][0]["interval"])
+
+
+# A per-node query is bounded when it keeps at most k series (topk/bottomk) or only failing
+# ones (a comparison that drops the healthy series).
+BOUNDED = re.compile(r"\b(topk|bottomk)\s*\(\s*\d+\s*,|==\s*0\b|>\s*0\b|reason\s*!=\s*\"ok\"")
+AGGREGATIONS = re.compile(r"\b(sum|count|min|max|avg|topk|bottomk|quantile|stddev|group)\b\s*(?:(by|without)\s*(\([^)]*\)))?\s*\(")
+
+
+def check_panel_query(rep, where, panel, target, scrape_interval):
+    """What promtool cannot see in a panel's query: `cluster` kept and selected, a window for
+    $__rate_interval, and a number of series that stays readable at 5 000 nodes."""
+    expr = target["expr"]
+    check_cluster_kept(rep, where, expr)
+    for sel in re.findall(r"\{([^}]*)\}", expr):
+        if "$" in sel:
+            rep.ok('cluster=~"$cluster"' in sel, f"{where}: selector {{{sel}}} filters by variables but not by $cluster")
+    if "$__rate_interval" in expr:
+        # Grafana computes $__rate_interval as max($__interval + S, 4 * S), S being the
+        # query's min step (`interval`) or else the data source's scrape interval setting
+        # (15s unless set). With the agents scraped every minute a 15s guess gives a window
+        # of one sample or none: the query must say S.
+        step = duration_seconds(target.get("interval") or panel.get("interval"))
+        rep.ok(step is not None and step >= scrape_interval,
+               f"{where}: uses $__rate_interval, so the query needs a min step (`interval`) of at least the scrape interval ({scrape_interval}s)")
+    # One series per node (or node x target)? Only if bounded. The outermost aggregation
+    # decides: one that groups by node (or none at all) keeps a series per node.
+    outer = AGGREGATIONS.match(expr.strip())
+    per_node = not outer or outer.group(2) == "without" or (
+        outer.group(3) is not None and "node" in [n.strip() for n in outer.group(3).strip("()").split(",")])
+    if per_node:
+        rep.ok(BOUNDED.search(expr), f"{where}: returns a series per node; bound it (topk/bottomk, or only failing series) so it stays readable at 5 000 nodes")
+
+
 def cmd_dashboard(path, out_rule_file):
     rep = Report(f"dashboard {path}")
+    scrape_interval = podmonitor_scrape_interval()
     d = json.load(open(path))
     rep.ok(d.get("uid") == "pullprobe-overview", "uid must stay pullprobe-overview")
     rep.ok(d.get("title"), "needs a title")
@@ -442,13 +625,16 @@ def cmd_dashboard(path, out_rule_file):
     ds = variables.get("datasource", {})
     rep.ok(ds.get("type") == "datasource" and ds.get("query") == "prometheus", "needs a prometheus datasource variable named datasource")
     exprs = []
-    for name in ("node", "target", "registry"):
+    for name in ("cluster", "node", "target", "registry"):
         v = variables.get(name, {})
         if rep.ok(v.get("type") == "query", f"needs a query variable {name}"):
             q = v["query"]["query"] if isinstance(v.get("query"), dict) else v.get("query", "")
             m = re.fullmatch(r"label_values\((.*),\s*(\w+)\)", q.strip())
             if rep.ok(m and m.group(2) == name, f"variable {name}: expected label_values(<selector>, {name}), got {q!r}"):
                 exprs.append((f"variable {name}", m.group(1), f"dashboard:variable_{name}"))
+                if name != "cluster":
+                    rep.ok('cluster=~"$cluster"' in m.group(1), f"variable {name}: its values must be those of the selected clusters (cluster=~\"$cluster\")")
+            rep.ok(v.get("includeAll") and v.get("allValue") == ".*", f"variable {name}: needs All = .* (which also matches series without the label)")
             rep.ok(v.get("datasource", {}).get("uid") == "${datasource}", f"variable {name}: must use ${{datasource}}")
 
     def walk(panels):
@@ -469,6 +655,7 @@ def cmd_dashboard(path, out_rule_file):
             exprs.append((f"{where} query {t.get('refId')}", t["expr"], f"dashboard:panel_{p.get('id')}_{t.get('refId')}"))
             legend = re.findall(r"\{\{\s*([a-zA-Z_][a-zA-Z0-9_]*)\s*\}\}", t.get("legendFormat", ""))
             check_label_names(rep, f"{where} query {t.get('refId')}", t["expr"], legend)
+            check_panel_query(rep, f"{where} query {t.get('refId')}", p, t, scrape_interval)
     rep.ok(len(ids) == len(set(ids)), "panel ids must be unique")
     rep.ok(len(exprs) > 3, "found almost no queries")
 
@@ -481,7 +668,7 @@ def cmd_dashboard(path, out_rule_file):
             rep.ok(re.search(r"\[\$__(rate_interval|range)\]", expr), f"{where}: {fn}() should use [$__rate_interval] (or [$__range])")
         check_label_values(rep, where, expr)
     for wanted in ("pullprobe_probe_success", "pullprobe_probe_result", "pullprobe_phase_duration_seconds",
-                   "pullprobe_endpoint_success",
+                   "pullprobe_endpoint_success", "pullprobe_probe_consecutive_failures",
                    "pullprobe_ratelimit_remaining", "pullprobe_ratelimit_source_info",
                    "pullprobe_tls_cert_expiry_timestamp_seconds", "pullprobe_last_probe_timestamp_seconds"):
         rep.ok(wanted in used, f"no panel shows {wanted}")
@@ -504,6 +691,8 @@ def main(argv):
         return cmd_prometheusrule(argv[1], argv[2])
     if len(argv) >= 2 and argv[0] == "manifests":
         return cmd_manifests(argv[1], "--host-network" in argv[2:])
+    if len(argv) >= 3 and argv[0] == "selected-by":
+        return cmd_selected_by(argv[1], argv[2])
     if len(argv) >= 4 and argv[0] == "node-fixture-config":
         return cmd_node_fixture_config(argv[1], argv[2], argv[3])
     if len(argv) >= 3 and argv[0] == "dashboard":

@@ -233,6 +233,23 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
         Some(1.0)
     );
     assert!(sample(&s, "pullprobe_probe_failures_total", &[("target", "down")]).unwrap() >= 2.0);
+    // Every probe of `down` failed: its run of failures counts them all (what the alert rules
+    // compare with 2); the healthy targets have none.
+    assert_eq!(
+        sample(
+            &s,
+            "pullprobe_probe_consecutive_failures",
+            &[("target", "down")]
+        ),
+        sample(&s, "pullprobe_probes_total", &[("target", "down")])
+    );
+    for t in ["hub", "plain"] {
+        assert_eq!(
+            sample(&s, "pullprobe_probe_consecutive_failures", &[("target", t)]),
+            Some(0.0),
+            "{t}"
+        );
+    }
     assert!(
         !s.contains("refused the connection") && !s.contains("Connection refused"),
         "error text never reaches the scrape"

@@ -6,7 +6,12 @@
 //! Alertmanager's API shows `PullProbeDNSFailure`, `PullProbeRateLimitExhausted` and
 //! `PullProbeMirrorFailing` firing, nothing for the healthy target and nothing but the mirror
 //! alert for the mirrored one. Then every dashboard query runs against that live Prometheus and
-//! none may error; the endpoint panels must show the mirror.
+//! none may error; the endpoint panels must show the mirror. The scrape adds a `cluster` label,
+//! as a Prometheus shared by several clusters does: alerts keep it and their description
+//! queries select it.
+//!
+//! A second test loads the Alertmanager example (deploy/prometheus/alertmanager-example.yml)
+//! into the real Alertmanager and checks that its inhibit rules act within one cluster only.
 
 use std::path::{Path, PathBuf};
 use std::process::{Child, Command, Stdio};
@@ -154,7 +159,7 @@ fn dashboard_queries() -> Vec<(String, String)> {
             ] {
                 e = e.replace(from, to);
             }
-            for var in ["node", "target", "registry"] {
+            for var in ["cluster", "node", "target", "registry"] {
                 for form in [
                     format!("${{{var}:regex}}"),
                     format!("${{{var}}}"),
@@ -262,7 +267,7 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
             "global:\n  scrape_interval: 1s\n  evaluation_interval: 1s\n\
              rule_files: [\"{}\"]\n\
              alerting:\n  alertmanagers:\n    - static_configs:\n        - targets: [\"127.0.0.1:{am_port}\"]\n\
-             scrape_configs:\n  - job_name: pullprobe\n    static_configs:\n      - targets: [\"127.0.0.1:{agent_port}\"]\n        labels:\n          node: node-a\n",
+             scrape_configs:\n  - job_name: pullprobe\n    static_configs:\n      - targets: [\"127.0.0.1:{agent_port}\"]\n        labels:\n          node: node-a\n          cluster: e2e\n",
             d.join("rules.yaml").display()
         ),
     )
@@ -368,6 +373,14 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
                 "per-node alerts carry the relabelled node: {a}"
             );
         }
+        assert_eq!(l["cluster"], "e2e", "every alert keeps the cluster: {a}");
+        if l["alertname"] == "PullProbeDNSFailure" {
+            // Two failed probes in a row at least, and the reason, in the description: its
+            // query selects the alert's cluster (a wrong one would find no reason).
+            let d = a["annotations"]["description"].as_str().unwrap();
+            assert!(d.contains("probes in a row failed"), "{a}");
+            assert!(d.contains("resolver: dns_nxdomain;"), "{a}");
+        }
         for k in ["summary", "description", "runbook_url"] {
             assert!(
                 a["annotations"][k].as_str().is_some_and(|s| !s.is_empty()),
@@ -388,6 +401,7 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
     let queries = dashboard_queries();
     assert!(queries.len() >= 10, "{queries:?}");
     let mut endpoint_panels = 0;
+    let mut failing_pairs = 0;
     for (title, q) in queries {
         let mut url =
             url::Url::parse(&format!("http://127.0.0.1:{prom_port}/api/v1/query")).unwrap();
@@ -416,8 +430,159 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
                 endpoint_panels += 1;
                 assert!(mirrored(dead_mirror.to_string()), "{title}: {q}\n{body}");
             }
+            t if t.starts_with("Failing node × target pairs (") => {
+                // The failing pairs with their run of failed probes: the join of the result
+                // with pullprobe_probe_consecutive_failures matches one to one.
+                failing_pairs += 1;
+                let run = rows
+                    .iter()
+                    .find(|r| r["metric"]["target"] == "broken-dns")
+                    .and_then(|r| r["value"][1].as_str()?.parse::<f64>().ok());
+                assert!(run.is_some_and(|v| v >= 2.0), "{title}: {q}\n{body}");
+                assert!(
+                    rows.iter().all(|r| r["metric"]["target"] != "healthy"),
+                    "{title}: {q}\n{body}"
+                );
+            }
             _ => {}
         }
     }
     assert_eq!(endpoint_panels, 2, "the dashboard has both endpoint panels");
+    assert_eq!(
+        failing_pairs, 1,
+        "the dashboard has the failing-pairs table"
+    );
+}
+
+/// The Alertmanager example's inhibit rules, in the real Alertmanager: a registry outage in
+/// one cluster inhibits that cluster's per-node alerts for the registry, never another
+/// cluster's; without a `cluster` label (one cluster per Alertmanager) they work as before.
+#[tokio::test(flavor = "multi_thread")]
+async fn the_alertmanager_example_inhibits_within_one_cluster() {
+    let Some(alertmanager) = require_tool("prometheus-alertmanager") else {
+        return;
+    };
+    init();
+    let dir = tempfile::tempdir().unwrap();
+    let d = dir.path();
+    let am_port = free_port();
+    let am = Daemon::start(
+        "alertmanager",
+        Command::new(alertmanager)
+            .arg(concat!(
+                "--config.file=",
+                env!("CARGO_MANIFEST_DIR"),
+                "/deploy/prometheus/alertmanager-example.yml"
+            ))
+            .arg(format!("--storage.path={}", d.join("am-data").display()))
+            .arg(format!("--web.listen-address=127.0.0.1:{am_port}"))
+            .arg("--cluster.listen-address="),
+        d,
+    );
+    let client = reqwest::Client::new();
+    let base = format!("http://127.0.0.1:{am_port}");
+    wait_ready(&client, &format!("{base}/-/ready"), &[&am]).await;
+
+    // (alertname, cluster or "" for none, target, severity, whether it must be inhibited)
+    let alerts = [
+        (
+            "PullProbeRegistryUnreachableFromManyNodes",
+            "east",
+            "quay",
+            "critical",
+            false,
+        ),
+        (
+            "PullProbeRegistryUnreachable",
+            "east",
+            "quay",
+            "warning",
+            true,
+        ),
+        (
+            "PullProbeRegistryUnreachable",
+            "west",
+            "quay",
+            "warning",
+            false,
+        ),
+        (
+            "PullProbeRegistryUnreachableFromManyNodes",
+            "",
+            "ghcr",
+            "critical",
+            false,
+        ),
+        ("PullProbeDNSFailure", "", "ghcr", "warning", true),
+        ("PullProbeDNSFailure", "west", "ghcr", "warning", false),
+    ];
+    let registry = |t: &str| if t == "quay" { "quay.io" } else { "ghcr.io" };
+    let body: Vec<serde_json::Value> = alerts
+        .iter()
+        .map(|(name, cluster, target, severity, _)| {
+            let mut labels = serde_json::json!({
+                "alertname": name, "target": target, "registry": registry(target),
+                "severity": severity,
+            });
+            if !cluster.is_empty() {
+                labels["cluster"] = (*cluster).into();
+            }
+            if !name.ends_with("FromManyNodes") {
+                labels["node"] = "node-1".into();
+            }
+            serde_json::json!({"labels": labels})
+        })
+        .collect();
+    let r = client
+        .post(format!("{base}/api/v2/alerts"))
+        .json(&body)
+        .send()
+        .await
+        .unwrap();
+    assert!(r.status().is_success(), "{}\n{}", r.status(), am.log());
+
+    // The inhibitor learns of the source alerts asynchronously: wait for the two inhibitions,
+    // then check that nothing else is inhibited.
+    let inhibited = |all: &serde_json::Value, name: &str, cluster: &str, target: &str| {
+        all.as_array()
+            .unwrap()
+            .iter()
+            .find(|a| {
+                a["labels"]["alertname"] == name
+                    && a["labels"]["target"] == target
+                    && a["labels"]["cluster"].as_str().unwrap_or("") == cluster
+            })
+            .map(|a| {
+                a["status"]["inhibitedBy"]
+                    .as_array()
+                    .is_some_and(|v| !v.is_empty())
+            })
+    };
+    let deadline = Instant::now() + Duration::from_secs(20);
+    let all = loop {
+        let all = get_json(&client, &format!("{base}/api/v2/alerts"))
+            .await
+            .unwrap_or_default();
+        let done = all.as_array().is_some_and(|a| a.len() == alerts.len())
+            && alerts
+                .iter()
+                .filter(|a| a.4)
+                .all(|(n, c, t, _, _)| inhibited(&all, n, c, t) == Some(true));
+        if done {
+            break all;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "the inhibitions did not happen: {all}\n{}",
+            am.log()
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    };
+    for (name, cluster, target, _, want) in alerts {
+        assert_eq!(
+            inhibited(&all, name, cluster, target),
+            Some(want),
+            "{name} cluster={cluster:?} target={target}: {all}"
+        );
+    }
 }
