@@ -435,6 +435,9 @@ impl Exposition {
         registry
             .register(Box::new(AgentCollector::new(reload)))
             .expect("the only collector of a fresh registry registers");
+        registry
+            .register(Box::new(super::process::ProcessCollector::new()))
+            .expect("process_* names are distinct from the agent's");
         Exposition { registry, store }
     }
 
@@ -1023,7 +1026,14 @@ mod tests {
             }
             let want = oracle(store.clone(), reload.clone());
             let got = Exposition::new(store, reload).render();
-            assert_eq!(got, want, "round {round}");
+            // The process_* families (measured at each read) come from their own collector,
+            // through the crate's encoder, first in name order.
+            let start = got.find("# HELP pullprobe_").expect("pullprobe families");
+            assert!(
+                got[..start].lines().all(|l| l.contains("process_")),
+                "{got}"
+            );
+            assert_eq!(&got[start..], want, "round {round}");
         }
     }
 

@@ -11,6 +11,7 @@
 //! the HTTP front and `signal` the process signals.
 
 mod metrics;
+mod process;
 mod reload;
 mod scheduler;
 mod server;

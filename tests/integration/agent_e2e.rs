@@ -259,8 +259,24 @@ async fn agent_scrape_reflects_real_probes_and_reloads() {
     let exported: std::collections::BTreeSet<String> = s
         .lines()
         .filter_map(|l| l.strip_prefix("# TYPE ")?.split(' ').next())
+        .filter(|n| n.starts_with("pullprobe_"))
         .map(str::to_owned)
         .collect();
+    // And the standard process_* families every exporter has.
+    for family in [
+        "process_cpu_seconds_total",
+        "process_open_fds",
+        "process_max_fds",
+        "process_virtual_memory_bytes",
+        "process_virtual_memory_max_bytes",
+        "process_resident_memory_bytes",
+        "process_start_time_seconds",
+    ] {
+        assert!(
+            s.contains(&format!("\n{family} ")),
+            "{family} in the scrape"
+        );
+    }
     let readme =
         std::fs::read_to_string(concat!(env!("CARGO_MANIFEST_DIR"), "/README.md")).unwrap();
     let documented: std::collections::BTreeSet<String> = readme
