@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::platform::Platform;
 
@@ -23,7 +24,7 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(
     name = "pullprobe",
     version,
-    after_help = "Exit status of --check: 0 all targets ok, 1 at least one target failed, 2 usage or configuration error."
+    after_help = "Modes: with --check, probe once and print the result (--output, --platform, IMAGE apply); without it, run the agent (--web.listen-address, --web.config.file, --config.watch-interval apply). A flag of the other mode is a usage error.\n\nExit status of --check: 0 all targets ok, 1 at least one target failed, 2 usage or configuration error."
 )]
 pub struct Cli {
     /// Probe every target once, explain the result and exit. Besides resolving the tag, it
@@ -34,18 +35,18 @@ pub struct Cli {
 
     /// With --check: the platform image indexes must offer, as os/arch[/variant] (for example
     /// linux/arm64). Default: this machine's.
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform, requires = "check")]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
     pub platform: Option<Platform>,
 
     /// Configuration file (YAML). Without it, an embedded default probes well-known public registries.
     #[arg(long = "config.file", value_name = "PATH")]
     pub config_file: Option<PathBuf>,
 
-    /// Output format of --check.
+    /// With --check: the output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Address the agent's HTTP server (metrics, health, reload) listens on.
+    /// Agent: the address its HTTP server (metrics, health, reload) listens on.
     #[arg(
         long = "web.listen-address",
         value_name = "ADDR",
@@ -53,13 +54,13 @@ pub struct Cli {
     )]
     pub web_listen_address: SocketAddr,
 
-    /// How often the agent checks the config file, and the files it references, for changes
+    /// Agent: how often it checks the config file, and the files it references, for changes
     /// (by content, so a ConfigMap symlink swap is seen). 0s disables the check.
     #[arg(
         long = "config.watch-interval",
         value_name = "DURATION",
         default_value = "5s",
-        value_parser = humantime::parse_duration
+        value_parser = parse_watch_interval
     )]
     pub config_watch_interval: Duration,
 
@@ -72,7 +73,7 @@ pub struct Cli {
     )]
     pub probe_concurrency: usize,
 
-    /// Prometheus exporter-toolkit web configuration (TLS, basic auth) for the HTTP server.
+    /// Agent: Prometheus exporter-toolkit web configuration (TLS, basic auth) for its HTTP server.
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 
@@ -84,10 +85,95 @@ pub struct Cli {
     #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// With --check: images to probe instead of the configured targets. A configured target on
-    /// the same registry host lends its tls, docker_config and plain_http settings.
-    #[arg(value_name = "IMAGE", requires = "check")]
+    /// With --check: what to probe instead of every configured target. The name of a configured
+    /// target, or its image, probes that target. Any other IMAGE is an image reference; a
+    /// configured target on the same registry host lends it its tls, docker_config and
+    /// plain_http settings. A target name that is also an image reference other than that
+    /// target's image (target `secure` with image registry.example.com/secure:1, while
+    /// `secure` alone is docker.io/library/secure:latest) is refused as ambiguous: give the
+    /// target's image, or the other image in full.
+    #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
+}
+
+/// Flags (clap ids and how they are written) that only `--check` reads.
+const CHECK_ONLY: [(&str, &str); 3] = [
+    ("output", "--output"),
+    ("platform", "--platform"),
+    ("images", "IMAGE arguments"),
+];
+
+/// Flags that only the agent (no `--check`) reads.
+const AGENT_ONLY: [(&str, &str); 3] = [
+    ("web_listen_address", "--web.listen-address"),
+    ("web_config_file", "--web.config.file"),
+    ("config_watch_interval", "--config.watch-interval"),
+];
+
+impl Cli {
+    /// Parses the process's arguments; on a usage error prints it and exits with status 2.
+    pub fn parse_args() -> Self {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the first is the program name) and checks that every flag given applies
+    /// to the mode chosen (`--check` or the agent).
+    ///
+    /// # Errors
+    /// A usage error (clap's, exit status 2), naming the flags that do not apply and the mode.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Self::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let cli = Self::from_arg_matches(&matches)?;
+        match mode_conflict(&matches, cli.check) {
+            Some(message) => Err(cmd.error(clap::error::ErrorKind::ArgumentConflict, message)),
+            None => Ok(cli),
+        }
+    }
+}
+
+/// The flags given that the chosen mode does not read, as a usage message.
+fn mode_conflict(matches: &ArgMatches, check: bool) -> Option<String> {
+    let given = |id: &str| {
+        matches
+            .value_source(id)
+            .is_some_and(|s| s != ValueSource::DefaultValue)
+    };
+    let list = if check { AGENT_ONLY } else { CHECK_ONLY };
+    let wrong: Vec<&str> = list
+        .iter()
+        .filter(|(id, _)| given(id))
+        .map(|(_, flag)| *flag)
+        .collect();
+    if wrong.is_empty() {
+        return None;
+    }
+    let flags = wrong.join(", ");
+    let verb = if wrong.len() == 1 && !wrong[0].ends_with('s') {
+        "applies"
+    } else {
+        "apply"
+    };
+    Some(if check {
+        format!(
+            "{flags} {verb} only to the agent (pullprobe without --check); --check probes once, prints the result and serves nothing. Remove {flags}, or drop --check to run the agent"
+        )
+    } else {
+        format!(
+            "{flags} {verb} only to --check; without --check pullprobe runs the agent, which serves its results as metrics. Add --check to probe once and print the result, or remove {flags}"
+        )
+    })
+}
+
+/// A `--config.watch-interval` value: a duration, `0s` to turn the check off.
+fn parse_watch_interval(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s).map_err(|problem| {
+        format!("{problem}; write it like 5s, 1m or 1h30m, or 0s to turn the check off")
+    })
 }
 
 /// A `--platform` value.
