@@ -153,7 +153,7 @@ fn mode_conflict(matches: &ArgMatches, check: bool) -> Option<String> {
         return None;
     }
     let flags = wrong.join(", ");
-    let verb = if wrong.len() == 1 && !wrong[0].ends_with('s') {
+    let verb = if wrong.len() == 1 && !wrong[0].starts_with("IMAGE") {
         "applies"
     } else {
         "apply"
@@ -225,7 +225,7 @@ mod tests {
     #[test]
     fn flags_parse() {
         Cli::command().debug_assert();
-        let c = Cli::try_parse_from([
+        let c = Cli::try_parse_args([
             "pullprobe",
             "--check",
             "--config.file",
@@ -244,15 +244,15 @@ mod tests {
         assert_eq!(c.output, OutputFormat::Json);
         assert_eq!(c.images, ["nginx", "redis:7"]);
         assert!(
-            Cli::try_parse_from(["pullprobe", "nginx"]).is_err(),
+            Cli::try_parse_args(["pullprobe", "nginx"]).is_err(),
             "IMAGE needs --check"
         );
-        assert!(Cli::try_parse_from(["pullprobe", "--check", "--output", "xml"]).is_err());
+        assert!(Cli::try_parse_args(["pullprobe", "--check", "--output", "xml"]).is_err());
     }
 
     #[test]
     fn log_levels_are_a_closed_set() {
-        let level = |l: &str| Cli::try_parse_from(["pullprobe", "--log.level", l]);
+        let level = |l: &str| Cli::try_parse_args(["pullprobe", "--log.level", l]);
         assert_eq!(level("DEBUG").unwrap().log_level, "debug");
         for bad in ["warning", "verbose", "pullprobe=debug", ""] {
             let e = level(bad).unwrap_err().to_string();
@@ -263,21 +263,21 @@ mod tests {
     #[test]
     fn platform_flag() {
         let c =
-            Cli::try_parse_from(["pullprobe", "--check", "--platform", "linux/arm64/v8"]).unwrap();
+            Cli::try_parse_args(["pullprobe", "--check", "--platform", "linux/arm64/v8"]).unwrap();
         assert_eq!(c.platform.unwrap().to_string(), "linux/arm64");
-        assert!(Cli::try_parse_from(["pullprobe", "--check", "--platform", "arm64"]).is_err());
+        assert!(Cli::try_parse_args(["pullprobe", "--check", "--platform", "arm64"]).is_err());
         assert!(
-            Cli::try_parse_from(["pullprobe", "--platform", "linux/amd64"]).is_err(),
+            Cli::try_parse_args(["pullprobe", "--platform", "linux/amd64"]).is_err(),
             "--platform needs --check"
         );
     }
 
     #[test]
     fn agent_flags() {
-        let c = Cli::try_parse_from(["pullprobe"]).unwrap();
+        let c = Cli::try_parse_args(["pullprobe"]).unwrap();
         assert_eq!(c.config_watch_interval, Duration::from_secs(5));
         assert_eq!(c.probe_concurrency, 16);
-        let c = Cli::try_parse_from([
+        let c = Cli::try_parse_args([
             "pullprobe",
             "--config.watch-interval",
             "0s",
@@ -287,7 +287,74 @@ mod tests {
         .unwrap();
         assert!(c.config_watch_interval.is_zero());
         assert_eq!(c.probe_concurrency, 4);
-        assert!(Cli::try_parse_from(["pullprobe", "--probe.concurrency", "0"]).is_err());
-        assert!(Cli::try_parse_from(["pullprobe", "--config.watch-interval", "soon"]).is_err());
+        assert!(Cli::try_parse_args(["pullprobe", "--probe.concurrency", "0"]).is_err());
+        assert!(Cli::try_parse_args(["pullprobe", "--config.watch-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn flags_of_the_other_mode_are_usage_errors_naming_the_mode() {
+        let err = |args: &[&str]| {
+            let e = Cli::try_parse_args(std::iter::once("pullprobe").chain(args.iter().copied()))
+                .unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            e.to_string()
+        };
+        assert!(err(&["--output", "json"]).starts_with(
+            "error: --output applies only to --check; without --check pullprobe runs the agent"
+        ));
+        assert!(
+            err(&["--output", "text", "--platform", "linux/amd64", "nginx"])
+                .starts_with("error: --output, --platform, IMAGE arguments apply only to --check;")
+        );
+        for flag in [
+            ["--web.listen-address", "127.0.0.1:1"],
+            ["--web.config.file", "/w.yaml"],
+            ["--config.watch-interval", "5s"],
+        ] {
+            let e = err(&["--check", flag[0], flag[1]]);
+            assert!(
+                e.starts_with(&format!(
+                    "error: {} applies only to the agent (pullprobe without --check); --check probes once",
+                    flag[0]
+                )),
+                "{e}"
+            );
+        }
+        // Flags both modes read, and defaults, are fine either way.
+        for args in [
+            vec![
+                "pullprobe",
+                "--probe.concurrency",
+                "4",
+                "--log.level",
+                "debug",
+            ],
+            vec![
+                "pullprobe",
+                "--check",
+                "--probe.concurrency",
+                "4",
+                "--config.file",
+                "c.yaml",
+            ],
+        ] {
+            Cli::try_parse_args(args).unwrap();
+        }
+    }
+
+    #[test]
+    fn watch_interval_says_what_a_duration_looks_like() {
+        let e = Cli::try_parse_args(["pullprobe", "--config.watch-interval", "bogus"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`bogus` is not a duration (a number with a unit: s, m or h); write it like 5s, 1m or 1h30m, or 0s to turn the check off"),
+            "{e}"
+        );
+        assert!(!e.contains("expected number"), "{e}");
+        let e = Cli::try_parse_args(["pullprobe", "--config.watch-interval=-5s"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`-5s` is negative"), "{e}");
     }
 }

@@ -271,8 +271,10 @@ impl ConfigError {
 pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
 /// The most YAML values (keys, values and list items) a config may have.
 pub const MAX_CONFIG_VALUES: usize = 250_000;
-/// How deep a config may nest lists and mappings (pullprobe's own keys go 4 deep).
-pub const MAX_CONFIG_DEPTH: usize = 64;
+/// How deep a config may nest lists and mappings (pullprobe's own keys go 4 deep). The tree
+/// is read recursively, so this also bounds the stack a hostile file can take (a level costs
+/// tens of KiB in a debug build; a tokio worker has 2 MiB).
+pub const MAX_CONFIG_DEPTH: usize = 16;
 
 /// A section of the file: the keys valid in it.
 struct Section {
@@ -1823,7 +1825,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, (String, St
             |l| format!("the certificate block at line {l}"),
         );
         match x509_parser::parse_x509_certificate(der) {
-            Ok((rest, _)) if rest.is_empty() => {}
+            Ok(([], _)) => {}
             Ok(_) => {
                 return Err((
                     format!(
@@ -2216,5 +2218,485 @@ mod tests {
         assert_eq!(t[2].name, "nginx (2)");
         let err = c.targets_for_images(&["Bad Ref".into()]).unwrap_err();
         assert_eq!(err.issues[0].arg, "Bad Ref");
+    }
+
+    /// Every fix is self-contained: none points at a file a node does not have.
+    #[track_caller]
+    fn assert_self_contained(err: &ConfigError) {
+        for i in &err.issues {
+            assert!(
+                !i.fix.contains("README") && !i.fix.contains("examples/"),
+                "{err}"
+            );
+            assert!(!i.fix.is_empty(), "{err}");
+        }
+    }
+
+    #[test]
+    fn three_typos_are_all_reported_with_line_key_suggestion_and_fix() {
+        let err =
+            load("targets:\n  - imge: nginx\n    plain_htp: true\ntimeot: 10s\n").unwrap_err();
+        let text = err.to_string();
+        assert_eq!(
+            text,
+            "invalid configuration in test.yaml (3 problems):\n\
+             \x20 line 2: targets[0].imge: unknown key; did you mean `image`?\n\
+             \x20   fix: rename `imge` to `image` (the keys of a target are name, image, docker_config, plain_http, tls, check_platform)\n\
+             \x20 line 3: targets[0].plain_htp: unknown key; did you mean `plain_http`?\n\
+             \x20   fix: rename `plain_htp` to `plain_http` (the keys of a target are name, image, docker_config, plain_http, tls, check_platform)\n\
+             \x20 line 4: timeot: unknown key; did you mean `timeout`?\n\
+             \x20   fix: rename `timeot` to `timeout` (the keys of the top level are interval, timeout, dns, docker_config, targets, node)"
+        );
+        assert_self_contained(&err);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_at_every_level_with_the_keys_valid_there() {
+        let cases = [
+            (
+                "dns:\n  resolvconf: /x\n",
+                "dns.resolvconf",
+                "did you mean `resolv_conf`?",
+            ),
+            (
+                "node:\n  runtim: crio\n",
+                "node.runtim",
+                "did you mean `runtime`?",
+            ),
+            (
+                "node:\n  kubelt: {}\n",
+                "node.kubelt",
+                "did you mean `kubelet`?",
+            ),
+            (
+                "node:\n  containerd:\n    config-path: /x\n",
+                "node.containerd.config-path",
+                "did you mean `config_path`?",
+            ),
+            (
+                "node:\n  crio:\n    registries_conf_dir: /x\n",
+                "node.crio.registries_conf_dir",
+                "did you mean `registries_conf_d`?",
+            ),
+            (
+                "node:\n  kubelet:\n    credential_provider_bindir: /x\n",
+                "node.kubelet.credential_provider_bindir",
+                "did you mean `credential_provider_bin_dir`?",
+            ),
+            (
+                "targets:\n  - image: a\n    tls: {insecure: true}\n",
+                "targets[0].tls.insecure",
+                "unknown key",
+            ),
+            (
+                "plain_http: true\n",
+                "plain_http",
+                "`plain_http` belongs under `targets[]`",
+            ),
+            (
+                "targets:\n  - image: a\n    timeout: 5s\n",
+                "targets[0].timeout",
+                "`timeout` belongs at the top level",
+            ),
+            ("color: blue\n", "color", "unknown key"),
+        ];
+        for (yaml, key, problem) in cases {
+            let yaml = format!("{yaml}targets: [{{image: nginx}}]\n");
+            let yaml = yaml.replacen(
+                "targets: [{image: nginx}]\n",
+                "",
+                usize::from(yaml.starts_with("targets")),
+            );
+            let err = load(&yaml).unwrap_err();
+            let issue = err
+                .issues
+                .iter()
+                .find(|i| i.key_path() == key)
+                .unwrap_or_else(|| panic!("{key}: {err}"));
+            assert!(
+                issue.problem.starts_with(problem) || issue.problem.contains(problem),
+                "{err}"
+            );
+            assert!(issue.line().is_some(), "{err}");
+            assert_self_contained(&err);
+        }
+        let err = load("node:\n  runtime: cri-o\ntargets: [{image: nginx}]\n").unwrap_err();
+        assert!(
+            err.issues[0].problem.ends_with("did you mean `crio`?"),
+            "{err}"
+        );
+        assert_eq!(err.issues[0].key, "line 2: node.runtime");
+    }
+
+    #[test]
+    fn wrong_shapes_and_duplicates_are_reported_with_their_lines() {
+        let err = load(concat!(
+            "timeout: [10s]\n",
+            "dns: [a]\n",
+            "targets:\n",
+            "  - image: ghcr.io/a/b\n",
+            "    plain_http: 1\n",
+            "    image: ghcr.io/c/d\n",
+            "  - ~\n",
+            "  - name: x\n",
+            "interval: 5m\n",
+            "interval: 6m\n",
+        ))
+        .unwrap_err();
+        let got: Vec<(String, String)> = err
+            .issues
+            .iter()
+            .map(|i| (i.key.clone(), i.problem.clone()))
+            .collect();
+        let want = [
+            ("line 1: timeout", "must be a single value, not a list"),
+            (
+                "line 2: dns",
+                "must be a mapping of keys (hosts_file, resolv_conf, nameservers), not a list",
+            ),
+            (
+                "line 5: targets[0].plain_http",
+                "must be true or false, not the value `1`",
+            ),
+            (
+                "line 6: targets[0].image",
+                "is given twice (first at line 4)",
+            ),
+            ("line 7: targets[1]", "is empty"),
+            ("line 8: targets[2]", "has no image"),
+            ("line 10: interval", "is given twice (first at line 9)"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, p)| ((*k).to_owned(), (*p).to_owned()))
+            .collect();
+        assert_eq!(got, want, "{err}");
+        assert_self_contained(&err);
+
+        let err = load("- image: nginx\n").unwrap_err();
+        assert_eq!(err.issues[0].key, "line 1: (file)");
+        assert!(
+            err.issues[0]
+                .problem
+                .starts_with("must be a mapping of keys (interval, timeout"),
+            "{err}"
+        );
+        let err = load("targets: nginx\n").unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(
+            err.issues[0].problem,
+            "must be a list, not the value `nginx`"
+        );
+        // YAML 1.1 booleans are read as serde-saphyr reads them; quoted too.
+        let c = load("targets:\n  - image: a/b\n    plain_http: yes\n  - image: c/d\n    plain_http: 'off'\n").unwrap();
+        assert!(c.targets[0].plain_http);
+        assert!(!c.targets[1].plain_http);
+    }
+
+    #[test]
+    fn durations_say_what_a_duration_looks_like() {
+        for (value, problem) in [
+            (
+                "-5m",
+                "`-5m` is negative; a duration is a positive number with a unit",
+            ),
+            (
+                "yes",
+                "`yes` is not a duration (a number with a unit: s, m or h)",
+            ),
+            ("10", "`10` has no unit (s, m or h)"),
+            ("\"\"", "is empty"),
+            ("0s", "must be greater than zero"),
+        ] {
+            let err =
+                load(&format!("interval: {value}\ntargets: [{{image: nginx}}]\n")).unwrap_err();
+            assert_eq!(err.issues[0].key, "line 1: interval");
+            assert_eq!(err.issues[0].problem, problem);
+            assert!(
+                err.issues[0].fix.contains("10s") || err.issues[0].fix.contains("15m"),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("expected number"), "{err}");
+        }
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration(" 500ms "), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn yaml_limits_are_stated_in_plain_words() {
+        // 250001 values: the node-count limit, said as such.
+        let mut yaml = String::from("targets:\n");
+        for _ in 0..125_001 {
+            yaml.push_str("- {image: a}\n");
+        }
+        let err = load(&yaml).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("has more than 250000 values (keys, values and list items); pullprobe reads at most 250000"), "{text}");
+        assert!(
+            !text.contains("budget") && !text.contains("Nodes"),
+            "{text}"
+        );
+        // Nesting.
+        let deep = format!(
+            "targets: {}{}\n",
+            "[".repeat(MAX_CONFIG_DEPTH + 4),
+            "]".repeat(MAX_CONFIG_DEPTH + 4)
+        );
+        let err = load(&deep).unwrap_err();
+        assert!(
+            err.issues[0]
+                .problem
+                .starts_with("nests lists and mappings more than 16 levels deep"),
+            "{err}"
+        );
+        // A second document.
+        let err = load("targets: [{image: a}]\n---\ntargets: [{image: b}]\n").unwrap_err();
+        assert!(
+            err.issues[0]
+                .problem
+                .starts_with("has more than one YAML document"),
+            "{err}"
+        );
+        assert_eq!(err.issues[0].line(), Some(3), "{err}");
+        // Syntax: the parser's sentence, without its snippet or `<input>`.
+        let err = load("targets:\n  - image: [a\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("is not valid YAML: "), "{text}");
+        assert!(!text.contains("<input>") && !text.contains("-->"), "{text}");
+        assert_self_contained(&err);
+        // The file itself: checked before it is read.
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_CONFIG_BYTES + (1 << 20)).unwrap();
+        let err = Config::load(&big).unwrap_err();
+        assert_eq!(
+            err.issues[0].problem,
+            "is 17 MiB; pullprobe reads config files of at most 16 MiB"
+        );
+        let err = Config::load(&dir.path().join("missing.yaml")).unwrap_err();
+        assert_eq!(err.issues[0].problem, "cannot read the file: no such file");
+        std::fs::write(
+            dir.path().join("latin1.yaml"),
+            b"targets: [{image: caf\xe9}]\n",
+        )
+        .unwrap();
+        let err = Config::load(&dir.path().join("latin1.yaml")).unwrap_err();
+        assert_eq!(err.issues[0].problem, "is not UTF-8 text");
+    }
+
+    #[test]
+    fn target_names_must_be_printable() {
+        for name in [
+            "\"a\\nb\"",
+            "\"tab\\there\"",
+            "\"esc\\e[31m\"",
+            "\"rtl\\u202eevil\"",
+            "\"zero\\u200bwidth\"",
+        ] {
+            let err = load(&format!("targets:\n  - name: {name}\n    image: nginx\n")).unwrap_err();
+            assert_eq!(err.issues[0].key, "line 2: targets[0].name", "{name}");
+            assert!(
+                err.issues[0]
+                    .problem
+                    .contains("control or invisible character"),
+                "{err}"
+            );
+            assert!(
+                !err.to_string().contains('\u{1b}'),
+                "the message itself escapes it"
+            );
+        }
+        let c = load("targets:\n  - name: café registry (eu)\n    image: nginx\n").unwrap();
+        assert_eq!(c.targets[0].name, "café registry (eu)");
+    }
+
+    /// A CA file for `ca_file`, and the issue it gives (or none).
+    fn ca_issue(contents: &[u8]) -> Option<ConfigIssue> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), contents).unwrap();
+        let yaml =
+            "targets:\n  - image: registry.example.com/app\n    tls:\n      ca_file: ca.pem\n";
+        match Config::from_yaml("t.yaml", yaml, dir.path()) {
+            Ok(c) => {
+                assert!(!c.targets[0].tls.extra_roots.is_empty());
+                None
+            }
+            Err(e) => {
+                assert_eq!(e.issues.len(), 1, "{e}");
+                let mut issue = e.issues[0].clone();
+                assert_eq!(issue.key, "line 4: targets[0].tls.ca_file");
+                let shown = dir.path().join("ca.pem").display().to_string();
+                assert!(issue.problem.contains(&shown), "names the file: {e}");
+                issue.problem = issue.problem.replace(&shown, "CA");
+                issue.fix = issue.fix.replace(&shown, "CA");
+                Some(issue)
+            }
+        }
+    }
+
+    #[test]
+    fn ca_files_are_fully_parsed_at_load() {
+        let cert = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        assert_eq!(ca_issue(cert.cert.pem().as_bytes()), None);
+
+        let bad_char =
+            ca_issue(b"-----BEGIN CERTIFICATE-----\nMIIB!!!\n-----END CERTIFICATE-----\n").unwrap();
+        assert_eq!(
+            bad_char.problem,
+            "CA is not a valid PEM file: line 2 of a certificate block has characters that are not base64"
+        );
+        assert!(!bad_char.problem.contains("InvalidCharacter"));
+
+        // Valid base64, not a certificate: a config error now, not a later tls_untrusted.
+        let not_cert =
+            ca_issue(b"-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n")
+                .unwrap();
+        assert_eq!(
+            not_cert.problem,
+            "CA: the certificate block at line 1 is not an X.509 certificate (its base64 text decodes, but not to a certificate)"
+        );
+
+        let der = ca_issue(cert.cert.der()).unwrap();
+        assert_eq!(
+            der.problem,
+            "CA is a binary (DER) certificate; ca_file is read as PEM text, as containerd reads its ca files"
+        );
+        assert_eq!(
+            der.fix,
+            "convert it to PEM with `openssl x509 -inform der -in CA -out CA.pem` and set ca_file to CA.pem"
+        );
+
+        let key_only = ca_issue(cert.signing_key.serialize_pem().as_bytes()).unwrap();
+        assert_eq!(
+            key_only.problem,
+            "CA contains no certificate, only PRIVATE KEY block(s)"
+        );
+        let empty = ca_issue(b"").unwrap();
+        assert_eq!(
+            empty.problem,
+            "CA contains no PEM certificate (no -----BEGIN CERTIFICATE----- line)"
+        );
+        assert!(
+            empty
+                .fix
+                .contains("openssl x509 -inform der -in CA -out CA.pem"),
+            "{}",
+            empty.fix
+        );
+
+        let pem = cert.cert.pem();
+        let truncated = ca_issue(&pem.as_bytes()[..pem.len() - 30]).unwrap();
+        assert_eq!(
+            truncated.problem,
+            "CA is not a valid PEM file: the block that starts at line 1 has no -----END line"
+        );
+        let mut trailing = cert.cert.der().to_vec();
+        trailing.extend_from_slice(b"junk");
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &trailing);
+        let trailing = ca_issue(
+            format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            trailing.problem,
+            "CA: the certificate block at line 1 has extra data after the certificate (Go's x509.ParseCertificate refuses it)"
+        );
+    }
+
+    #[test]
+    fn check_arguments_name_targets_or_images_and_refuse_ambiguity() {
+        let c = load(concat!(
+            "targets:\n",
+            "  - name: secure\n    image: registry.example.com/secure:1\n    plain_http: true\n",
+            "  - name: Hub Probe\n    image: docker.io/ratelimitpreview/test:latest\n",
+            "  - image: nginx:1.27\n",
+        ))
+        .unwrap();
+        // A name that is not an image reference: that target, with its own settings.
+        let t = c.targets_for_images(&["Hub Probe".into()]).unwrap();
+        assert_eq!(t[0].name, "Hub Probe");
+        // A target whose name is its image (no `name:`): that target.
+        let t = c.targets_for_images(&["nginx:1.27".into()]).unwrap();
+        assert_eq!(t[0].name, "nginx:1.27");
+        // A target's image, written in any form that normalises to it: that target.
+        let t = c
+            .targets_for_images(&["registry.example.com/secure:1".into()])
+            .unwrap();
+        assert_eq!(t[0].name, "secure");
+        assert!(t[0].plain_http);
+        // Another image on that host lends the settings; Docker Hub images lend nothing here.
+        let t = c
+            .targets_for_images(&["registry.example.com/other".into(), "redis".into()])
+            .unwrap();
+        assert_eq!(t[0].name, "registry.example.com/other");
+        assert!(t[0].plain_http);
+        assert!(!t[1].plain_http);
+        // `secure` is the target and also docker.io/library/secure:latest: refused, both spelled out.
+        let err = c.targets_for_images(&["secure".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid image argument `secure`: it is both the name of the configured target `secure` (image registry.example.com/secure:1) and the image docker.io/library/secure:latest\n  \
+             fix: say which: for the target, give its image, `pullprobe --check registry.example.com/secure:1`; for the other image, write it in full, `pullprobe --check docker.io/library/secure:latest`"
+        );
+        // Neither a target nor an image: a near target name is suggested.
+        let err = c
+            .targets_for_images(&["Hub Prbe".into(), "Bad Ref".into()])
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("invalid image argument `Hub Prbe`: it is not the name of a configured target, and not an image reference: "), "{text}");
+        assert!(
+            text.contains("did you mean the configured target `Hub Probe`?"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ninvalid image argument `Bad Ref`: "),
+            "{text}"
+        );
+        assert!(
+            !text.contains("configuration in the command line"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_key_of_the_readme_example_is_in_the_schema() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("## Configuration\n\n```yaml\n").unwrap()
+            + "## Configuration\n\n```yaml\n".len();
+        let yaml = &readme[start..start + readme[start..].find("```").unwrap()];
+        assert!(yaml.contains("credential_provider_bin_dir"), "{yaml}");
+        let mut walk = Walk::default();
+        let root = parse_tree(yaml).unwrap();
+        let raw = walk.config(root.as_ref());
+        assert!(walk.issues.is_empty(), "{:?}", walk.issues);
+        assert_eq!(raw.targets.len(), 1);
+        assert!(
+            raw.node
+                .is_some_and(|n| n.crio.is_some() && n.kubelet.is_some() && n.containerd.is_some())
+        );
+        // And every key of the schema appears in the example.
+        for section in SECTIONS {
+            for key in section.keys {
+                assert!(
+                    yaml.contains(&format!("{key}:")),
+                    "{key} is not in the README example"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn did_you_mean_is_for_typos_only() {
+        assert_eq!(did_you_mean("timeot", TOP.keys), Some("timeout"));
+        assert_eq!(did_you_mean("Timeout", TOP.keys), Some("timeout"));
+        assert_eq!(
+            did_you_mean("docker-config", TOP.keys),
+            Some("docker_config")
+        );
+        assert_eq!(did_you_mean("targetz", TOP.keys), Some("targets"));
+        assert_eq!(did_you_mean("colour", TOP.keys), None);
+        assert_eq!(did_you_mean("dn", TOP.keys), Some("dns"));
+        assert_eq!(did_you_mean("x", TOP.keys), None);
     }
 }

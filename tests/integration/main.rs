@@ -18,6 +18,7 @@ mod engine;
 mod fakes;
 mod go_resolver;
 mod hostile;
+mod messages_config;
 mod mirrors;
 mod node_credentials;
 mod proxy;
