@@ -1,10 +1,13 @@
 //! The configuration file: a strict YAML model, validated and resolved at load time.
 //!
-//! Loading happens in three steps, as blackbox_exporter does it: decode (unknown keys are
-//! rejected), validate every rule and collect *all* problems, then resolve into [`Config`] with
-//! files read (CA bundles, docker config files) so that a probe never meets a bad setting.
-//! Every error names the file, the key and how to fix it. Relative paths are relative to the
-//! directory of the config file, as in Prometheus.
+//! Loading happens in three steps, as blackbox_exporter does it: read the YAML into a tree
+//! that keeps each node's line, walk it against the schema (unknown keys are rejected, with
+//! the nearest valid key; wrong shapes and repeated keys too), then validate every value and
+//! resolve into [`Config`] with files read and parsed (CA bundles certificate by certificate,
+//! docker config files) so that a probe never meets a bad setting. The walk replaces serde's
+//! `deny_unknown_fields`, which stops at the first unknown key: every problem is collected, and
+//! each names its line, its key, what is wrong and a fix that needs no other file. Relative
+//! paths are relative to the directory of the config file, as in Prometheus.
 
 use std::collections::HashSet;
 use std::fmt;
