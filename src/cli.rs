@@ -4,7 +4,8 @@ use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use clap::{Parser, ValueEnum};
+use clap::parser::ValueSource;
+use clap::{ArgMatches, CommandFactory, FromArgMatches, Parser, ValueEnum};
 
 use crate::platform::Platform;
 
@@ -23,7 +24,7 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(
     name = "pullprobe",
     version,
-    after_help = "Exit status of --check: 0 all targets ok, 1 at least one target failed, 2 usage or configuration error."
+    after_help = "Modes: with --check, probe once and print the result (--output, --platform, IMAGE apply); without it, run the agent (--web.listen-address, --web.config.file, --config.watch-interval apply). A flag of the other mode is a usage error.\n\nExit status of --check: 0 all targets ok, 1 at least one target failed, 2 usage or configuration error."
 )]
 pub struct Cli {
     /// Probe every target once, explain the result and exit. Besides resolving the tag, it
@@ -34,18 +35,18 @@ pub struct Cli {
 
     /// With --check: the platform image indexes must offer, as os/arch[/variant] (for example
     /// linux/arm64). Default: this machine's.
-    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform, requires = "check")]
+    #[arg(long, value_name = "OS/ARCH[/VARIANT]", value_parser = parse_platform)]
     pub platform: Option<Platform>,
 
     /// Configuration file (YAML). Without it, an embedded default probes well-known public registries.
     #[arg(long = "config.file", value_name = "PATH")]
     pub config_file: Option<PathBuf>,
 
-    /// Output format of --check.
+    /// With --check: the output format.
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Address the agent's HTTP server (metrics, health, reload) listens on.
+    /// Agent: the address its HTTP server (metrics, health, reload) listens on.
     #[arg(
         long = "web.listen-address",
         value_name = "ADDR",
@@ -53,13 +54,13 @@ pub struct Cli {
     )]
     pub web_listen_address: SocketAddr,
 
-    /// How often the agent checks the config file, and the files it references, for changes
+    /// Agent: how often it checks the config file, and the files it references, for changes
     /// (by content, so a ConfigMap symlink swap is seen). 0s disables the check.
     #[arg(
         long = "config.watch-interval",
         value_name = "DURATION",
         default_value = "5s",
-        value_parser = humantime::parse_duration
+        value_parser = parse_watch_interval
     )]
     pub config_watch_interval: Duration,
 
@@ -72,7 +73,7 @@ pub struct Cli {
     )]
     pub probe_concurrency: usize,
 
-    /// Prometheus exporter-toolkit web configuration (TLS, basic auth) for the HTTP server.
+    /// Agent: Prometheus exporter-toolkit web configuration (TLS, basic auth) for its HTTP server.
     #[arg(long = "web.config.file", value_name = "PATH")]
     pub web_config_file: Option<PathBuf>,
 
@@ -84,10 +85,95 @@ pub struct Cli {
     #[arg(long = "log.format", value_enum, default_value_t = LogFormat::Text)]
     pub log_format: LogFormat,
 
-    /// With --check: images to probe instead of the configured targets. A configured target on
-    /// the same registry host lends its tls, docker_config and plain_http settings.
-    #[arg(value_name = "IMAGE", requires = "check")]
+    /// With --check: what to probe instead of every configured target. The name of a configured
+    /// target, or its image, probes that target. Any other IMAGE is an image reference; a
+    /// configured target on the same registry host lends it its tls, docker_config and
+    /// plain_http settings. A target name that is also an image reference other than that
+    /// target's image (target `secure` with image registry.example.com/secure:1, while
+    /// `secure` alone is docker.io/library/secure:latest) is refused as ambiguous: give the
+    /// target's image, or the other image in full.
+    #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,
+}
+
+/// Flags (clap ids and how they are written) that only `--check` reads.
+const CHECK_ONLY: [(&str, &str); 3] = [
+    ("output", "--output"),
+    ("platform", "--platform"),
+    ("images", "IMAGE arguments"),
+];
+
+/// Flags that only the agent (no `--check`) reads.
+const AGENT_ONLY: [(&str, &str); 3] = [
+    ("web_listen_address", "--web.listen-address"),
+    ("web_config_file", "--web.config.file"),
+    ("config_watch_interval", "--config.watch-interval"),
+];
+
+impl Cli {
+    /// Parses the process's arguments; on a usage error prints it and exits with status 2.
+    pub fn parse_args() -> Self {
+        Self::try_parse_args(std::env::args_os()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Parses `args` (the first is the program name) and checks that every flag given applies
+    /// to the mode chosen (`--check` or the agent).
+    ///
+    /// # Errors
+    /// A usage error (clap's, exit status 2), naming the flags that do not apply and the mode.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Self, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        let mut cmd = Self::command();
+        let matches = cmd.try_get_matches_from_mut(args)?;
+        let cli = Self::from_arg_matches(&matches)?;
+        match mode_conflict(&matches, cli.check) {
+            Some(message) => Err(cmd.error(clap::error::ErrorKind::ArgumentConflict, message)),
+            None => Ok(cli),
+        }
+    }
+}
+
+/// The flags given that the chosen mode does not read, as a usage message.
+fn mode_conflict(matches: &ArgMatches, check: bool) -> Option<String> {
+    let given = |id: &str| {
+        matches
+            .value_source(id)
+            .is_some_and(|s| s != ValueSource::DefaultValue)
+    };
+    let list = if check { AGENT_ONLY } else { CHECK_ONLY };
+    let wrong: Vec<&str> = list
+        .iter()
+        .filter(|(id, _)| given(id))
+        .map(|(_, flag)| *flag)
+        .collect();
+    if wrong.is_empty() {
+        return None;
+    }
+    let flags = wrong.join(", ");
+    let verb = if wrong.len() == 1 && !wrong[0].starts_with("IMAGE") {
+        "applies"
+    } else {
+        "apply"
+    };
+    Some(if check {
+        format!(
+            "{flags} {verb} only to the agent (pullprobe without --check); --check probes once, prints the result and serves nothing. Remove {flags}, or drop --check to run the agent"
+        )
+    } else {
+        format!(
+            "{flags} {verb} only to --check; without --check pullprobe runs the agent, which serves its results as metrics. Add --check to probe once and print the result, or remove {flags}"
+        )
+    })
+}
+
+/// A `--config.watch-interval` value: a duration, `0s` to turn the check off.
+fn parse_watch_interval(s: &str) -> Result<Duration, String> {
+    crate::config::parse_duration(s).map_err(|problem| {
+        format!("{problem}; write it like 5s, 1m or 1h30m, or 0s to turn the check off")
+    })
 }
 
 /// A `--platform` value.
@@ -139,7 +225,7 @@ mod tests {
     #[test]
     fn flags_parse() {
         Cli::command().debug_assert();
-        let c = Cli::try_parse_from([
+        let c = Cli::try_parse_args([
             "pullprobe",
             "--check",
             "--config.file",
@@ -158,15 +244,15 @@ mod tests {
         assert_eq!(c.output, OutputFormat::Json);
         assert_eq!(c.images, ["nginx", "redis:7"]);
         assert!(
-            Cli::try_parse_from(["pullprobe", "nginx"]).is_err(),
+            Cli::try_parse_args(["pullprobe", "nginx"]).is_err(),
             "IMAGE needs --check"
         );
-        assert!(Cli::try_parse_from(["pullprobe", "--check", "--output", "xml"]).is_err());
+        assert!(Cli::try_parse_args(["pullprobe", "--check", "--output", "xml"]).is_err());
     }
 
     #[test]
     fn log_levels_are_a_closed_set() {
-        let level = |l: &str| Cli::try_parse_from(["pullprobe", "--log.level", l]);
+        let level = |l: &str| Cli::try_parse_args(["pullprobe", "--log.level", l]);
         assert_eq!(level("DEBUG").unwrap().log_level, "debug");
         for bad in ["warning", "verbose", "pullprobe=debug", ""] {
             let e = level(bad).unwrap_err().to_string();
@@ -177,21 +263,21 @@ mod tests {
     #[test]
     fn platform_flag() {
         let c =
-            Cli::try_parse_from(["pullprobe", "--check", "--platform", "linux/arm64/v8"]).unwrap();
+            Cli::try_parse_args(["pullprobe", "--check", "--platform", "linux/arm64/v8"]).unwrap();
         assert_eq!(c.platform.unwrap().to_string(), "linux/arm64");
-        assert!(Cli::try_parse_from(["pullprobe", "--check", "--platform", "arm64"]).is_err());
+        assert!(Cli::try_parse_args(["pullprobe", "--check", "--platform", "arm64"]).is_err());
         assert!(
-            Cli::try_parse_from(["pullprobe", "--platform", "linux/amd64"]).is_err(),
+            Cli::try_parse_args(["pullprobe", "--platform", "linux/amd64"]).is_err(),
             "--platform needs --check"
         );
     }
 
     #[test]
     fn agent_flags() {
-        let c = Cli::try_parse_from(["pullprobe"]).unwrap();
+        let c = Cli::try_parse_args(["pullprobe"]).unwrap();
         assert_eq!(c.config_watch_interval, Duration::from_secs(5));
         assert_eq!(c.probe_concurrency, 16);
-        let c = Cli::try_parse_from([
+        let c = Cli::try_parse_args([
             "pullprobe",
             "--config.watch-interval",
             "0s",
@@ -201,7 +287,74 @@ mod tests {
         .unwrap();
         assert!(c.config_watch_interval.is_zero());
         assert_eq!(c.probe_concurrency, 4);
-        assert!(Cli::try_parse_from(["pullprobe", "--probe.concurrency", "0"]).is_err());
-        assert!(Cli::try_parse_from(["pullprobe", "--config.watch-interval", "soon"]).is_err());
+        assert!(Cli::try_parse_args(["pullprobe", "--probe.concurrency", "0"]).is_err());
+        assert!(Cli::try_parse_args(["pullprobe", "--config.watch-interval", "soon"]).is_err());
+    }
+
+    #[test]
+    fn flags_of_the_other_mode_are_usage_errors_naming_the_mode() {
+        let err = |args: &[&str]| {
+            let e = Cli::try_parse_args(std::iter::once("pullprobe").chain(args.iter().copied()))
+                .unwrap_err();
+            assert_eq!(e.exit_code(), 2, "{args:?}");
+            e.to_string()
+        };
+        assert!(err(&["--output", "json"]).starts_with(
+            "error: --output applies only to --check; without --check pullprobe runs the agent"
+        ));
+        assert!(
+            err(&["--output", "text", "--platform", "linux/amd64", "nginx"])
+                .starts_with("error: --output, --platform, IMAGE arguments apply only to --check;")
+        );
+        for flag in [
+            ["--web.listen-address", "127.0.0.1:1"],
+            ["--web.config.file", "/w.yaml"],
+            ["--config.watch-interval", "5s"],
+        ] {
+            let e = err(&["--check", flag[0], flag[1]]);
+            assert!(
+                e.starts_with(&format!(
+                    "error: {} applies only to the agent (pullprobe without --check); --check probes once",
+                    flag[0]
+                )),
+                "{e}"
+            );
+        }
+        // Flags both modes read, and defaults, are fine either way.
+        for args in [
+            vec![
+                "pullprobe",
+                "--probe.concurrency",
+                "4",
+                "--log.level",
+                "debug",
+            ],
+            vec![
+                "pullprobe",
+                "--check",
+                "--probe.concurrency",
+                "4",
+                "--config.file",
+                "c.yaml",
+            ],
+        ] {
+            Cli::try_parse_args(args).unwrap();
+        }
+    }
+
+    #[test]
+    fn watch_interval_says_what_a_duration_looks_like() {
+        let e = Cli::try_parse_args(["pullprobe", "--config.watch-interval", "bogus"])
+            .unwrap_err()
+            .to_string();
+        assert!(
+            e.contains("`bogus` is not a duration (a number with a unit: s, m or h); write it like 5s, 1m or 1h30m, or 0s to turn the check off"),
+            "{e}"
+        );
+        assert!(!e.contains("expected number"), "{e}");
+        let e = Cli::try_parse_args(["pullprobe", "--config.watch-interval=-5s"])
+            .unwrap_err()
+            .to_string();
+        assert!(e.contains("`-5s` is negative"), "{e}");
     }
 }

@@ -1,10 +1,13 @@
 //! The configuration file: a strict YAML model, validated and resolved at load time.
 //!
-//! Loading happens in three steps, as blackbox_exporter does it: decode (unknown keys are
-//! rejected), validate every rule and collect *all* problems, then resolve into [`Config`] with
-//! files read (CA bundles, docker config files) so that a probe never meets a bad setting.
-//! Every error names the file, the key and how to fix it. Relative paths are relative to the
-//! directory of the config file, as in Prometheus.
+//! Loading happens in three steps, as blackbox_exporter does it: read the YAML into a tree
+//! that keeps each node's line, walk it against the schema (unknown keys are rejected, with
+//! the nearest valid key; wrong shapes and repeated keys too), then validate every value and
+//! resolve into [`Config`] with files read and parsed (CA bundles certificate by certificate,
+//! docker config files) so that a probe never meets a bad setting. The walk replaces serde's
+//! `deny_unknown_fields`, which stops at the first unknown key: every problem is collected, and
+//! each names its line, its key, what is wrong and a fix that needs no other file. Relative
+//! paths are relative to the directory of the config file, as in Prometheus.
 
 use std::collections::HashSet;
 use std::fmt;
@@ -188,12 +191,34 @@ pub struct Target {
     pub check_platform: bool,
 }
 
-/// A configuration problem: the file, the key, what is wrong, and what to do.
+/// A configuration problem: where it is, what is wrong, and what to do.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct ConfigIssue {
+    /// Where the problem is: the key path (`targets[2].tls.ca_file`), prefixed with
+    /// `line N: ` when the key is written in the file (see [`ConfigIssue::key_path`]).
     pub key: String,
     pub problem: String,
     pub fix: String,
+}
+
+impl ConfigIssue {
+    /// The key path without its `line N: ` prefix.
+    pub fn key_path(&self) -> &str {
+        split_line_prefix(&self.key).1
+    }
+
+    /// The line of the file the problem is on, when known.
+    pub fn line(&self) -> Option<usize> {
+        split_line_prefix(&self.key).0
+    }
+}
+
+/// `line 12: targets[0]` → `(Some(12), "targets[0]")`.
+fn split_line_prefix(key: &str) -> (Option<usize>, &str) {
+    key.strip_prefix("line ")
+        .and_then(|rest| rest.split_once(": "))
+        .and_then(|(n, path)| n.parse().ok().map(|n| (Some(n), path)))
+        .unwrap_or((None, key))
 }
 
 /// Why a configuration could not be loaded. Lists every problem found.
@@ -205,7 +230,11 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        write!(f, "invalid configuration in {}:", self.source_name)?;
+        write!(f, "invalid configuration in {}", self.source_name)?;
+        match self.issues.len() {
+            1 => write!(f, ":")?,
+            n => write!(f, " ({n} problems):")?,
+        }
         for i in &self.issues {
             write!(f, "\n  {}: {}\n    fix: {}", i.key, i.problem, i.fix)?;
         }
@@ -232,118 +261,893 @@ impl ConfigError {
 }
 
 // ---- the file format -------------------------------------------------------------------
+//
+// The file is first read into a tree of YAML nodes with their lines ([`parse_tree`]), then
+// walked against the schema below ([`Walk`]), which collects every unknown key (with the
+// nearest valid key), every value of the wrong shape and every duplicate key, and builds the
+// raw settings from what is valid. The resolver then checks the values. So one run reports
+// every problem, each with its line, as blackbox_exporter's `KnownFields(true)` would report
+// only the first.
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+/// The largest config file pullprobe reads. A target takes a few hundred bytes, and a
+/// Kubernetes ConfigMap holds at most 1 MiB.
+pub const MAX_CONFIG_BYTES: u64 = 16 << 20;
+/// The most YAML values (keys, values and list items) a config may have.
+pub const MAX_CONFIG_VALUES: usize = 250_000;
+/// How deep a config may nest lists and mappings (pullprobe's own keys go 4 deep). The tree
+/// is read recursively, so this also bounds the stack a hostile file can take (a level costs
+/// tens of KiB in a debug build; a tokio worker has 2 MiB).
+pub const MAX_CONFIG_DEPTH: usize = 16;
+
+/// A section of the file: the keys valid in it.
+struct Section {
+    /// How a person names it in a message: "the top level", "a target".
+    what: &'static str,
+    /// Where it is, for "belongs under" hints: "", "targets[]", "targets[].tls".
+    at: &'static str,
+    keys: &'static [&'static str],
+}
+
+const TOP: Section = Section {
+    what: "the top level",
+    at: "",
+    keys: &[
+        "interval",
+        "timeout",
+        "dns",
+        "docker_config",
+        "targets",
+        "node",
+    ],
+};
+const DNS: Section = Section {
+    what: "dns",
+    at: "dns",
+    keys: &["hosts_file", "resolv_conf", "nameservers"],
+};
+const TARGET: Section = Section {
+    what: "a target",
+    at: "targets[]",
+    keys: &[
+        "name",
+        "image",
+        "docker_config",
+        "plain_http",
+        "tls",
+        "check_platform",
+    ],
+};
+const TLS: Section = Section {
+    what: "tls",
+    at: "targets[].tls",
+    keys: &["ca_file", "insecure_skip_verify"],
+};
+const NODE: Section = Section {
+    what: "node",
+    at: "node",
+    keys: &["runtime", "containerd", "crio", "kubelet"],
+};
+const CONTAINERD: Section = Section {
+    what: "node.containerd",
+    at: "node.containerd",
+    keys: &["config_path", "proxy_env_file"],
+};
+const CRIO: Section = Section {
+    what: "node.crio",
+    at: "node.crio",
+    keys: &["registries_conf", "registries_conf_d"],
+};
+const KUBELET: Section = Section {
+    what: "node.kubelet",
+    at: "node.kubelet",
+    keys: &[
+        "root_dir",
+        "credential_provider_config",
+        "credential_provider_bin_dir",
+    ],
+};
+const SECTIONS: [&Section; 8] = [
+    &TOP,
+    &DNS,
+    &TARGET,
+    &TLS,
+    &NODE,
+    &CONTAINERD,
+    &CRIO,
+    &KUBELET,
+];
+
+#[derive(Debug, Default)]
 struct RawConfig {
     /// How often the agent probes every target.
-    #[serde(default)]
     interval: Option<String>,
     /// The deadline of one probe, all phases together.
-    #[serde(default)]
     timeout: Option<String>,
-    #[serde(default)]
     dns: Option<RawDns>,
-    #[serde(default)]
     docker_config: Option<PathBuf>,
-    #[serde(default)]
     targets: Vec<RawTarget>,
-    #[serde(default)]
     node: Option<RawNode>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawNode {
-    /// containerd | none (default: detected).
-    #[serde(default)]
+    /// containerd | crio | none (default: detected).
     runtime: Option<String>,
-    #[serde(default)]
     containerd: Option<RawContainerd>,
-    #[serde(default)]
     kubelet: Option<RawKubelet>,
-    #[serde(default)]
     crio: Option<RawCrio>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawCrio {
     /// CRI-O's `--registries-conf` (default /etc/containers/registries.conf).
-    #[serde(default)]
     registries_conf: Option<PathBuf>,
     /// CRI-O's `--registries-conf-dir` (default /etc/containers/registries.conf.d).
-    #[serde(default)]
     registries_conf_d: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawKubelet {
     /// kubelet's `--root-dir` (default /var/lib/kubelet): its node config.json.
-    #[serde(default)]
     root_dir: Option<PathBuf>,
     /// kubelet's `--image-credential-provider-config`.
-    #[serde(default)]
     credential_provider_config: Option<PathBuf>,
     /// kubelet's `--image-credential-provider-bin-dir`.
-    #[serde(default)]
     credential_provider_bin_dir: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawContainerd {
     /// Hosts directories, `:`-separated (default /etc/containerd/certs.d:/etc/docker/certs.d).
-    #[serde(default)]
     config_path: Option<String>,
     /// containerd's proxy environment: a systemd drop-in or an environment file.
-    #[serde(default)]
     proxy_env_file: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawDns {
     /// Replaces the `nameserver` lines of `resolv_conf`.
-    #[serde(default)]
     nameservers: Option<Vec<String>>,
     /// The hosts file to read before DNS (default `/etc/hosts`).
-    #[serde(default)]
     hosts_file: Option<PathBuf>,
     /// The resolver configuration (default `/etc/resolv.conf`).
-    #[serde(default)]
     resolv_conf: Option<PathBuf>,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawTarget {
-    #[serde(default)]
     name: Option<String>,
-    image: String,
-    #[serde(default)]
+    /// `None` when missing or not text (the walk reported it).
+    image: Option<String>,
     docker_config: Option<PathBuf>,
-    #[serde(default)]
     plain_http: bool,
-    #[serde(default)]
     tls: Option<RawTls>,
-    #[serde(default)]
     check_platform: bool,
 }
 
-#[derive(Debug, Deserialize)]
-#[serde(deny_unknown_fields)]
+#[derive(Debug, Default)]
 struct RawTls {
-    #[serde(default)]
     ca_file: Option<PathBuf>,
-    #[serde(default)]
     insecure_skip_verify: bool,
 }
 
-/// The one place that knows the YAML crate, so swapping it touches one function.
+/// The options every YAML document pullprobe reads is parsed with: explicit limits (so
+/// messages can state them), and non-finite floats passed on (`name: .inf` is text to us).
+fn yaml_options(duplicates: serde_saphyr::DuplicateKeyPolicy) -> serde_saphyr::Options {
+    let mut budget = serde_saphyr::Budget::default();
+    budget.max_nodes = MAX_CONFIG_VALUES;
+    budget.max_depth = MAX_CONFIG_DEPTH;
+    serde_saphyr::options! {
+        budget: Some(budget),
+        duplicate_keys: duplicates,
+        non_finite_float_policy: serde_saphyr::options::NonFiniteFloatPolicy::PassThrough,
+    }
+}
+
+/// The one place that knows the YAML crate, so swapping it touches this section.
+///
+/// # Errors
+/// A plain description with its line and column (`line 3, column 7: …`), never the crate's
+/// own rendering.
 pub(crate) fn from_yaml_str<T: serde::de::DeserializeOwned>(text: &str) -> Result<T, String> {
-    serde_saphyr::from_str(text).map_err(|e| e.to_string())
+    serde_saphyr::from_str_with_options(text, yaml_options(serde_saphyr::DuplicateKeyPolicy::Error))
+        .map_err(|e| {
+            let (line, problem, _) = describe_yaml_error(&e);
+            match line {
+                Some((line, column)) => format!("line {line}, column {column}: {problem}"),
+                None => problem,
+            }
+        })
+}
+
+/// The error under any snippet or alias wrapper.
+fn innermost(mut e: &serde_saphyr::Error) -> &serde_saphyr::Error {
+    loop {
+        e = match e {
+            serde_saphyr::Error::WithSnippet { error, .. }
+            | serde_saphyr::Error::AliasError { error, .. } => error,
+            _ => return e,
+        };
+    }
+}
+
+/// A YAML error in plain words: its position, what is wrong, and a fix.
+fn describe_yaml_error(e: &serde_saphyr::Error) -> (Option<(u64, u64)>, String, String) {
+    use serde_saphyr::Error as E;
+    use serde_saphyr::budget::BudgetBreach as B;
+    let at = e
+        .location()
+        .filter(|l| l.line() > 0)
+        .map(|l| (l.line(), l.column()));
+    let too_big = "a pullprobe config needs a few lines per target: check that --config.file \
+                   names the config file, and split a very long target list over several agents";
+    let (problem, fix) = match innermost(e) {
+        E::Budget { breach, .. } => match breach {
+            B::Nodes { .. } | B::Events { .. } => (
+                format!(
+                    "has more than {MAX_CONFIG_VALUES} values (keys, values and list items); \
+                     pullprobe reads at most {MAX_CONFIG_VALUES}"
+                ),
+                too_big.to_owned(),
+            ),
+            B::Depth { .. } => (
+                format!(
+                    "nests lists and mappings more than {MAX_CONFIG_DEPTH} levels deep; \
+                     pullprobe's settings are at most 4 levels deep"
+                ),
+                "check the indentation: each key belongs at the level shown in the example \
+                 `targets:` / `  - image: nginx:1.27` / `    tls:` / `      ca_file: ca.pem`"
+                    .to_owned(),
+            ),
+            B::ScalarBytes { .. } => (
+                "holds more text in its values than pullprobe reads (64 MiB)".to_owned(),
+                too_big.to_owned(),
+            ),
+            B::Documents { .. } => (
+                "has too many YAML documents (`---` lines)".to_owned(),
+                "keep one document: remove the `---` lines".to_owned(),
+            ),
+            B::Aliases { .. }
+            | B::Anchors { .. }
+            | B::AliasAnchorRatio { .. }
+            | B::MergeKeys { .. } => (
+                "uses more YAML anchors, aliases or merge keys (`&name`, `*name`, `<<`) than \
+                 pullprobe expands"
+                    .to_owned(),
+                "write the repeated values out instead of referring to them with `*name`"
+                    .to_owned(),
+            ),
+            _ => (
+                "is larger or more deeply nested than pullprobe reads".to_owned(),
+                too_big.to_owned(),
+            ),
+        },
+        E::AliasReplayLimitExceeded { .. }
+        | E::AliasExpansionLimitExceeded { .. }
+        | E::AliasReplayStackDepthExceeded { .. }
+        | E::AliasReplayCounterOverflow { .. } => (
+            "uses YAML aliases (`*name`) that expand to more values than pullprobe reads"
+                .to_owned(),
+            "write the repeated values out instead of referring to them with `*name`".to_owned(),
+        ),
+        E::MultipleDocuments { .. } => (
+            "has more than one YAML document (a `---` line after the first settings)".to_owned(),
+            "keep one document: remove the `---` line and put all settings in one mapping"
+                .to_owned(),
+        ),
+        E::InvalidUtf8Input => (
+            "is not UTF-8 text".to_owned(),
+            "save the file as UTF-8 (plain ASCII is UTF-8)".to_owned(),
+        ),
+        E::UnknownAnchor { .. } => (
+            "refers to an anchor (`*name`) that is not defined before it".to_owned(),
+            "define the anchor with `&name` before its first use, or write the value out"
+                .to_owned(),
+        ),
+        E::DuplicateMappingKey { key, .. } => (
+            match key {
+                Some(k) => format!("the key {k:?} is given twice in one mapping"),
+                None => "a key is given twice in one mapping".to_owned(),
+            },
+            "keep one of them".to_owned(),
+        ),
+        inner => {
+            // The parser's own description of a syntax error ("unclosed bracket '['"): a
+            // sentence about YAML, with its position taken out and control characters escaped.
+            use serde_saphyr::MessageFormatter as _;
+            let text = serde_saphyr::UserMessageFormatter.format_message(inner);
+            let text: String = text.chars().flat_map(char::escape_debug).collect();
+            (
+                format!("is not valid YAML: {text}"),
+                "fix the YAML syntax there: indent with spaces (not tabs), put a space after \
+                 each `key:`, start list items with `- `, close every `[` and `{`, and quote \
+                 values that contain `: ` or start with `*`, `&`, `!`, `[` or `{`"
+                    .to_owned(),
+            )
+        }
+    };
+    (at, problem, fix)
+}
+
+/// A YAML node as the walk reads it: its line and its value. Scalars keep the text as
+/// written (`yes`, `010`, `1e999` stay text), which is what the settings read.
+#[derive(Debug)]
+struct Node {
+    line: usize,
+    value: Value,
+}
+
+#[derive(Debug)]
+enum Value {
+    /// `~`, `null` or nothing.
+    Null,
+    Text(String),
+    List(Vec<Node>),
+    Map(Vec<(Node, Node)>),
+}
+
+impl Value {
+    /// What it is, to complete "…, not {}".
+    fn describe(&self) -> String {
+        match self {
+            Value::Null => "empty".to_owned(),
+            Value::Text(t) => format!("the value `{}`", shorten(t)),
+            Value::List(_) => "a list".to_owned(),
+            Value::Map(_) => "a mapping".to_owned(),
+        }
+    }
+}
+
+/// A value for a message: at most 60 characters, control characters escaped.
+fn shorten(text: &str) -> String {
+    let escaped: String = text.chars().flat_map(char::escape_debug).collect();
+    if escaped.chars().count() > 60 {
+        let head: String = escaped.chars().take(57).collect();
+        format!("{head}...")
+    } else {
+        escaped
+    }
+}
+
+/// What the YAML crate hands over: every node with its position in the text.
+enum Tree {
+    Null,
+    /// A bool or a number; its text is taken from the source, as written.
+    Scalar,
+    Text(String),
+    List(Vec<serde_saphyr::Spanned<Tree>>),
+    Map(Vec<(serde_saphyr::Spanned<Tree>, serde_saphyr::Spanned<Tree>)>),
+}
+
+impl<'de> Deserialize<'de> for Tree {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        struct Visitor;
+        impl<'de> serde::de::Visitor<'de> for Visitor {
+            type Value = Tree;
+            fn expecting(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+                f.write_str("any YAML value")
+            }
+            fn visit_unit<E>(self) -> Result<Tree, E> {
+                Ok(Tree::Null)
+            }
+            fn visit_none<E>(self) -> Result<Tree, E> {
+                Ok(Tree::Null)
+            }
+            fn visit_bool<E>(self, _: bool) -> Result<Tree, E> {
+                Ok(Tree::Scalar)
+            }
+            fn visit_i64<E>(self, _: i64) -> Result<Tree, E> {
+                Ok(Tree::Scalar)
+            }
+            fn visit_u64<E>(self, _: u64) -> Result<Tree, E> {
+                Ok(Tree::Scalar)
+            }
+            fn visit_i128<E>(self, _: i128) -> Result<Tree, E> {
+                Ok(Tree::Scalar)
+            }
+            fn visit_u128<E>(self, _: u128) -> Result<Tree, E> {
+                Ok(Tree::Scalar)
+            }
+            fn visit_f64<E>(self, _: f64) -> Result<Tree, E> {
+                Ok(Tree::Scalar)
+            }
+            fn visit_bytes<E>(self, _: &[u8]) -> Result<Tree, E> {
+                Ok(Tree::Scalar)
+            }
+            fn visit_str<E>(self, v: &str) -> Result<Tree, E> {
+                Ok(Tree::Text(v.to_owned()))
+            }
+            fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut a: A) -> Result<Tree, A::Error> {
+                let mut items = Vec::new();
+                while let Some(item) = a.next_element()? {
+                    items.push(item);
+                }
+                Ok(Tree::List(items))
+            }
+            fn visit_map<A: serde::de::MapAccess<'de>>(self, mut a: A) -> Result<Tree, A::Error> {
+                let mut entries = Vec::new();
+                while let Some(entry) = a.next_entry()? {
+                    entries.push(entry);
+                }
+                Ok(Tree::Map(entries))
+            }
+        }
+        d.deserialize_any(Visitor)
+    }
+}
+
+impl Node {
+    fn from_tree(t: serde_saphyr::Spanned<Tree>, source: &str) -> Node {
+        let line = usize::try_from(t.referenced.line()).unwrap_or(0);
+        let value = match t.value {
+            Tree::Null => Value::Null,
+            Tree::Text(s) => Value::Text(s),
+            Tree::Scalar => {
+                // As written: where the value is defined (for an alias, its anchor).
+                let span = t.defined.span();
+                let text = span
+                    .byte_offset()
+                    .zip(span.byte_len())
+                    .and_then(|(start, len)| {
+                        let start = usize::try_from(start).ok()?;
+                        source.get(start..start.checked_add(usize::try_from(len).ok()?)?)
+                    })
+                    .unwrap_or_default();
+                Value::Text(text.to_owned())
+            }
+            Tree::List(items) => Value::List(
+                items
+                    .into_iter()
+                    .map(|i| Node::from_tree(i, source))
+                    .collect(),
+            ),
+            Tree::Map(entries) => Value::Map(
+                entries
+                    .into_iter()
+                    .map(|(k, v)| (Node::from_tree(k, source), Node::from_tree(v, source)))
+                    .collect(),
+            ),
+        };
+        Node { line, value }
+    }
+}
+
+/// Reads `text` into a tree of nodes with their lines; `None` for an empty document.
+///
+/// # Errors
+/// A YAML syntax error or a breached limit, as an issue with its line.
+fn parse_tree(text: &str) -> Result<Option<Node>, ConfigIssue> {
+    let tree: Option<serde_saphyr::Spanned<Tree>> = serde_saphyr::from_str_with_options(
+        text,
+        // Duplicates reach the walk, which reports them all with both lines.
+        yaml_options(serde_saphyr::DuplicateKeyPolicy::PassThrough),
+    )
+    .map_err(|e| {
+        let (at, problem, fix) = describe_yaml_error(&e);
+        ConfigIssue {
+            key: match at {
+                Some((line, column)) => format!("line {line}: column {column}"),
+                None => "(file)".to_owned(),
+            },
+            problem,
+            fix,
+        }
+    })?;
+    Ok(tree.map(|t| Node::from_tree(t, text)))
+}
+
+/// Levenshtein distance, on chars.
+fn edit_distance(a: &str, b: &str) -> usize {
+    let b: Vec<char> = b.chars().collect();
+    let mut prev: Vec<usize> = (0..=b.len()).collect();
+    for (i, ca) in a.chars().enumerate() {
+        let mut cur = vec![i + 1; b.len() + 1];
+        for (j, cb) in b.iter().enumerate() {
+            cur[j + 1] = (prev[j] + usize::from(ca != *cb))
+                .min(prev[j + 1] + 1)
+                .min(cur[j] + 1);
+        }
+        prev = cur;
+    }
+    prev[b.len()]
+}
+
+/// The valid key an unknown `key` most likely meant: the nearest by edit distance (case and
+/// `-`/`_` ignored), when it is close enough to be a typo.
+fn did_you_mean(key: &str, valid: &[&'static str]) -> Option<&'static str> {
+    did_you_mean_among(key, valid)
+}
+
+/// The keys of a mapping that the schema knows, by name.
+struct Fields<'n> {
+    entries: Vec<(&'static str, &'n Node)>,
+    /// Where the mapping is (its key path) and its line, for "is missing" problems.
+    path: String,
+    line: usize,
+    /// Keys an unknown key was taken to mean (then their absence is not reported again).
+    meant: Vec<&'static str>,
+}
+
+impl<'n> Fields<'n> {
+    fn get(&self, name: &str) -> Option<&'n Node> {
+        self.entries
+            .iter()
+            .find(|(k, _)| *k == name)
+            .map(|(_, n)| *n)
+    }
+
+    fn path(&self, name: &str) -> String {
+        join_key(&self.path, name)
+    }
+}
+
+fn join_key(parent: &str, name: &str) -> String {
+    if parent.is_empty() {
+        name.to_owned()
+    } else {
+        format!("{parent}.{name}")
+    }
+}
+
+/// The walk of the node tree against the schema: collects every problem, with its line, and
+/// the line of every key (for the resolver's problems).
+#[derive(Default)]
+struct Walk {
+    issues: Vec<ConfigIssue>,
+    lines: std::collections::BTreeMap<String, usize>,
+}
+
+impl Walk {
+    fn issue(
+        &mut self,
+        line: usize,
+        key: &str,
+        problem: impl Into<String>,
+        fix: impl Into<String>,
+    ) {
+        self.issues.push(ConfigIssue {
+            key: format!("line {line}: {key}"),
+            problem: problem.into(),
+            fix: fix.into(),
+        });
+    }
+
+    /// The line of `key` or of the nearest enclosing key that is in the file.
+    fn line_of(&self, key: &str) -> Option<usize> {
+        // "node.kubelet.credential_provider_config (FILE) providers[0]": the part in this file.
+        let mut k = key.split(" (").next().unwrap_or(key);
+        loop {
+            if let Some(&l) = self.lines.get(k) {
+                return Some(l);
+            }
+            k = &k[..k.rfind(['.', '['])?];
+        }
+    }
+
+    /// Reads a mapping of `section`'s keys; reports unknown and repeated keys. `None` when the
+    /// node is empty or not a mapping (the latter reported).
+    fn map<'n>(&mut self, node: &'n Node, path: &str, section: &Section) -> Option<Fields<'n>> {
+        let entries = match &node.value {
+            Value::Null => return None,
+            Value::Map(entries) => entries,
+            other => {
+                let key = if path.is_empty() { "(file)" } else { path };
+                self.issue(
+                    node.line,
+                    key,
+                    format!(
+                        "must be a mapping of keys ({}), not {}",
+                        section.keys.join(", "),
+                        other.describe()
+                    ),
+                    if path.is_empty() {
+                        "start the file with keys such as `interval: 15m` and `targets:`, each on its own line".to_owned()
+                    } else {
+                        format!("write the keys indented under `{path}:`, one `key: value` per line")
+                    },
+                );
+                return None;
+            }
+        };
+        let mut fields = Fields {
+            entries: Vec::with_capacity(entries.len()),
+            path: path.to_owned(),
+            line: node.line,
+            meant: Vec::new(),
+        };
+        let mut seen: Vec<(String, usize)> = Vec::new();
+        for (k, v) in entries {
+            let name = match &k.value {
+                Value::Text(t) => t.clone(),
+                other => format!("({})", other.describe()),
+            };
+            let key = join_key(path, &name);
+            if let Some((_, first)) = seen.iter().find(|(n, _)| *n == name) {
+                self.issue(
+                    k.line,
+                    &key,
+                    format!("is given twice (first at line {first})"),
+                    "keep one of them: YAML takes a key once per mapping",
+                );
+                continue;
+            }
+            seen.push((name.clone(), k.line));
+            match section.keys.iter().find(|s| **s == name) {
+                Some(known) => {
+                    self.lines.insert(key, k.line);
+                    fields.entries.push((known, v));
+                }
+                None => {
+                    let (problem, fix) = self.unknown_key(&name, section, &mut fields);
+                    self.issue(k.line, &key, problem, fix);
+                }
+            }
+        }
+        Some(fields)
+    }
+
+    fn unknown_key(
+        &self,
+        name: &str,
+        section: &Section,
+        fields: &mut Fields<'_>,
+    ) -> (String, String) {
+        let allowed = format!(
+            "the keys of {} are {}",
+            section.what,
+            section.keys.join(", ")
+        );
+        if let Some(meant) = did_you_mean(name, section.keys) {
+            fields.meant.push(meant);
+            return (
+                format!("unknown key; did you mean `{meant}`?"),
+                format!("rename `{name}` to `{meant}` ({allowed})"),
+            );
+        }
+        // A valid key at another level: say where it goes.
+        if let Some(home) = SECTIONS
+            .iter()
+            .find(|s| s.keys.contains(&name) && !std::ptr::eq(**s, section))
+        {
+            let home = if home.at.is_empty() {
+                "at the top level (not indented)".to_owned()
+            } else {
+                format!("under `{}`", home.at)
+            };
+            return (
+                format!("unknown key here; `{name}` belongs {home}"),
+                format!("move `{name}` {home} ({allowed})"),
+            );
+        }
+        (
+            "unknown key".to_owned(),
+            format!("remove `{}` ({allowed})", shorten(name)),
+        )
+    }
+
+    /// A text value; `None` when absent or empty, or not text (reported).
+    fn text(&mut self, node: Option<&Node>, key: &str, example: &str) -> Option<String> {
+        let node = node?;
+        match &node.value {
+            Value::Null => None,
+            Value::Text(t) => Some(t.clone()),
+            other => {
+                self.issue(
+                    node.line,
+                    key,
+                    format!("must be a single value, not {}", other.describe()),
+                    format!("write it on the same line as the key, like `{example}`"),
+                );
+                None
+            }
+        }
+    }
+
+    fn path(&mut self, node: Option<&Node>, key: &str) -> Option<PathBuf> {
+        let example = format!("{}: /path/to/file", key.rsplit('.').next().unwrap_or(key));
+        self.text(node, key, &example).map(PathBuf::from)
+    }
+
+    /// A true/false value; false when absent. serde-saphyr's `parse_yaml11_bool`: `true`,
+    /// `yes`, `on`, `y` and their opposites, in any case.
+    fn flag(&mut self, node: Option<&Node>, key: &str) -> bool {
+        let Some(node) = node else { return false };
+        if let Value::Text(t) = &node.value {
+            let t = t.trim().to_ascii_lowercase();
+            if ["true", "yes", "y", "on"].contains(&t.as_str()) {
+                return true;
+            }
+            if ["false", "no", "n", "off"].contains(&t.as_str()) {
+                return false;
+            }
+        }
+        let name = key.rsplit('.').next().unwrap_or(key);
+        self.issue(
+            node.line,
+            key,
+            format!("must be true or false, not {}", node.value.describe()),
+            format!("write `{name}: true` or `{name}: false`, or remove it (false)"),
+        );
+        false
+    }
+
+    /// A list; empty when absent or empty, or not a list (reported).
+    fn list<'n>(&mut self, node: Option<&'n Node>, key: &str, example: &str) -> &'n [Node] {
+        let Some(node) = node else { return &[] };
+        match &node.value {
+            Value::Null => &[],
+            Value::List(items) => items,
+            other => {
+                self.issue(
+                    node.line,
+                    key,
+                    format!("must be a list, not {}", other.describe()),
+                    format!(
+                        "write the items one per line, each starting with `- `, like `{example}`"
+                    ),
+                );
+                &[]
+            }
+        }
+    }
+
+    fn config(&mut self, root: Option<&Node>) -> RawConfig {
+        let Some(f) = root.and_then(|r| self.map(r, "", &TOP)) else {
+            return RawConfig::default();
+        };
+        let interval = self.text(f.get("interval"), "interval", "interval: 15m");
+        let timeout = self.text(f.get("timeout"), "timeout", "timeout: 10s");
+        let dns = f.get("dns").and_then(|n| self.dns(n));
+        let docker_config = self.path(f.get("docker_config"), "docker_config");
+        let items = self.list(f.get("targets"), "targets", "- image: nginx:1.27");
+        let targets = items
+            .iter()
+            .enumerate()
+            .map(|(i, t)| self.target(t, &format!("targets[{i}]")))
+            .collect();
+        let node = f.get("node").and_then(|n| self.node(n));
+        RawConfig {
+            interval,
+            timeout,
+            dns,
+            docker_config,
+            targets,
+            node,
+        }
+    }
+
+    fn dns(&mut self, node: &Node) -> Option<RawDns> {
+        let f = self.map(node, "dns", &DNS)?;
+        let nameservers = f.get("nameservers").and_then(|n| {
+            let key = f.path("nameservers");
+            if !matches!(n.value, Value::List(_)) {
+                // Empty: as if absent; anything else: reported by `list`.
+                self.list(Some(n), &key, "- 10.0.0.10");
+                return None;
+            }
+            let items = self.list(Some(n), &key, "- 10.0.0.10");
+            let list = items
+                .iter()
+                .enumerate()
+                .filter_map(|(i, item)| {
+                    let key = format!("{key}[{i}]");
+                    self.lines.insert(key.clone(), item.line);
+                    let text = self.text(Some(item), &key, "- 10.0.0.10");
+                    if text.is_none() && matches!(item.value, Value::Null) {
+                        self.issue(
+                            item.line,
+                            &key,
+                            "is empty",
+                            "write an address like 10.0.0.10 or 127.0.0.1:5353, or remove the item",
+                        );
+                    }
+                    text
+                })
+                .collect();
+            Some(list)
+        });
+        Some(RawDns {
+            nameservers,
+            hosts_file: self.path(f.get("hosts_file"), &f.path("hosts_file")),
+            resolv_conf: self.path(f.get("resolv_conf"), &f.path("resolv_conf")),
+        })
+    }
+
+    fn target(&mut self, node: &Node, path: &str) -> RawTarget {
+        self.lines.insert(path.to_owned(), node.line);
+        if matches!(node.value, Value::Null) {
+            self.issue(
+                node.line,
+                path,
+                "is empty",
+                "give the target an image, like `- image: nginx:1.27`, or remove the `-` line",
+            );
+            return RawTarget::default();
+        }
+        let Some(f) = self.map(node, path, &TARGET) else {
+            return RawTarget::default();
+        };
+        let image = self.text(f.get("image"), &f.path("image"), "image: nginx:1.27");
+        if image.is_none() && !f.meant.contains(&"image") {
+            let (line, problem) = match f.get("image") {
+                Some(n) => (n.line, "is empty"),
+                None => (f.line, "has no image"),
+            };
+            let key = if f.get("image").is_some() {
+                f.path("image")
+            } else {
+                path.to_owned()
+            };
+            self.issue(
+                line,
+                &key,
+                problem,
+                "every target needs the image to probe, like `image: nginx:1.27` or `image: registry.example.com:5000/team/app:v1`",
+            );
+        }
+        let tls = f.get("tls").and_then(|n| {
+            let key = f.path("tls");
+            let t = self.map(n, &key, &TLS)?;
+            Some(RawTls {
+                ca_file: self.path(t.get("ca_file"), &t.path("ca_file")),
+                insecure_skip_verify: self.flag(
+                    t.get("insecure_skip_verify"),
+                    &t.path("insecure_skip_verify"),
+                ),
+            })
+        });
+        RawTarget {
+            name: self.text(f.get("name"), &f.path("name"), "name: my-registry"),
+            image,
+            docker_config: self.path(f.get("docker_config"), &f.path("docker_config")),
+            plain_http: self.flag(f.get("plain_http"), &f.path("plain_http")),
+            tls,
+            check_platform: self.flag(f.get("check_platform"), &f.path("check_platform")),
+        }
+    }
+
+    fn node(&mut self, node: &Node) -> Option<RawNode> {
+        let f = self.map(node, "node", &NODE)?;
+        let containerd = f.get("containerd").and_then(|n| {
+            let c = self.map(n, "node.containerd", &CONTAINERD)?;
+            Some(RawContainerd {
+                config_path: self.text(
+                    c.get("config_path"),
+                    &c.path("config_path"),
+                    "config_path: /etc/containerd/certs.d",
+                ),
+                proxy_env_file: self.path(c.get("proxy_env_file"), &c.path("proxy_env_file")),
+            })
+        });
+        let crio = f.get("crio").and_then(|n| {
+            let c = self.map(n, "node.crio", &CRIO)?;
+            Some(RawCrio {
+                registries_conf: self.path(c.get("registries_conf"), &c.path("registries_conf")),
+                registries_conf_d: self
+                    .path(c.get("registries_conf_d"), &c.path("registries_conf_d")),
+            })
+        });
+        let kubelet = f.get("kubelet").and_then(|n| {
+            let k = self.map(n, "node.kubelet", &KUBELET)?;
+            Some(RawKubelet {
+                root_dir: self.path(k.get("root_dir"), &k.path("root_dir")),
+                credential_provider_config: self.path(
+                    k.get("credential_provider_config"),
+                    &k.path("credential_provider_config"),
+                ),
+                credential_provider_bin_dir: self.path(
+                    k.get("credential_provider_bin_dir"),
+                    &k.path("credential_provider_bin_dir"),
+                ),
+            })
+        });
+        Some(RawNode {
+            runtime: self.text(f.get("runtime"), "node.runtime", "runtime: containerd"),
+            containerd,
+            kubelet,
+            crio,
+        })
+    }
 }
 
 // ---- loading -----------------------------------------------------------------------------
@@ -356,12 +1160,29 @@ impl Config {
     /// names CA or credentials files that cannot be used.
     pub fn load(path: &Path) -> Result<Self, ConfigError> {
         let name = path.display().to_string();
-        let text = std::fs::read_to_string(path).map_err(|e| {
-            ConfigError::single(
-                &name,
-                "(file)",
-                format!("cannot read the file: {e}"),
-                "pass the path of a readable YAML file to --config.file",
+        let fail = |problem: String, fix: &str| ConfigError::single(&name, "(file)", problem, fix);
+        let readable = "pass the path of a readable YAML file to --config.file";
+        let file = std::fs::File::open(path)
+            .map_err(|e| fail(format!("cannot read the file: {}", io_words(&e)), readable))?;
+        // Checked before reading, so a huge file is never read into memory.
+        let size = file.metadata().map(|m| m.len()).unwrap_or(0);
+        if size > MAX_CONFIG_BYTES {
+            return Err(fail(
+                format!(
+                    "is {} MiB; pullprobe reads config files of at most {} MiB",
+                    size >> 20,
+                    MAX_CONFIG_BYTES >> 20
+                ),
+                "check that --config.file names the pullprobe config (a few lines per target), not another file",
+            ));
+        }
+        let mut bytes = Vec::new();
+        std::io::Read::read_to_end(&mut std::io::Read::take(file, MAX_CONFIG_BYTES), &mut bytes)
+            .map_err(|e| fail(format!("cannot read the file: {}", io_words(&e)), readable))?;
+        let text = String::from_utf8(bytes).map_err(|_| {
+            fail(
+                "is not UTF-8 text".to_owned(),
+                "save the file as UTF-8 (plain ASCII is UTF-8), or check that --config.file names the YAML config",
             )
         })?;
         let base = path.parent().map(Path::to_owned).unwrap_or_default();
@@ -379,64 +1200,158 @@ impl Config {
     /// # Errors
     /// As [`Config::load`].
     pub fn from_yaml(source_name: &str, text: &str, base_dir: &Path) -> Result<Self, ConfigError> {
-        let raw: RawConfig = from_yaml_str(text).map_err(|e| {
-            ConfigError::single(
-                source_name,
-                "(yaml)",
-                e.trim().to_owned(),
-                "fix the YAML at the position shown; the keys are documented in README.md (Configuration) and examples/config.yaml",
-            )
+        let root = parse_tree(text).map_err(|issue| ConfigError {
+            source_name: source_name.to_owned(),
+            issues: vec![issue],
         })?;
+        let mut walk = Walk::default();
+        let raw = walk.config(root.as_ref());
         Resolver {
             base_dir,
             issues: Vec::new(),
+            walk,
         }
         .resolve(source_name, raw)
     }
 
-    /// Targets for `--check IMAGE...`: each image, lending tls/docker_config/plain_http from the
-    /// first configured target on the same registry host.
+    /// Targets for `--check ARG...`. An argument that is a configured target's name, or its
+    /// image, probes that target with its own settings. Any other argument is an image,
+    /// lending tls/docker_config/plain_http from the first configured target on the same
+    /// registry host.
+    ///
+    /// A target name that is also an image reference other than that target's image (a target
+    /// `secure` whose image is `registry.example.com/secure:1`, while `secure` alone means
+    /// `docker.io/library/secure:latest`) is refused as ambiguous, naming both ways to say it.
     ///
     /// # Errors
-    /// When an image reference is invalid (the key is `IMAGE[n]`).
-    pub fn targets_for_images(&self, images: &[String]) -> Result<Vec<Target>, ConfigError> {
-        let mut out = Vec::with_capacity(images.len());
+    /// Every argument that is neither a target nor a valid image reference, or is ambiguous.
+    pub fn targets_for_images(&self, images: &[String]) -> Result<Vec<Target>, ImageArgsError> {
+        let mut out: Vec<Target> = Vec::with_capacity(images.len());
         let mut issues = Vec::new();
-        for (i, text) in images.iter().enumerate() {
-            let image = match ImageRef::parse(text) {
-                Ok(r) => r,
-                Err(e) => {
-                    issues.push(ConfigIssue {
-                        key: format!("IMAGE[{i}]"),
-                        problem: e.to_string(),
-                        fix: "use a reference like nginx:1.27, ghcr.io/org/app:v1 or registry.example.com:5000/team/app@sha256:…".to_owned(),
+        for arg in images {
+            let text = arg.trim();
+            let named = self
+                .targets
+                .iter()
+                .find(|t| t.name == *arg || t.name == text);
+            let parsed = ImageRef::parse(text);
+            let chosen = match (named, parsed) {
+                (Some(target), Ok(image)) if image != target.image => {
+                    issues.push(ImageArgIssue {
+                        arg: arg.clone(),
+                        problem: format!(
+                            "it is both the name of the configured target `{}` (image {}) and the image {image}",
+                            target.name, target.image
+                        ),
+                        fix: format!(
+                            "say which: for the target, give its image, `pullprobe --check {}`; for the other image, write it in full, `pullprobe --check {image}`",
+                            target.image
+                        ),
+                    });
+                    continue;
+                }
+                (Some(target), _) => target.clone(),
+                (None, Ok(image)) => match self.targets.iter().find(|t| t.image == image) {
+                    Some(target) => target.clone(),
+                    None => {
+                        let lender = self
+                            .targets
+                            .iter()
+                            .find(|t| t.image.api_authority() == image.api_authority());
+                        Target {
+                            name: text.to_owned(),
+                            plain_http: lender.is_some_and(|t| t.plain_http),
+                            tls: lender.map(|t| t.tls.clone()).unwrap_or_default(),
+                            credentials: lender.map_or_else(
+                                || self.docker_config.clone(),
+                                |t| t.credentials.clone(),
+                            ),
+                            image,
+                            check_platform: false,
+                        }
+                    }
+                },
+                (None, Err(e)) => {
+                    let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
+                    let detail = e.to_string();
+                    let detail = detail
+                        .strip_prefix(&format!("invalid image reference {text:?}: "))
+                        .unwrap_or(&detail)
+                        .to_owned();
+                    let fix = match did_you_mean_among(text, &names) {
+                        Some(name) => format!(
+                            "did you mean the configured target `{name}`? Otherwise write an image reference like nginx:1.27 or registry.example.com:5000/team/app:v1"
+                        ),
+                        None => format!(
+                            "give a configured target's name ({}) or an image reference like nginx:1.27, ghcr.io/org/app:v1 or registry.example.com:5000/team/app@sha256:…",
+                            shorten(&names.join(", "))
+                        ),
+                    };
+                    issues.push(ImageArgIssue {
+                        arg: arg.clone(),
+                        problem: format!(
+                            "it is not the name of a configured target, and not an image reference: {detail}"
+                        ),
+                        fix,
                     });
                     continue;
                 }
             };
-            let lender = self
-                .targets
-                .iter()
-                .find(|t| t.image.api_authority() == image.api_authority());
-            out.push(Target {
-                name: unique_name(text.trim(), &out),
-                plain_http: lender.is_some_and(|t| t.plain_http),
-                tls: lender.map(|t| t.tls.clone()).unwrap_or_default(),
-                credentials: lender
-                    .map_or_else(|| self.docker_config.clone(), |t| t.credentials.clone()),
-                image,
-                check_platform: false,
-            });
+            let name = unique_name(&chosen.name, &out);
+            out.push(Target { name, ..chosen });
         }
         if issues.is_empty() {
             Ok(out)
         } else {
-            Err(ConfigError {
-                source_name: "the command line".to_owned(),
-                issues,
-            })
+            Err(ImageArgsError { issues })
         }
     }
+}
+
+/// Why `--check` arguments cannot be probed: every bad argument.
+#[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
+pub struct ImageArgsError {
+    pub issues: Vec<ImageArgIssue>,
+}
+
+/// One `--check` argument that cannot be probed.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ImageArgIssue {
+    /// The argument as given.
+    pub arg: String,
+    pub problem: String,
+    pub fix: String,
+}
+
+impl fmt::Display for ImageArgsError {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        for (n, i) in self.issues.iter().enumerate() {
+            if n > 0 {
+                writeln!(f)?;
+            }
+            write!(
+                f,
+                "invalid image argument `{}`: {}\n  fix: {}",
+                shorten(&i.arg),
+                i.problem,
+                i.fix
+            )?;
+        }
+        Ok(())
+    }
+}
+
+/// [`did_you_mean`] over names known at run time.
+fn did_you_mean_among<'a>(key: &str, valid: &[&'a str]) -> Option<&'a str> {
+    let norm = |s: &str| s.to_lowercase().replace('-', "_");
+    let key_n = norm(key);
+    let limit = if key_n.chars().count() <= 4 { 1 } else { 2 };
+    valid
+        .iter()
+        .map(|v| (edit_distance(&key_n, &norm(v)), *v))
+        .filter(|(d, _)| *d <= limit)
+        .min_by_key(|(d, _)| *d)
+        .map(|(_, v)| v)
 }
 
 fn unique_name(base: &str, existing: &[Target]) -> String {
@@ -452,6 +1367,8 @@ fn unique_name(base: &str, existing: &[Target]) -> String {
 struct Resolver<'a> {
     base_dir: &'a Path,
     issues: Vec<ConfigIssue>,
+    /// The walk's problems, and the lines of the keys.
+    walk: Walk,
 }
 
 impl Resolver<'_> {
@@ -478,24 +1395,26 @@ impl Resolver<'_> {
 
     fn duration(&mut self, key: &str, value: Option<&str>, default: Duration) -> Duration {
         let Some(text) = value else { return default };
-        match humantime::parse_duration(text.trim()) {
+        match parse_duration(text) {
             Ok(d) if d.is_zero() => {
                 self.issue(
                     key,
                     "must be greater than zero",
                     format!(
-                        "use a duration like {}",
+                        "write a positive duration like `{key}: {}`",
                         humantime::format_duration(default)
                     ),
                 );
                 default
             }
             Ok(d) => d,
-            Err(e) => {
+            Err(problem) => {
                 self.issue(
                     key,
-                    format!("{text:?} is not a duration: {e}"),
-                    "write a number with a unit, like 10s, 5m or 1h30m",
+                    problem,
+                    format!(
+                        "write a positive number with a unit, like `{key}: 10s`, `5m` or `1h30m`"
+                    ),
                 );
                 default
             }
@@ -536,28 +1455,9 @@ impl Resolver<'_> {
         if let Some(ca) = raw.ca_file {
             let path = self.path(&ca);
             let ca_key = format!("{key}.ca_file");
-            match std::fs::read(&path) {
-                Err(e) => self.issue(
-                    ca_key,
-                    format!("cannot read {}: {e}", path.display()),
-                    "mount the CA bundle and give its path",
-                ),
-                Ok(bytes) => {
-                    let certs: Result<Vec<_>, _> = CertificateDer::pem_slice_iter(&bytes).collect();
-                    match certs {
-                        Ok(certs) if !certs.is_empty() => settings.extra_roots = certs,
-                        Ok(_) => self.issue(
-                            ca_key,
-                            format!("{} contains no PEM certificate", path.display()),
-                            "give a file with one or more -----BEGIN CERTIFICATE----- blocks",
-                        ),
-                        Err(e) => self.issue(
-                            ca_key,
-                            format!("{} is not a valid PEM file: {e}", path.display()),
-                            "give a file with one or more -----BEGIN CERTIFICATE----- blocks",
-                        ),
-                    }
-                }
+            match read_ca_file(&path) {
+                Ok(certs) => settings.extra_roots = certs,
+                Err((problem, fix)) => self.issue(ca_key, problem, fix),
             }
             settings.ca_file = Some(path);
         }
@@ -659,18 +1559,27 @@ impl Resolver<'_> {
             .as_deref()
             .and_then(|p| self.credentials("docker_config", p));
 
-        if raw.targets.is_empty() {
+        let targets_reported = self
+            .walk
+            .issues
+            .iter()
+            .any(|i| i.key_path().starts_with("targets"));
+        if raw.targets.is_empty() && !targets_reported {
             self.issue(
                 "targets",
                 "no targets are configured",
-                "add at least one target with an image, e.g. `- image: nginx:latest`",
+                "add at least one target with an image, e.g. `targets: [{image: nginx:latest}]`",
             );
         }
         let mut names = HashSet::new();
         let mut targets = Vec::with_capacity(raw.targets.len());
         for (i, t) in raw.targets.into_iter().enumerate() {
             let key = format!("targets[{i}]");
-            let image = match ImageRef::parse(&t.image) {
+            // A target without an image was reported by the walk.
+            let Some(image_text) = t.image.as_deref() else {
+                continue;
+            };
+            let image = match ImageRef::parse(image_text) {
                 Ok(r) => Some(r),
                 Err(e) => {
                     self.issue(
@@ -681,12 +1590,25 @@ impl Resolver<'_> {
                     None
                 }
             };
-            let name = t.name.clone().unwrap_or_else(|| t.image.trim().to_owned());
+            let name = t
+                .name
+                .clone()
+                .unwrap_or_else(|| image_text.trim().to_owned());
             if name.trim().is_empty() {
                 self.issue(
                     format!("{key}.name"),
                     "is empty",
                     "give the target a short unique name, or remove name to use the image",
+                );
+            } else if let Some(c) = name.chars().find(|c| !is_printable(*c)) {
+                self.issue(
+                    format!("{key}.name"),
+                    format!(
+                        "{:?} contains the control or invisible character {}, which would break the --check table and text logs",
+                        name,
+                        c.escape_unicode()
+                    ),
+                    "use printable characters only: letters, digits, spaces and punctuation, like `name: team-a registry`",
                 );
             } else if !names.insert(name.clone()) {
                 self.issue(
@@ -719,10 +1641,19 @@ impl Resolver<'_> {
             }
         }
 
-        if !self.issues.is_empty() {
+        let mut issues = std::mem::take(&mut self.walk.issues);
+        for mut issue in self.issues {
+            if let Some(line) = self.walk.line_of(&issue.key) {
+                issue.key = format!("line {line}: {}", issue.key);
+            }
+            issues.push(issue);
+        }
+        if !issues.is_empty() {
+            // In the order of the file; problems without a line last.
+            issues.sort_by_key(|i| i.line().unwrap_or(usize::MAX));
             return Err(ConfigError {
                 source_name: source_name.to_owned(),
-                issues: self.issues,
+                issues,
             });
         }
         Ok(Config {
@@ -767,7 +1698,10 @@ impl Resolver<'_> {
             Some("none") => node.runtime = Some(Runtime::None),
             Some(other) => self.issue(
                 "node.runtime",
-                format!("{other:?} is not a runtime pullprobe follows"),
+                match did_you_mean_among(other, &["containerd", "crio", "none"]) {
+                    Some(meant) => format!("{other:?} is not a runtime pullprobe follows; did you mean `{meant}`?"),
+                    None => format!("{other:?} is not a runtime pullprobe follows"),
+                },
                 "use containerd, crio or none, or remove node.runtime to detect it from the node's files",
             ),
         }
@@ -826,6 +1760,217 @@ impl Resolver<'_> {
             }
         }
         node
+    }
+}
+
+/// Reads a CA bundle and parses every certificate in it, so a file the probe could not use is
+/// a config error at load, naming the file and the block.
+///
+/// Go's `CertPool.AppendCertsFromPEM` (what containerd does with a `ca` file) skips a block
+/// that is not a certificate, and the pull then fails as untrusted; pullprobe refuses the file
+/// instead, since its own `ca_file` has no other use.
+///
+/// # Errors
+/// What is wrong and how to fix it.
+fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, (String, String)> {
+    let shown = path.display();
+    let pem_fix = || {
+        format!(
+            "give a PEM file with one or more -----BEGIN CERTIFICATE----- blocks; a binary (DER) certificate converts with `openssl x509 -inform der -in {shown} -out {shown}.pem`"
+        )
+    };
+    let bytes = std::fs::read(path).map_err(|e| {
+        (
+            format!("cannot read {shown}: {}", io_words(&e)),
+            "mount the CA bundle and give its path (relative paths are relative to the config file)".to_owned(),
+        )
+    })?;
+    let text = String::from_utf8_lossy(&bytes);
+    // The line of each `-----BEGIN CERTIFICATE-----`, in order: the n-th certificate the PEM
+    // reader returns is the n-th of these.
+    let begin_lines: Vec<usize> = text
+        .lines()
+        .enumerate()
+        .filter(|(_, l)| l.trim() == "-----BEGIN CERTIFICATE-----")
+        .map(|(i, _)| i + 1)
+        .collect();
+    let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_slice_iter(&bytes)
+        .collect::<Result<_, _>>()
+        .map_err(|e| (pem_problem(&shown.to_string(), &text, &e), pem_fix()))?;
+    if certs.is_empty() {
+        if x509_parser::parse_x509_certificate(&bytes).is_ok() {
+            return Err((
+                format!(
+                    "{shown} is a binary (DER) certificate; ca_file is read as PEM text, as containerd reads its ca files"
+                ),
+                format!(
+                    "convert it to PEM with `openssl x509 -inform der -in {shown} -out {shown}.pem` and set ca_file to {shown}.pem"
+                ),
+            ));
+        }
+        let others: Vec<&str> = text
+            .lines()
+            .filter_map(|l| l.trim().strip_prefix("-----BEGIN ")?.strip_suffix("-----"))
+            .collect();
+        let problem = if others.is_empty() {
+            format!("{shown} contains no PEM certificate (no -----BEGIN CERTIFICATE----- line)")
+        } else {
+            format!(
+                "{shown} contains no certificate, only {} block(s)",
+                others.join(", ")
+            )
+        };
+        return Err((problem, pem_fix()));
+    }
+    for (i, der) in certs.iter().enumerate() {
+        let at = begin_lines.get(i).map_or_else(
+            || format!("certificate {}", i + 1),
+            |l| format!("the certificate block at line {l}"),
+        );
+        match x509_parser::parse_x509_certificate(der) {
+            Ok(([], _)) => {}
+            Ok(_) => {
+                return Err((
+                    format!(
+                        "{shown}: {at} has extra data after the certificate (Go's x509.ParseCertificate refuses it)"
+                    ),
+                    format!(
+                        "replace the block with the CA certificate exactly as the CA published it; `openssl x509 -in {shown} -noout -subject` shows the certificates openssl can read"
+                    ),
+                ));
+            }
+            Err(_) => {
+                return Err((
+                    format!(
+                        "{shown}: {at} is not an X.509 certificate (its base64 text decodes, but not to a certificate)"
+                    ),
+                    format!(
+                        "replace the block with the CA certificate in PEM form; `openssl x509 -in {shown} -noout -subject` shows whether a file holds a certificate"
+                    ),
+                ));
+            }
+        }
+    }
+    Ok(certs)
+}
+
+/// A PEM syntax error in words, with the line it is on.
+fn pem_problem(shown: &str, text: &str, e: &rustls_pki_types::pem::Error) -> String {
+    use rustls_pki_types::pem::Error as E;
+    let lines: Vec<&str> = text.lines().collect();
+    let line_where =
+        |pred: &dyn Fn(&str) -> bool| lines.iter().position(|l| pred(l)).map(|i| i + 1);
+    match e {
+        E::Base64Decode(_) => {
+            // The first line inside a block with a character base64 does not use.
+            let mut inside = false;
+            let mut at = None;
+            for (i, l) in lines.iter().enumerate() {
+                let l = l.trim();
+                if l.starts_with("-----BEGIN ") {
+                    inside = true;
+                } else if l.starts_with("-----END ") {
+                    inside = false;
+                } else if inside
+                    && !l.contains(':')
+                    && l.chars()
+                        .any(|c| !(c.is_ascii_alphanumeric() || matches!(c, '+' | '/' | '=')))
+                {
+                    at = Some(i + 1);
+                    break;
+                }
+            }
+            match at {
+                Some(l) => format!(
+                    "{shown} is not a valid PEM file: line {l} of a certificate block has characters that are not base64"
+                ),
+                None => format!(
+                    "{shown} is not a valid PEM file: a certificate block is not valid base64 (truncated or altered)"
+                ),
+            }
+        }
+        E::MissingSectionEnd { .. } => {
+            match line_where(&|l: &str| l.trim().starts_with("-----BEGIN ")) {
+                Some(l) => format!(
+                    "{shown} is not a valid PEM file: the block that starts at line {l} has no -----END line"
+                ),
+                None => format!("{shown} is not a valid PEM file: a block has no -----END line"),
+            }
+        }
+        E::IllegalSectionStart { .. } => {
+            match line_where(&|l: &str| {
+                l.trim_start().starts_with("-----BEGIN") && !l.trim_end().ends_with("-----")
+            }) {
+                Some(l) => format!(
+                    "{shown} is not a valid PEM file: line {l} is a malformed -----BEGIN line"
+                ),
+                None => format!("{shown} is not a valid PEM file: a -----BEGIN line is malformed"),
+            }
+        }
+        E::SectionTooLarge => {
+            format!("{shown} is not a valid PEM file: a block is larger than a certificate can be")
+        }
+        _ => format!("{shown} is not a valid PEM file"),
+    }
+}
+
+/// Reads a duration as written in the config and in flags: a number with a unit (`10s`, `5m`,
+/// `1h30m`, `500ms`).
+///
+/// # Errors
+/// What is wrong, in words that complete "`interval` …": "`-5m` is negative", "`10` has no
+/// unit".
+pub fn parse_duration(text: &str) -> Result<Duration, String> {
+    let t = text.trim();
+    if t.is_empty() {
+        return Err("is empty".to_owned());
+    }
+    if let Ok(d) = humantime::parse_duration(t) {
+        return Ok(d);
+    }
+    let shown = shorten(t);
+    if t.starts_with('-') {
+        Err(format!(
+            "`{shown}` is negative; a duration is a positive number with a unit"
+        ))
+    } else if t.chars().all(|c| c.is_ascii_digit() || c == '.') {
+        Err(format!("`{shown}` has no unit (s, m or h)"))
+    } else {
+        Err(format!(
+            "`{shown}` is not a duration (a number with a unit: s, m or h)"
+        ))
+    }
+}
+
+/// Whether a target name may hold `c`: not a control character (newline, tab, escape…) and
+/// not an invisible formatting character (zero-width, bidirectional overrides), which would
+/// make two names look alike or reorder a line of the table.
+fn is_printable(c: char) -> bool {
+    !c.is_control()
+        && !matches!(
+            c,
+            '\u{00ad}'
+                | '\u{200b}'..='\u{200f}'
+                | '\u{2028}'..='\u{202e}'
+                | '\u{2060}'..='\u{2069}'
+                | '\u{feff}'
+        )
+}
+
+/// An I/O error in words, without the `(os error 2)` suffix.
+fn io_words(e: &std::io::Error) -> String {
+    use std::io::ErrorKind as K;
+    match e.kind() {
+        K::NotFound => "no such file".to_owned(),
+        K::PermissionDenied => "permission denied".to_owned(),
+        K::IsADirectory => "it is a directory".to_owned(),
+        _ => {
+            let text = e.to_string();
+            match text.find(" (os error") {
+                Some(i) => text[..i].to_owned(),
+                None => text,
+            }
+        }
     }
 }
 
@@ -925,7 +2070,7 @@ mod tests {
             "  - name: a\n    image: redis\n  - image: localhost/x\n    plain_http: true\n    tls:\n      ca_file: nope.pem\n",
         ))
         .unwrap_err();
-        let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
+        let keys: Vec<_> = err.issues.iter().map(ConfigIssue::key_path).collect();
         assert_eq!(
             keys,
             [
@@ -941,7 +2086,7 @@ mod tests {
         );
         let text = err.to_string();
         assert!(
-            text.starts_with("invalid configuration in test.yaml:"),
+            text.starts_with("invalid configuration in test.yaml (8 problems):"),
             "{text}"
         );
         assert!(
@@ -955,10 +2100,16 @@ mod tests {
     fn unknown_keys_and_bad_yaml_name_the_position() {
         let err = load("targets:\n  - image: nginx\n    tls:\n      ca_fil: x\n").unwrap_err();
         let text = err.to_string();
-        assert!(text.contains("unknown field `ca_fil`"), "{text}");
-        assert!(text.contains("line 4"), "{text}");
+        assert!(
+            text.contains("line 4: targets[0].tls.ca_fil: unknown key; did you mean `ca_file`?"),
+            "{text}"
+        );
         let err = load("targets: [").unwrap_err();
-        assert_eq!(err.issues[0].key, "(yaml)");
+        assert_eq!(err.issues[0].key, "line 1: column 10");
+        assert!(
+            err.issues[0].problem.starts_with("is not valid YAML: "),
+            "{err}"
+        );
         let err = load("targets:\n  - name: x\n").unwrap_err();
         assert!(err.to_string().contains("image"), "{err}");
     }
@@ -977,7 +2128,10 @@ mod tests {
                 "targets:\n  - image: {hub}\n    check_platform: true\n"
             ))
             .unwrap_err();
-            assert_eq!(e.issues[0].key, "targets[0].check_platform", "{hub}");
+            assert_eq!(
+                e.issues[0].key, "line 3: targets[0].check_platform",
+                "{hub}"
+            );
             assert!(e.issues[0].problem.contains("counts as a pull"), "{e}");
             assert!(e.issues[0].fix.contains("pullprobe --check"), "{e}");
         }
@@ -986,7 +2140,8 @@ mod tests {
     #[test]
     fn timeout_longer_than_interval_is_rejected() {
         let err = load("interval: 5s\ntimeout: 10s\ntargets: [{image: nginx}]\n").unwrap_err();
-        assert_eq!(err.issues[0].key, "timeout");
+        assert_eq!(err.issues[0].key_path(), "timeout");
+        assert_eq!(err.issues[0].line(), Some(2));
     }
 
     #[test]
@@ -1011,7 +2166,7 @@ mod tests {
         )
         .unwrap_err();
         let keys: Vec<_> = err.issues.iter().map(|i| i.key.as_str()).collect();
-        assert_eq!(keys, ["dns.hosts_file", "dns.resolv_conf"]);
+        assert_eq!(keys, ["line 2: dns.hosts_file", "line 3: dns.resolv_conf"]);
         let text = err.to_string();
         assert!(
             text.contains(&dir.path().join("missing-hosts").display().to_string()),
@@ -1032,7 +2187,8 @@ mod tests {
         assert!(err.to_string().contains("is a directory"), "{err}");
         let err = load("dns:\n  hostsfile: /etc/hosts\ntargets: [{image: nginx}]\n").unwrap_err();
         assert!(
-            err.to_string().contains("unknown field `hostsfile`"),
+            err.to_string()
+                .contains("unknown key; did you mean `hosts_file`?"),
             "{err}"
         );
     }
@@ -1064,6 +2220,486 @@ mod tests {
         assert!(t[1].credentials.is_none());
         assert_eq!(t[2].name, "nginx (2)");
         let err = c.targets_for_images(&["Bad Ref".into()]).unwrap_err();
-        assert_eq!(err.issues[0].key, "IMAGE[0]");
+        assert_eq!(err.issues[0].arg, "Bad Ref");
+    }
+
+    /// Every fix is self-contained: none points at a file a node does not have.
+    #[track_caller]
+    fn assert_self_contained(err: &ConfigError) {
+        for i in &err.issues {
+            assert!(
+                !i.fix.contains("README") && !i.fix.contains("examples/"),
+                "{err}"
+            );
+            assert!(!i.fix.is_empty(), "{err}");
+        }
+    }
+
+    #[test]
+    fn three_typos_are_all_reported_with_line_key_suggestion_and_fix() {
+        let err =
+            load("targets:\n  - imge: nginx\n    plain_htp: true\ntimeot: 10s\n").unwrap_err();
+        let text = err.to_string();
+        assert_eq!(
+            text,
+            "invalid configuration in test.yaml (3 problems):\n\
+             \x20 line 2: targets[0].imge: unknown key; did you mean `image`?\n\
+             \x20   fix: rename `imge` to `image` (the keys of a target are name, image, docker_config, plain_http, tls, check_platform)\n\
+             \x20 line 3: targets[0].plain_htp: unknown key; did you mean `plain_http`?\n\
+             \x20   fix: rename `plain_htp` to `plain_http` (the keys of a target are name, image, docker_config, plain_http, tls, check_platform)\n\
+             \x20 line 4: timeot: unknown key; did you mean `timeout`?\n\
+             \x20   fix: rename `timeot` to `timeout` (the keys of the top level are interval, timeout, dns, docker_config, targets, node)"
+        );
+        assert_self_contained(&err);
+    }
+
+    #[test]
+    fn unknown_keys_are_rejected_at_every_level_with_the_keys_valid_there() {
+        let cases = [
+            (
+                "dns:\n  resolvconf: /x\n",
+                "dns.resolvconf",
+                "did you mean `resolv_conf`?",
+            ),
+            (
+                "node:\n  runtim: crio\n",
+                "node.runtim",
+                "did you mean `runtime`?",
+            ),
+            (
+                "node:\n  kubelt: {}\n",
+                "node.kubelt",
+                "did you mean `kubelet`?",
+            ),
+            (
+                "node:\n  containerd:\n    config-path: /x\n",
+                "node.containerd.config-path",
+                "did you mean `config_path`?",
+            ),
+            (
+                "node:\n  crio:\n    registries_conf_dir: /x\n",
+                "node.crio.registries_conf_dir",
+                "did you mean `registries_conf_d`?",
+            ),
+            (
+                "node:\n  kubelet:\n    credential_provider_bindir: /x\n",
+                "node.kubelet.credential_provider_bindir",
+                "did you mean `credential_provider_bin_dir`?",
+            ),
+            (
+                "targets:\n  - image: a\n    tls: {insecure: true}\n",
+                "targets[0].tls.insecure",
+                "unknown key",
+            ),
+            (
+                "plain_http: true\n",
+                "plain_http",
+                "`plain_http` belongs under `targets[]`",
+            ),
+            (
+                "targets:\n  - image: a\n    timeout: 5s\n",
+                "targets[0].timeout",
+                "`timeout` belongs at the top level",
+            ),
+            ("color: blue\n", "color", "unknown key"),
+        ];
+        for (yaml, key, problem) in cases {
+            let yaml = format!("{yaml}targets: [{{image: nginx}}]\n");
+            let yaml = yaml.replacen(
+                "targets: [{image: nginx}]\n",
+                "",
+                usize::from(yaml.starts_with("targets")),
+            );
+            let err = load(&yaml).unwrap_err();
+            let issue = err
+                .issues
+                .iter()
+                .find(|i| i.key_path() == key)
+                .unwrap_or_else(|| panic!("{key}: {err}"));
+            assert!(
+                issue.problem.starts_with(problem) || issue.problem.contains(problem),
+                "{err}"
+            );
+            assert!(issue.line().is_some(), "{err}");
+            assert_self_contained(&err);
+        }
+        let err = load("node:\n  runtime: cri-o\ntargets: [{image: nginx}]\n").unwrap_err();
+        assert!(
+            err.issues[0].problem.ends_with("did you mean `crio`?"),
+            "{err}"
+        );
+        assert_eq!(err.issues[0].key, "line 2: node.runtime");
+    }
+
+    #[test]
+    fn wrong_shapes_and_duplicates_are_reported_with_their_lines() {
+        let err = load(concat!(
+            "timeout: [10s]\n",
+            "dns: [a]\n",
+            "targets:\n",
+            "  - image: ghcr.io/a/b\n",
+            "    plain_http: 1\n",
+            "    image: ghcr.io/c/d\n",
+            "  - ~\n",
+            "  - name: x\n",
+            "interval: 5m\n",
+            "interval: 6m\n",
+        ))
+        .unwrap_err();
+        let got: Vec<(String, String)> = err
+            .issues
+            .iter()
+            .map(|i| (i.key.clone(), i.problem.clone()))
+            .collect();
+        let want = [
+            ("line 1: timeout", "must be a single value, not a list"),
+            (
+                "line 2: dns",
+                "must be a mapping of keys (hosts_file, resolv_conf, nameservers), not a list",
+            ),
+            (
+                "line 5: targets[0].plain_http",
+                "must be true or false, not the value `1`",
+            ),
+            (
+                "line 6: targets[0].image",
+                "is given twice (first at line 4)",
+            ),
+            ("line 7: targets[1]", "is empty"),
+            ("line 8: targets[2]", "has no image"),
+            ("line 10: interval", "is given twice (first at line 9)"),
+        ];
+        let want: Vec<(String, String)> = want
+            .iter()
+            .map(|(k, p)| ((*k).to_owned(), (*p).to_owned()))
+            .collect();
+        assert_eq!(got, want, "{err}");
+        assert_self_contained(&err);
+
+        let err = load("- image: nginx\n").unwrap_err();
+        assert_eq!(err.issues[0].key, "line 1: (file)");
+        assert!(
+            err.issues[0]
+                .problem
+                .starts_with("must be a mapping of keys (interval, timeout"),
+            "{err}"
+        );
+        let err = load("targets: nginx\n").unwrap_err();
+        assert_eq!(err.issues.len(), 1, "{err}");
+        assert_eq!(
+            err.issues[0].problem,
+            "must be a list, not the value `nginx`"
+        );
+        // YAML 1.1 booleans are read as serde-saphyr reads them; quoted too.
+        let c = load("targets:\n  - image: a/b\n    plain_http: yes\n  - image: c/d\n    plain_http: 'off'\n").unwrap();
+        assert!(c.targets[0].plain_http);
+        assert!(!c.targets[1].plain_http);
+    }
+
+    #[test]
+    fn durations_say_what_a_duration_looks_like() {
+        for (value, problem) in [
+            (
+                "-5m",
+                "`-5m` is negative; a duration is a positive number with a unit",
+            ),
+            (
+                "yes",
+                "`yes` is not a duration (a number with a unit: s, m or h)",
+            ),
+            ("10", "`10` has no unit (s, m or h)"),
+            ("\"\"", "is empty"),
+            ("0s", "must be greater than zero"),
+        ] {
+            let err =
+                load(&format!("interval: {value}\ntargets: [{{image: nginx}}]\n")).unwrap_err();
+            assert_eq!(err.issues[0].key, "line 1: interval");
+            assert_eq!(err.issues[0].problem, problem);
+            assert!(
+                err.issues[0].fix.contains("10s") || err.issues[0].fix.contains("15m"),
+                "{err}"
+            );
+            assert!(!err.to_string().contains("expected number"), "{err}");
+        }
+        assert_eq!(parse_duration("1h30m"), Ok(Duration::from_secs(5400)));
+        assert_eq!(parse_duration(" 500ms "), Ok(Duration::from_millis(500)));
+    }
+
+    #[test]
+    fn yaml_limits_are_stated_in_plain_words() {
+        // 250001 values: the node-count limit, said as such.
+        let mut yaml = String::from("targets:\n");
+        for _ in 0..125_001 {
+            yaml.push_str("- {image: a}\n");
+        }
+        let err = load(&yaml).unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("has more than 250000 values (keys, values and list items); pullprobe reads at most 250000"), "{text}");
+        assert!(
+            !text.contains("budget") && !text.contains("Nodes"),
+            "{text}"
+        );
+        // Nesting.
+        let deep = format!(
+            "targets: {}{}\n",
+            "[".repeat(MAX_CONFIG_DEPTH + 4),
+            "]".repeat(MAX_CONFIG_DEPTH + 4)
+        );
+        let err = load(&deep).unwrap_err();
+        assert!(
+            err.issues[0]
+                .problem
+                .starts_with("nests lists and mappings more than 16 levels deep"),
+            "{err}"
+        );
+        // A second document.
+        let err = load("targets: [{image: a}]\n---\ntargets: [{image: b}]\n").unwrap_err();
+        assert!(
+            err.issues[0]
+                .problem
+                .starts_with("has more than one YAML document"),
+            "{err}"
+        );
+        assert_eq!(err.issues[0].line(), Some(3), "{err}");
+        // Syntax: the parser's sentence, without its snippet or `<input>`.
+        let err = load("targets:\n  - image: [a\n").unwrap_err();
+        let text = err.to_string();
+        assert!(text.contains("is not valid YAML: "), "{text}");
+        assert!(!text.contains("<input>") && !text.contains("-->"), "{text}");
+        assert_self_contained(&err);
+        // The file itself: checked before it is read.
+        let dir = tempfile::tempdir().unwrap();
+        let big = dir.path().join("big.yaml");
+        let f = std::fs::File::create(&big).unwrap();
+        f.set_len(MAX_CONFIG_BYTES + (1 << 20)).unwrap();
+        let err = Config::load(&big).unwrap_err();
+        assert_eq!(
+            err.issues[0].problem,
+            "is 17 MiB; pullprobe reads config files of at most 16 MiB"
+        );
+        let err = Config::load(&dir.path().join("missing.yaml")).unwrap_err();
+        assert_eq!(err.issues[0].problem, "cannot read the file: no such file");
+        std::fs::write(
+            dir.path().join("latin1.yaml"),
+            b"targets: [{image: caf\xe9}]\n",
+        )
+        .unwrap();
+        let err = Config::load(&dir.path().join("latin1.yaml")).unwrap_err();
+        assert_eq!(err.issues[0].problem, "is not UTF-8 text");
+    }
+
+    #[test]
+    fn target_names_must_be_printable() {
+        for name in [
+            "\"a\\nb\"",
+            "\"tab\\there\"",
+            "\"esc\\e[31m\"",
+            "\"rtl\\u202eevil\"",
+            "\"zero\\u200bwidth\"",
+        ] {
+            let err = load(&format!("targets:\n  - name: {name}\n    image: nginx\n")).unwrap_err();
+            assert_eq!(err.issues[0].key, "line 2: targets[0].name", "{name}");
+            assert!(
+                err.issues[0]
+                    .problem
+                    .contains("control or invisible character"),
+                "{err}"
+            );
+            assert!(
+                !err.to_string().contains('\u{1b}'),
+                "the message itself escapes it"
+            );
+        }
+        let c = load("targets:\n  - name: café registry (eu)\n    image: nginx\n").unwrap();
+        assert_eq!(c.targets[0].name, "café registry (eu)");
+    }
+
+    /// A CA file for `ca_file`, and the issue it gives (or none).
+    fn ca_issue(contents: &[u8]) -> Option<ConfigIssue> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("ca.pem"), contents).unwrap();
+        let yaml =
+            "targets:\n  - image: registry.example.com/app\n    tls:\n      ca_file: ca.pem\n";
+        match Config::from_yaml("t.yaml", yaml, dir.path()) {
+            Ok(c) => {
+                assert!(!c.targets[0].tls.extra_roots.is_empty());
+                None
+            }
+            Err(e) => {
+                assert_eq!(e.issues.len(), 1, "{e}");
+                let mut issue = e.issues[0].clone();
+                assert_eq!(issue.key, "line 4: targets[0].tls.ca_file");
+                let shown = dir.path().join("ca.pem").display().to_string();
+                assert!(issue.problem.contains(&shown), "names the file: {e}");
+                issue.problem = issue.problem.replace(&shown, "CA");
+                issue.fix = issue.fix.replace(&shown, "CA");
+                Some(issue)
+            }
+        }
+    }
+
+    #[test]
+    fn ca_files_are_fully_parsed_at_load() {
+        let cert = rcgen::generate_simple_self_signed(vec!["ca.test".to_owned()]).unwrap();
+        assert_eq!(ca_issue(cert.cert.pem().as_bytes()), None);
+
+        let bad_char =
+            ca_issue(b"-----BEGIN CERTIFICATE-----\nMIIB!!!\n-----END CERTIFICATE-----\n").unwrap();
+        assert_eq!(
+            bad_char.problem,
+            "CA is not a valid PEM file: line 2 of a certificate block has characters that are not base64"
+        );
+        assert!(!bad_char.problem.contains("InvalidCharacter"));
+
+        // Valid base64, not a certificate: a config error now, not a later tls_untrusted.
+        let not_cert =
+            ca_issue(b"-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n")
+                .unwrap();
+        assert_eq!(
+            not_cert.problem,
+            "CA: the certificate block at line 1 is not an X.509 certificate (its base64 text decodes, but not to a certificate)"
+        );
+
+        let der = ca_issue(cert.cert.der()).unwrap();
+        assert_eq!(
+            der.problem,
+            "CA is a binary (DER) certificate; ca_file is read as PEM text, as containerd reads its ca files"
+        );
+        assert_eq!(
+            der.fix,
+            "convert it to PEM with `openssl x509 -inform der -in CA -out CA.pem` and set ca_file to CA.pem"
+        );
+
+        let key_only = ca_issue(cert.signing_key.serialize_pem().as_bytes()).unwrap();
+        assert_eq!(
+            key_only.problem,
+            "CA contains no certificate, only PRIVATE KEY block(s)"
+        );
+        let empty = ca_issue(b"").unwrap();
+        assert_eq!(
+            empty.problem,
+            "CA contains no PEM certificate (no -----BEGIN CERTIFICATE----- line)"
+        );
+        assert!(
+            empty
+                .fix
+                .contains("openssl x509 -inform der -in CA -out CA.pem"),
+            "{}",
+            empty.fix
+        );
+
+        let pem = cert.cert.pem();
+        let truncated = ca_issue(&pem.as_bytes()[..pem.len() - 30]).unwrap();
+        assert_eq!(
+            truncated.problem,
+            "CA is not a valid PEM file: the block that starts at line 1 has no -----END line"
+        );
+        let mut trailing = cert.cert.der().to_vec();
+        trailing.extend_from_slice(b"junk");
+        let b64 = base64::Engine::encode(&base64::engine::general_purpose::STANDARD, &trailing);
+        let trailing = ca_issue(
+            format!("-----BEGIN CERTIFICATE-----\n{b64}\n-----END CERTIFICATE-----\n").as_bytes(),
+        )
+        .unwrap();
+        assert_eq!(
+            trailing.problem,
+            "CA: the certificate block at line 1 has extra data after the certificate (Go's x509.ParseCertificate refuses it)"
+        );
+    }
+
+    #[test]
+    fn check_arguments_name_targets_or_images_and_refuse_ambiguity() {
+        let c = load(concat!(
+            "targets:\n",
+            "  - name: secure\n    image: registry.example.com/secure:1\n    plain_http: true\n",
+            "  - name: Hub Probe\n    image: docker.io/ratelimitpreview/test:latest\n",
+            "  - image: nginx:1.27\n",
+        ))
+        .unwrap();
+        // A name that is not an image reference: that target, with its own settings.
+        let t = c.targets_for_images(&["Hub Probe".into()]).unwrap();
+        assert_eq!(t[0].name, "Hub Probe");
+        // A target whose name is its image (no `name:`): that target.
+        let t = c.targets_for_images(&["nginx:1.27".into()]).unwrap();
+        assert_eq!(t[0].name, "nginx:1.27");
+        // A target's image, written in any form that normalises to it: that target.
+        let t = c
+            .targets_for_images(&["registry.example.com/secure:1".into()])
+            .unwrap();
+        assert_eq!(t[0].name, "secure");
+        assert!(t[0].plain_http);
+        // Another image on that host lends the settings; Docker Hub images lend nothing here.
+        let t = c
+            .targets_for_images(&["registry.example.com/other".into(), "redis".into()])
+            .unwrap();
+        assert_eq!(t[0].name, "registry.example.com/other");
+        assert!(t[0].plain_http);
+        assert!(!t[1].plain_http);
+        // `secure` is the target and also docker.io/library/secure:latest: refused, both spelled out.
+        let err = c.targets_for_images(&["secure".into()]).unwrap_err();
+        assert_eq!(
+            err.to_string(),
+            "invalid image argument `secure`: it is both the name of the configured target `secure` (image registry.example.com/secure:1) and the image docker.io/library/secure:latest\n  \
+             fix: say which: for the target, give its image, `pullprobe --check registry.example.com/secure:1`; for the other image, write it in full, `pullprobe --check docker.io/library/secure:latest`"
+        );
+        // Neither a target nor an image: a near target name is suggested.
+        let err = c
+            .targets_for_images(&["Hub Prbe".into(), "Bad Ref".into()])
+            .unwrap_err();
+        let text = err.to_string();
+        assert!(text.starts_with("invalid image argument `Hub Prbe`: it is not the name of a configured target, and not an image reference: "), "{text}");
+        assert!(
+            text.contains("did you mean the configured target `Hub Probe`?"),
+            "{text}"
+        );
+        assert!(
+            text.contains("\ninvalid image argument `Bad Ref`: "),
+            "{text}"
+        );
+        assert!(
+            !text.contains("configuration in the command line"),
+            "{text}"
+        );
+    }
+
+    #[test]
+    fn every_key_of_the_readme_example_is_in_the_schema() {
+        let readme = include_str!("../README.md");
+        let start = readme.find("## Configuration\n\n```yaml\n").unwrap()
+            + "## Configuration\n\n```yaml\n".len();
+        let yaml = &readme[start..start + readme[start..].find("```").unwrap()];
+        assert!(yaml.contains("credential_provider_bin_dir"), "{yaml}");
+        let mut walk = Walk::default();
+        let root = parse_tree(yaml).unwrap();
+        let raw = walk.config(root.as_ref());
+        assert!(walk.issues.is_empty(), "{:?}", walk.issues);
+        assert_eq!(raw.targets.len(), 1);
+        assert!(
+            raw.node
+                .is_some_and(|n| n.crio.is_some() && n.kubelet.is_some() && n.containerd.is_some())
+        );
+        // And every key of the schema appears in the example.
+        for section in SECTIONS {
+            for key in section.keys {
+                assert!(
+                    yaml.contains(&format!("{key}:")),
+                    "{key} is not in the README example"
+                );
+            }
+        }
+    }
+
+    #[test]
+    fn did_you_mean_is_for_typos_only() {
+        assert_eq!(did_you_mean("timeot", TOP.keys), Some("timeout"));
+        assert_eq!(did_you_mean("Timeout", TOP.keys), Some("timeout"));
+        assert_eq!(
+            did_you_mean("docker-config", TOP.keys),
+            Some("docker_config")
+        );
+        assert_eq!(did_you_mean("targetz", TOP.keys), Some("targets"));
+        assert_eq!(did_you_mean("colour", TOP.keys), None);
+        assert_eq!(did_you_mean("dn", TOP.keys), Some("dns"));
+        assert_eq!(did_you_mean("x", TOP.keys), None);
     }
 }

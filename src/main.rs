@@ -2,12 +2,11 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use pullprobe::agent::{self, AgentError, AgentOptions};
 use pullprobe::cli::{Cli, EXIT_USAGE};
 
 fn main() -> ExitCode {
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     if let Err(e) = pullprobe::telemetry::init(&cli.log_level, cli.log_format) {
         eprintln!("pullprobe: {e}");
         return ExitCode::from(EXIT_USAGE);

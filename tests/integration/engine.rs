@@ -931,7 +931,11 @@ fn exit_codes_and_config_errors_name_file_key_and_fix() {
     assert_eq!(out.code, 2, "usage errors exit 2");
     let out = pullprobe(["--check", "Not A Ref"]);
     assert_eq!(out.code, 2);
-    assert!(out.stderr.contains("IMAGE[0]"));
+    assert!(
+        out.stderr.contains("invalid image argument `Not A Ref`"),
+        "{}",
+        out.stderr
+    );
 }
 
 /// `manifest_unknown` says the repository exists only when `tags/list` confirmed it.

@@ -20,6 +20,7 @@ mod fakes;
 mod go_resolver;
 mod hostile;
 mod image;
+mod messages_config;
 mod messages_dns;
 mod mirrors;
 mod node_credentials;

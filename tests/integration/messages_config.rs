@@ -1,0 +1,229 @@
+//! The messages a person reads from the `pullprobe` binary when the config, an argument or a
+//! flag is wrong: every problem at once, each with its file, line, key, what is wrong and a
+//! self-contained fix, and exit status 2; and `--check NAME` probing a configured target (0
+//! when it is ok, 1 when it fails).
+
+use std::ffi::OsString;
+use std::path::{Path, PathBuf};
+
+use crate::support::registry::{Auth, FakeRegistry};
+use crate::support::{Run, closed_port, pullprobe};
+
+const REPO: &str = "library/alpine";
+
+/// Runs `pullprobe` off the async runtime.
+async fn run(args: Vec<OsString>) -> Run {
+    tokio::task::spawn_blocking(move || pullprobe(args))
+        .await
+        .unwrap()
+}
+
+fn write(dir: &Path, name: &str, text: &str) -> PathBuf {
+    let path = dir.join(name);
+    std::fs::write(&path, text).unwrap();
+    path
+}
+
+fn check_args(config: &Path, extra: &[&str]) -> Vec<OsString> {
+    let mut args: Vec<OsString> = vec!["--check".into(), "--config.file".into(), config.into()];
+    args.extend(extra.iter().map(OsString::from));
+    args
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn three_typos_are_reported_together_with_lines_and_suggestions() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        "timeot: 10s\ntargets:\n  - imge: nginx\n    plain_htp: true\n",
+    );
+    let out = run(check_args(&config, &[])).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    assert_eq!(out.stdout, "");
+    let want = format!(
+        "pullprobe: invalid configuration in {} (3 problems):\n  \
+         line 1: timeot: unknown key; did you mean `timeout`?\n    \
+         fix: rename `timeot` to `timeout` (the keys of the top level are interval, timeout, dns, docker_config, targets, node)\n  \
+         line 3: targets[0].imge: unknown key; did you mean `image`?\n    \
+         fix: rename `imge` to `image` (the keys of a target are name, image, docker_config, plain_http, tls, check_platform)\n  \
+         line 4: targets[0].plain_htp: unknown key; did you mean `plain_http`?\n    \
+         fix: rename `plain_htp` to `plain_http` (the keys of a target are name, image, docker_config, plain_http, tls, check_platform)\n",
+        config.display()
+    );
+    assert_eq!(out.stderr, want);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn library_text_never_reaches_the_reader() {
+    let dir = tempfile::tempdir().unwrap();
+    // 250001 values: the YAML crate's node budget, said in words.
+    let mut big = String::from("targets:\n");
+    for _ in 0..125_001 {
+        big.push_str("- {image: a}\n");
+    }
+    let big = write(dir.path(), "big.yaml", &big);
+    let durations = write(
+        dir.path(),
+        "d.yaml",
+        "interval: -5m\ntimeout: yes\ntargets: [{image: nginx}]\n",
+    );
+    write(
+        dir.path(),
+        "ca.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIB!!!\n-----END CERTIFICATE-----\n",
+    );
+    let bad_ca = write(
+        dir.path(),
+        "ca.yaml",
+        "targets:\n  - image: registry.example.com/app\n    tls:\n      ca_file: ca.pem\n",
+    );
+    let cases = [
+        (
+            big,
+            vec![
+                "has more than 250000 values (keys, values and list items); pullprobe reads at most 250000",
+            ],
+        ),
+        (
+            durations,
+            vec![
+                "line 1: interval: `-5m` is negative; a duration is a positive number with a unit",
+                "line 2: timeout: `yes` is not a duration (a number with a unit: s, m or h)",
+                "fix: write a positive number with a unit, like `timeout: 10s`, `5m` or `1h30m`",
+            ],
+        ),
+        (
+            bad_ca,
+            vec![
+                "line 4: targets[0].tls.ca_file: ",
+                "ca.pem is not a valid PEM file: line 2 of a certificate block has characters that are not base64",
+                "openssl x509 -inform der -in",
+            ],
+        ),
+    ];
+    for (config, wants) in cases {
+        let out = run(check_args(&config, &[])).await;
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        let heading = format!("pullprobe: invalid configuration in {}", config.display());
+        assert!(out.stderr.starts_with(&heading), "{}", out.stderr);
+        for want in wants {
+            assert!(out.stderr.contains(want), "{want}\n{}", out.stderr);
+        }
+        for leak in [
+            "budget",
+            "Nodes {",
+            "expected number",
+            "InvalidCharacter",
+            "base64 decode error",
+            "<input>",
+            "README",
+        ] {
+            assert!(!out.stderr.contains(leak), "{leak}\n{}", out.stderr);
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_ca_block_that_is_not_a_certificate_is_a_config_error_not_an_untrusted_registry() {
+    let dir = tempfile::tempdir().unwrap();
+    write(
+        dir.path(),
+        "ca.pem",
+        "-----BEGIN CERTIFICATE-----\naGVsbG8gd29ybGQ=\n-----END CERTIFICATE-----\n",
+    );
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        "node: {runtime: none}\ntargets:\n  - image: 127.0.0.1:1/app\n    tls: {ca_file: ca.pem}\n",
+    );
+    let out = run(check_args(&config, &[])).await;
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert!(
+        out.stderr.contains(&format!(
+            "line 4: targets[0].tls.ca_file: {}: the certificate block at line 1 is not an X.509 certificate",
+            dir.path().join("ca.pem").display()
+        )),
+        "{}",
+        out.stderr
+    );
+    assert!(!out.stdout.contains("tls_untrusted"), "{}", out.stdout);
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn check_by_target_name_probes_that_target_and_refuses_ambiguity() {
+    let ok = FakeRegistry::builder()
+        .auth(Auth::None)
+        .repo(REPO, &["latest"])
+        .start()
+        .await;
+    let dir = tempfile::tempdir().unwrap();
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "node: {{runtime: none}}\ntimeout: 5s\ntargets:\n\
+             \x20 - name: local mirror\n    image: 127.0.0.1:{}/{REPO}:latest\n    plain_http: true\n\
+             \x20 - name: alpine\n    image: 127.0.0.1:{}/{REPO}:latest\n    plain_http: true\n\
+             \x20 - name: closed one\n    image: {}/app:v1\n    plain_http: true\n",
+            ok.addr.port(),
+            ok.addr.port(),
+            closed_port()
+        ),
+    );
+    // A name that is no image reference: that target, with its plain_http.
+    let out = run(check_args(&config, &["local mirror"])).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("local mirror"), "{}", out.stdout);
+    assert!(out.stdout.contains("1 of 1 targets ok"), "{}", out.stdout);
+    // A failing target by name: exit 1.
+    let out = run(check_args(&config, &["closed one"])).await;
+    assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("closed one"), "{}", out.stdout);
+    // `alpine` is the target and also docker.io/library/alpine:latest.
+    let out = run(check_args(&config, &["alpine"])).await;
+    assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
+    assert_eq!(
+        out.stderr,
+        format!(
+            "pullprobe: invalid image argument `alpine`: it is both the name of the configured target `alpine` (image 127.0.0.1:{port}/{REPO}:latest) and the image docker.io/library/alpine:latest\n  \
+             fix: say which: for the target, give its image, `pullprobe --check 127.0.0.1:{port}/{REPO}:latest`; for the other image, write it in full, `pullprobe --check docker.io/library/alpine:latest`\n",
+            port = ok.addr.port()
+        )
+    );
+    // Neither: headed as an image argument, not as the configuration.
+    let out = run(check_args(&config, &["Local Mirror!"])).await;
+    assert_eq!(out.code, 2);
+    assert!(
+        out.stderr.starts_with("pullprobe: invalid image argument `Local Mirror!`: it is not the name of a configured target, and not an image reference: "),
+        "{}",
+        out.stderr
+    );
+    assert!(
+        !out.stderr.contains("invalid configuration"),
+        "{}",
+        out.stderr
+    );
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn flags_of_the_other_mode_are_usage_errors() {
+    for (args, want) in [
+        (
+            vec!["--output", "json"],
+            "error: --output applies only to --check; without --check pullprobe runs the agent",
+        ),
+        (
+            vec!["--check", "--web.listen-address", "127.0.0.1:1"],
+            "error: --web.listen-address applies only to the agent (pullprobe without --check)",
+        ),
+        (
+            vec!["--config.watch-interval", "bogus"],
+            "`bogus` is not a duration (a number with a unit: s, m or h); write it like 5s, 1m or 1h30m, or 0s to turn the check off",
+        ),
+    ] {
+        let out = run(args.iter().map(OsString::from).collect()).await;
+        assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
+        assert!(out.stderr.contains(want), "{args:?}: {}", out.stderr);
+    }
+}
