@@ -88,9 +88,9 @@ pub struct Cli {
     /// With --check: what to probe instead of every configured target. The name of a configured
     /// target, or its image, probes that target. Any other IMAGE is an image reference; a
     /// configured target on the same registry host lends it its tls, docker_config and
-    /// plain_http settings. A target name that is also an image reference other than that
-    /// target's image (target `secure` with image registry.example.com/secure:1, while
-    /// `secure` alone is docker.io/library/secure:latest) is refused as ambiguous: give the
+    /// plain_http settings. A bare target name (`secure`) is the target, not
+    /// docker.io/library/secure. A name that is also another target's image, or is written
+    /// as a reference (`team/app`) meaning another image, is refused as ambiguous: give the
     /// target's image, or the other image in full.
     #[arg(value_name = "IMAGE")]
     pub images: Vec<String>,

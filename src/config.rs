@@ -1219,9 +1219,10 @@ impl Config {
     /// lending tls/docker_config/plain_http from the first configured target on the same
     /// registry host.
     ///
-    /// A target name that is also an image reference other than that target's image (a target
-    /// `secure` whose image is `registry.example.com/secure:1`, while `secure` alone means
-    /// `docker.io/library/secure:latest`) is refused as ambiguous, naming both ways to say it.
+    /// A bare target name (`secure`) is that target, although it would also parse as
+    /// `docker.io/library/secure:latest`. A name that is also written as a reference (`team/app`)
+    /// or is another configured target's image, and means another image than its target's, is
+    /// refused as ambiguous, naming both ways to say it.
     ///
     /// # Errors
     /// Every argument that is neither a target nor a valid image reference, or is ambiguous.
@@ -1236,7 +1237,16 @@ impl Config {
                 .find(|t| t.name == *arg || t.name == text);
             let parsed = ImageRef::parse(text);
             let chosen = match (named, parsed) {
-                (Some(target), Ok(image)) if image != target.image => {
+                // A bare word is the target's name; it is ambiguous only when it is also written
+                // as a reference (`/`, `:`, `@`) or is another configured target's image.
+                (Some(target), Ok(image))
+                    if image != target.image
+                        && (text.contains(['/', ':', '@'])
+                            || self
+                                .targets
+                                .iter()
+                                .any(|t| t.name != target.name && t.image == image)) =>
+                {
                     issues.push(ImageArgIssue {
                         arg: arg.clone(),
                         problem: format!(
@@ -2635,13 +2645,26 @@ mod tests {
         assert_eq!(t[0].name, "registry.example.com/other");
         assert!(t[0].plain_http);
         assert!(!t[1].plain_http);
-        // `secure` is the target and also docker.io/library/secure:latest: refused, both spelled out.
-        let err = c.targets_for_images(&["secure".into()]).unwrap_err();
+        // `secure` is the target, not docker.io/library/secure:latest.
+        let t = c.targets_for_images(&["secure".into()]).unwrap();
+        assert_eq!((t[0].name.as_str(), t[0].plain_http), ("secure", true));
+        // A name that is also another target's image: refused, both spelled out.
+        let both = load(concat!(
+            "targets:\n",
+            "  - name: secure\n    image: registry.example.com/secure:1\n",
+            "  - name: public\n    image: secure\n",
+        ))
+        .unwrap();
+        let err = both.targets_for_images(&["secure".into()]).unwrap_err();
         assert_eq!(
             err.to_string(),
             "invalid image argument `secure`: it is both the name of the configured target `secure` (image registry.example.com/secure:1) and the image docker.io/library/secure:latest\n  \
              fix: say which: for the target, give its image, `pullprobe --check registry.example.com/secure:1`; for the other image, write it in full, `pullprobe --check docker.io/library/secure:latest`"
         );
+        // A name written as a reference that means another image: refused too.
+        let written =
+            load("targets:\n  - name: team/app\n    image: ghcr.io/team/app:1\n").unwrap();
+        assert!(written.targets_for_images(&["team/app".into()]).is_err());
         // Neither a target nor an image: a near target name is suggested.
         let err = c
             .targets_for_images(&["Hub Prbe".into(), "Bad Ref".into()])

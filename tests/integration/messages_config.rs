@@ -171,6 +171,16 @@ async fn check_by_target_name_probes_that_target_and_refuses_ambiguity() {
             closed_port()
         ),
     );
+    let both = write(
+        dir.path(),
+        "both.yaml",
+        &format!(
+            "node: {{runtime: none}}\ntimeout: 5s\ntargets:\n\
+             \x20 - name: alpine\n    image: 127.0.0.1:{}/{REPO}:latest\n    plain_http: true\n\
+             \x20 - name: hub alpine\n    image: alpine\n",
+            ok.addr.port(),
+        ),
+    );
     // A name that is no image reference: that target, with its plain_http.
     let out = run(check_args(&config, &["local mirror"])).await;
     assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
@@ -180,8 +190,12 @@ async fn check_by_target_name_probes_that_target_and_refuses_ambiguity() {
     let out = run(check_args(&config, &["closed one"])).await;
     assert_eq!(out.code, 1, "{}{}", out.stdout, out.stderr);
     assert!(out.stdout.contains("closed one"), "{}", out.stdout);
-    // `alpine` is the target and also docker.io/library/alpine:latest.
+    // A bare target name is the target, not docker.io/library/alpine:latest.
     let out = run(check_args(&config, &["alpine"])).await;
+    assert_eq!(out.code, 0, "{}{}", out.stdout, out.stderr);
+    assert!(out.stdout.contains("1 of 1 targets ok"), "{}", out.stdout);
+    // `alpine` is the target and also the image of the target `hub alpine`.
+    let out = run(check_args(&both, &["alpine"])).await;
     assert_eq!(out.code, 2, "{}{}", out.stdout, out.stderr);
     assert_eq!(
         out.stderr,
