@@ -1,6 +1,5 @@
 //! Command-line flags, named the Prometheus way (`--config.file`, `--log.level`).
 
-use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::time::Duration;
 
@@ -46,13 +45,25 @@ pub struct Cli {
     #[arg(long, value_enum, default_value_t = OutputFormat::Text)]
     pub output: OutputFormat,
 
-    /// Agent: the address its HTTP server (metrics, health, reload) listens on.
+    /// Agent: the address its HTTP server (metrics, health, reload) listens on, in
+    /// Prometheus' forms: `:9865` (every interface), `127.0.0.1:9865`, `[::1]:9865`,
+    /// `localhost:9865`.
     #[arg(
         long = "web.listen-address",
         value_name = "ADDR",
-        default_value = "0.0.0.0:9865"
+        default_value = ":9865",
+        value_parser = ListenAddress::parse
     )]
-    pub web_listen_address: SocketAddr,
+    pub web_listen_address: ListenAddress,
+
+    /// Agent: the path the metrics are served at.
+    #[arg(
+        long = "web.telemetry-path",
+        value_name = "PATH",
+        default_value = "/metrics",
+        value_parser = parse_telemetry_path
+    )]
+    pub web_telemetry_path: String,
 
     /// Agent: how often it checks the config file, and the files it references, for changes
     /// (by content, so a ConfigMap symlink swap is seen). 0s disables the check.
@@ -104,8 +115,9 @@ const CHECK_ONLY: [(&str, &str); 3] = [
 ];
 
 /// Flags that only the agent (no `--check`) reads.
-const AGENT_ONLY: [(&str, &str); 3] = [
+const AGENT_ONLY: [(&str, &str); 4] = [
     ("web_listen_address", "--web.listen-address"),
+    ("web_telemetry_path", "--web.telemetry-path"),
     ("web_config_file", "--web.config.file"),
     ("config_watch_interval", "--config.watch-interval"),
 ];
@@ -143,7 +155,7 @@ fn mode_conflict(matches: &ArgMatches, check: bool) -> Option<String> {
             .value_source(id)
             .is_some_and(|s| s != ValueSource::DefaultValue)
     };
-    let list = if check { AGENT_ONLY } else { CHECK_ONLY };
+    let list: &[(&str, &str)] = if check { &AGENT_ONLY } else { &CHECK_ONLY };
     let wrong: Vec<&str> = list
         .iter()
         .filter(|(id, _)| given(id))
@@ -214,13 +226,155 @@ pub enum OutputFormat {
 #[derive(Clone, Copy, Debug, PartialEq, Eq, ValueEnum)]
 pub enum LogFormat {
     Text,
+    /// `ts=… level=… msg="…" key=value`, as Prometheus and its exporters log.
+    Logfmt,
     Json,
+}
+
+/// `--web.listen-address` as Prometheus reads it (Go's `net.Listen("tcp", addr)`): an empty
+/// host listens on every interface, a name is resolved.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct ListenAddress {
+    /// Empty for every interface; an IPv6 literal without brackets.
+    pub host: String,
+    pub port: u16,
+}
+
+impl ListenAddress {
+    /// # Errors
+    /// A sentence saying what is wrong and what the forms are.
+    pub fn parse(s: &str) -> Result<Self, String> {
+        let forms =
+            "write host:port or :port, e.g. :9865, 127.0.0.1:9865, [::1]:9865 or localhost:9865";
+        let (host, port) = if let Some(rest) = s.strip_prefix('[') {
+            let (h, p) = rest
+                .split_once("]:")
+                .ok_or_else(|| format!("{s:?} has no port after the IPv6 address; {forms}"))?;
+            h.parse::<std::net::Ipv6Addr>()
+                .map_err(|_| format!("{h:?} is not an IPv6 address; {forms}"))?;
+            (h, p)
+        } else {
+            let (h, p) = s
+                .rsplit_once(':')
+                .ok_or_else(|| format!("{s:?} has no port; {forms}"))?;
+            if h.contains(':') {
+                return Err(format!("write the IPv6 address {h:?} in brackets; {forms}"));
+            }
+            (h, p)
+        };
+        let port = port
+            .parse::<u16>()
+            .map_err(|_| format!("{port:?} is not a port number (0-65535); {forms}"))?;
+        if host.contains(|c: char| c.is_whitespace() || c == '/') {
+            return Err(format!("{host:?} is not a host name or address; {forms}"));
+        }
+        Ok(ListenAddress {
+            host: host.to_owned(),
+            port,
+        })
+    }
+
+    /// The addresses to try binding, in order: every interface is `[::]` (dual-stack) then
+    /// `0.0.0.0` for a kernel without IPv6; a name is resolved.
+    pub fn candidates(&self) -> Vec<String> {
+        if self.host.is_empty() {
+            vec![
+                format!("[::]:{}", self.port),
+                format!("0.0.0.0:{}", self.port),
+            ]
+        } else if self.host.contains(':') {
+            vec![format!("[{}]:{}", self.host, self.port)]
+        } else {
+            vec![format!("{}:{}", self.host, self.port)]
+        }
+    }
+}
+
+impl std::fmt::Display for ListenAddress {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        if self.host.contains(':') {
+            write!(f, "[{}]:{}", self.host, self.port)
+        } else {
+            write!(f, "{}:{}", self.host, self.port)
+        }
+    }
+}
+
+/// `--web.telemetry-path`: an absolute path that is not one of the agent's own pages.
+fn parse_telemetry_path(s: &str) -> Result<String, String> {
+    if !s.starts_with('/') || s.contains(['?', '#', ' ']) {
+        return Err(format!(
+            "{s:?} is not an absolute URL path; write one like /metrics"
+        ));
+    }
+    if s == "/" || s.starts_with("/-/") {
+        return Err(format!(
+            "{s:?} is taken by the agent's own pages (/ and /-/…); choose another, e.g. /metrics"
+        ));
+    }
+    Ok(s.to_owned())
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
     use clap::CommandFactory;
+
+    // Prometheus' --web.listen-address forms (Go `net.Listen("tcp", addr)`).
+    #[test]
+    fn listen_addresses_in_prometheus_forms() {
+        let p = |s: &str| ListenAddress::parse(s).map(|a| a.candidates());
+        assert_eq!(p(":9865").unwrap(), ["[::]:9865", "0.0.0.0:9865"]);
+        assert_eq!(p("0.0.0.0:9865").unwrap(), ["0.0.0.0:9865"]);
+        assert_eq!(p("localhost:9865").unwrap(), ["localhost:9865"]);
+        assert_eq!(p("[::1]:9865").unwrap(), ["[::1]:9865"]);
+        assert_eq!(
+            ListenAddress::parse("[::1]:9865").unwrap().to_string(),
+            "[::1]:9865"
+        );
+        for bad in [
+            "9865",
+            "::1:9865",
+            "localhost:http",
+            "[nope]:1",
+            "a b:1",
+            ":99999",
+        ] {
+            let e = ListenAddress::parse(bad).unwrap_err();
+            assert!(e.contains("e.g. :9865"), "{bad}: {e}");
+        }
+        let c =
+            Cli::try_parse_args(["pullprobe", "--web.listen-address", "localhost:9865"]).unwrap();
+        assert_eq!(c.web_listen_address.host, "localhost");
+        assert_eq!(
+            Cli::try_parse_args(["pullprobe"])
+                .unwrap()
+                .web_listen_address
+                .host,
+            ""
+        );
+    }
+
+    #[test]
+    fn telemetry_paths_and_logfmt() {
+        let c = Cli::try_parse_args([
+            "pullprobe",
+            "--web.telemetry-path",
+            "/probe/metrics",
+            "--log.format",
+            "logfmt",
+        ])
+        .unwrap();
+        assert_eq!(c.web_telemetry_path, "/probe/metrics");
+        assert_eq!(c.log_format, LogFormat::Logfmt);
+        for bad in ["metrics", "/", "/-/ready", "/a b"] {
+            assert!(parse_telemetry_path(bad).is_err(), "{bad}");
+        }
+        // An agent flag with --check is a usage error naming the mode.
+        assert!(
+            Cli::try_parse_args(["pullprobe", "--check", "--web.telemetry-path", "/m"]).is_err()
+        );
+    }
 
     #[test]
     fn flags_parse() {

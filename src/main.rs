@@ -32,15 +32,27 @@ fn main() -> ExitCode {
 
 /// The agent until SIGTERM/SIGINT: 0 after a clean shutdown, 2 for a bad config or address.
 async fn run_agent(cli: &Cli) -> u8 {
-    let listener = match tokio::net::TcpListener::bind(cli.web_listen_address).await {
-        Ok(l) => l,
-        Err(e) => {
-            eprintln!(
-                "pullprobe: cannot listen on --web.listen-address {}: {e}",
-                cli.web_listen_address
-            );
-            return EXIT_USAGE;
+    let mut bound = None;
+    let mut last_error = None;
+    for candidate in cli.web_listen_address.candidates() {
+        match tokio::net::TcpListener::bind(candidate.as_str()).await {
+            Ok(l) => {
+                bound = Some(l);
+                break;
+            }
+            Err(e) => last_error = Some(e),
         }
+    }
+    let Some(listener) = bound else {
+        let why = last_error.map_or_else(String::new, |e| {
+            let text = e.to_string();
+            format!(": {}", text.split(" (os error").next().unwrap_or(&text))
+        });
+        eprintln!(
+            "pullprobe: cannot listen on --web.listen-address {}{why}",
+            cli.web_listen_address
+        );
+        return EXIT_USAGE;
     };
     match agent::run(
         AgentOptions::from_cli(cli),

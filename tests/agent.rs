@@ -291,6 +291,25 @@ async fn start_hub_and_private() -> (Agent, Arc<Fake>, tempfile::TempDir) {
 
 // ---- tests ----------------------------------------------------------------------------------
 
+/// `--web.telemetry-path`: the metrics move, `/metrics` is then unknown, the landing page links
+/// the new path.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_telemetry_path_moves_the_metrics() {
+    let dir = tempfile::tempdir().unwrap();
+    let config = write_config(dir.path(), &["hub"]);
+    let fake = Arc::new(Fake::default());
+    let mut opts = options(&config, &fake);
+    opts.telemetry_path = "/probe/metrics".to_owned();
+    let agent = start(opts).await;
+    let r = agent.get("/probe/metrics").await;
+    assert_eq!(r.status(), 200);
+    assert!(r.text().await.unwrap().contains("pullprobe_build_info"));
+    assert_eq!(agent.get("/metrics").await.status(), 404);
+    let landing = agent.get("/").await.text().await.unwrap();
+    assert!(landing.contains("href=\"/probe/metrics\""), "{landing}");
+    agent.stop().await;
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn scrape_reports_success_and_failure_targets() {
     let (agent, fake, _dir) = start_hub_and_private().await;

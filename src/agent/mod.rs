@@ -69,7 +69,12 @@ pub struct AgentOptions {
     pub probe: ProbeFactory,
     /// `--web.config.file`: TLS and basic auth for the HTTP server (exporter-toolkit format).
     pub web_config_file: Option<PathBuf>,
+    /// `--web.telemetry-path`: where the metrics are served (default `/metrics`).
+    pub telemetry_path: String,
 }
+
+/// Where the metrics are served unless `--web.telemetry-path` says otherwise.
+pub const DEFAULT_TELEMETRY_PATH: &str = "/metrics";
 
 impl AgentOptions {
     /// Defaults for `config_file`, with the real probe engine.
@@ -83,6 +88,7 @@ impl AgentOptions {
             seed: None,
             probe: Arc::new(|c: &Config| -> Arc<dyn Probe> { Arc::new(Prober::from_config(c)) }),
             web_config_file: None,
+            telemetry_path: DEFAULT_TELEMETRY_PATH.to_owned(),
         }
     }
 
@@ -92,6 +98,7 @@ impl AgentOptions {
             watch_interval: cli.config_watch_interval,
             probe_concurrency: cli.probe_concurrency,
             web_config_file: cli.web_config_file.clone(),
+            telemetry_path: cli.web_telemetry_path.clone(),
             ..Self::new(cli.config_file.clone())
         }
     }
@@ -205,6 +212,7 @@ pub async fn run(
     let state = Arc::new(server::AppState {
         exposition: metrics::Exposition::new(store.clone(), status.clone()),
         store: store.clone(),
+        telemetry_path: opts.telemetry_path.clone(),
         ready: ready.clone(),
         reload: reload_tx,
     });

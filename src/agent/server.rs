@@ -32,6 +32,8 @@ pub(crate) struct AppState {
     pub(crate) exposition: metrics::Exposition,
     /// The latest results, for the landing page.
     pub(crate) store: Arc<super::store::Store>,
+    /// `--web.telemetry-path`.
+    pub(crate) telemetry_path: String,
     /// Set once the config is loaded and the scheduler has started the first round.
     pub(crate) ready: Arc<AtomicBool>,
     pub(crate) reload: mpsc::Sender<Trigger>,
@@ -45,7 +47,7 @@ const LANDING_HEAD: &str = "<!DOCTYPE html>
 <h1>pullprobe</h1>
 <p>Probes the image-pull path of this node (DNS, TCP, TLS, registry auth, manifest) on a schedule.</p>
 <ul>
-<li><a href=\"/metrics\">/metrics</a>: Prometheus metrics</li>
+<li><a href=\"{telemetry}\">{telemetry}</a>: Prometheus metrics</li>
 <li><a href=\"/-/healthy\">/-/healthy</a>: liveness</li>
 <li><a href=\"/-/ready\">/-/ready</a>: readiness</li>
 <li><code>POST /-/reload</code>: reload the configuration</li>
@@ -70,9 +72,9 @@ fn escape(s: &str) -> String {
 
 /// The landing page: links, then each target's last result (result, phase, endpoint, age,
 /// message). Plain HTML, no scripts.
-fn landing(store: &super::store::Store) -> String {
+fn landing(store: &super::store::Store, telemetry_path: &str) -> String {
     use std::fmt::Write as _;
-    let mut page = String::from(LANDING_HEAD);
+    let mut page = LANDING_HEAD.replace("{telemetry}", &escape(telemetry_path));
     let targets = store.snapshot();
     let _ = writeln!(page, "<h2>Targets ({})</h2>", targets.len());
     page.push_str(
@@ -250,7 +252,16 @@ fn respond(
 
 async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>> {
     let get = matches!(*req.method(), Method::GET | Method::HEAD);
-    match (req.uri().path(), get, req.method() == Method::POST) {
+    let path = req.uri().path();
+    // `--web.telemetry-path` serves the metrics; `/metrics` is then an ordinary unknown path.
+    let path = if path == state.telemetry_path {
+        "/metrics"
+    } else if path == "/metrics" {
+        "/-/not-found"
+    } else {
+        path
+    };
+    match (path, get, req.method() == Method::POST) {
         ("/metrics", true, _) => respond(
             StatusCode::OK,
             metrics::CONTENT_TYPE,
@@ -268,7 +279,7 @@ async fn route(req: Request<Incoming>, state: &AppState) -> Response<Full<Bytes>
         ("/", true, _) => respond(
             StatusCode::OK,
             "text/html; charset=utf-8",
-            landing(&state.store),
+            landing(&state.store, &state.telemetry_path),
         ),
         ("/metrics" | "/-/healthy" | "/-/ready" | "/", ..) => {
             let mut r = text(StatusCode::METHOD_NOT_ALLOWED, "Only GET is allowed.\n");
@@ -316,7 +327,7 @@ mod tests {
             "&lt;script&gt;alert(&quot;x&quot;) &amp; &#39;y&#39;&lt;/script&gt;"
         );
         let store = super::super::store::Store::new();
-        let page = landing(&store);
+        let page = landing(&store, "/metrics");
         assert!(page.contains("<h2>Targets (0)</h2>"), "{page}");
         assert!(page.ends_with("</table>\n</body></html>\n"), "{page}");
     }
