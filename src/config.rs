@@ -230,6 +230,17 @@ pub struct ConfigError {
 
 impl fmt::Display for ConfigError {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        // Every configuration error the test suite provokes is checked: none may show a
+        // library's rendering of a value.
+        #[cfg(debug_assertions)]
+        for i in &self.issues {
+            for m in [&i.problem, &i.fix] {
+                debug_assert!(
+                    crate::outcome::library_text(m).is_none(),
+                    "a configuration message shows library text: {m}"
+                );
+            }
+        }
         write!(f, "invalid configuration in {}", self.source_name)?;
         match self.issues.len() {
             1 => write!(f, ":")?,
@@ -1538,10 +1549,18 @@ impl Resolver<'_> {
             }
             Ok(_) => {
                 if let Err(e) = std::fs::File::open(&path) {
-                    self.issue(key, format!("cannot read {}: {e}", path.display()), fix);
+                    self.issue(
+                        key,
+                        format!("cannot read {}: {}", path.display(), io_words(&e)),
+                        fix,
+                    );
                 }
             }
-            Err(e) => self.issue(key, format!("cannot read {}: {e}", path.display()), fix),
+            Err(e) => self.issue(
+                key,
+                format!("cannot read {}: {}", path.display(), io_words(&e)),
+                fix,
+            ),
         }
         path
     }

@@ -283,6 +283,24 @@ impl fmt::Display for Reason {
     }
 }
 
+/// Renderings of Rust values that must never reach a person (`Debug` output of errors and
+/// options, the standard library's `(os error N)`).
+pub const LIBRARY_TEXT: [&str; 8] = [
+    "{ ",
+    "Some(",
+    "None)",
+    "Other(",
+    "Os {",
+    "Error {",
+    "Custom {",
+    "(os error",
+];
+
+/// The first piece of library text in `message`, if any (see [`LIBRARY_TEXT`]).
+pub fn library_text(message: &str) -> Option<&'static str> {
+    LIBRARY_TEXT.iter().copied().find(|p| message.contains(p))
+}
+
 /// A failed probe: where it stopped, why, and a human explanation free of secrets.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct Failure {
@@ -700,5 +718,30 @@ mod tests {
             assert_eq!(r.remedy().is_none(), r == Reason::Ok, "{r}");
             assert!(!r.meaning().is_empty());
         }
+    }
+}
+
+#[cfg(test)]
+mod library_text_tests {
+    use super::*;
+
+    #[test]
+    fn library_renderings_are_recognised_and_os_errors_lose_their_number() {
+        for leak in [
+            "Os { code: 2, kind: NotFound }",
+            "budget breached: Nodes { nodes: 250001 }",
+            "Some(\"x\")",
+            "Other(Custom)",
+            "Connection refused (os error 111)",
+        ] {
+            assert!(library_text(leak).is_some(), "{leak}");
+        }
+        assert_eq!(library_text("127.0.0.1:1: Connection refused"), None);
+        let e = std::io::Error::from_raw_os_error(111);
+        assert_eq!(crate::probe::os_text(&e), "Connection refused");
+        assert_eq!(
+            crate::probe::os_text(&"connection error: Connection reset by peer (os error 104)"),
+            "connection error: Connection reset by peer"
+        );
     }
 }

@@ -120,7 +120,7 @@ impl<'a> Session<'a> {
             .map_err(|e| {
                 StepError::new(
                     Reason::ProtocolError,
-                    format!("HTTP/1.1 handshake failed: {e}"),
+                    format!("HTTP/1.1 handshake failed: {}", super::os_text(&e)),
                 )
             })?;
         self.tasks.spawn(async move {
@@ -203,7 +203,11 @@ impl<'a> Session<'a> {
             sender.ready().await.map_err(|e| {
                 StepError::new(
                     Reason::ProtocolError,
-                    format!("{}: connection unusable: {e}", host_header(url)),
+                    format!(
+                        "{}: connection unusable: {}",
+                        host_header(url),
+                        super::os_text(&e)
+                    ),
                 )
             })?;
         }
@@ -235,7 +239,11 @@ impl<'a> Session<'a> {
         let resp = sender.send_request(req).await.map_err(|e| {
             StepError::new(
                 Reason::ProtocolError,
-                format!("{method} {}: no valid HTTP response: {e}", redact_url(url)),
+                format!(
+                    "{method} {}: no valid HTTP response: {}",
+                    redact_url(url),
+                    super::os_text(&e)
+                ),
             )
         })?;
         self.conns.insert(key, sender);
@@ -367,7 +375,7 @@ pub(crate) async fn read_body(resp: Response<Incoming>, limit: usize) -> Result<
         )),
         Err(e) => Err(StepError::new(
             Reason::ProtocolError,
-            format!("the response body broke off: {e}"),
+            format!("the response body broke off: {}", super::os_text(&e)),
         )),
     }
 }

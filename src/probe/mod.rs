@@ -41,6 +41,19 @@ use crate::node::{Endpoint, EndpointPlan};
 use crate::outcome::{DnsResolver, Failure, Phase, Reason};
 use crate::platform::Platform;
 
+/// An error as a person reads it: its sentence without Rust's "(os error 111)" (also inside
+/// a library error that quotes the I/O error it wraps).
+pub fn os_text(e: &dyn std::fmt::Display) -> String {
+    let mut text = e.to_string();
+    while let Some(i) = text.find(" (os error ") {
+        match text[i..].find(')') {
+            Some(j) => text.replace_range(i..i + j + 1, ""),
+            None => break,
+        }
+    }
+    text
+}
+
 /// A failure inside a phase, before the orchestrator attaches the phase.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub(crate) struct StepError {
@@ -282,6 +295,27 @@ impl Prober {
             endpoints: walk.chain,
             warnings: walk.warnings,
         };
+        // Every message of every probe the test suite runs is checked: none may show a
+        // library's rendering of a value.
+        #[cfg(debug_assertions)]
+        for m in report
+            .failure
+            .iter()
+            .map(|f| f.message.as_str())
+            .chain(
+                report
+                    .endpoints
+                    .iter()
+                    .filter_map(|e| e.failure.as_ref())
+                    .map(|f| f.message.as_str()),
+            )
+            .chain(report.warnings.iter().map(String::as_str))
+        {
+            debug_assert!(
+                crate::outcome::library_text(m).is_none(),
+                "a message shows library text: {m}"
+            );
+        }
         match &report.failure {
             None => {
                 tracing::debug!(target = %report.target, registry = %report.registry, duration = ?report.duration, "Probe succeeded")

@@ -211,7 +211,11 @@ where
         Ok(Err(HeadError::Io(e))) => {
             return Err(StepError::new(
                 Reason::ConnectError,
-                format!("{}: CONNECT {target} failed: {e}", named(proxy)),
+                format!(
+                    "{}: CONNECT {target} failed: {}",
+                    named(proxy),
+                    super::os_text(&e)
+                ),
             ));
         }
         Ok(Err(HeadError::Closed(0))) => {

@@ -135,7 +135,7 @@ fn classify(addr: SocketAddr, e: &io::Error) -> StepError {
         | (_, Some(ENETUNREACH | EHOSTUNREACH)) => Reason::ConnectUnreachable,
         _ => Reason::ConnectError,
     };
-    StepError::new(reason, format!("{addr}: {e}"))
+    StepError::new(reason, format!("{addr}: {}", super::os_text(e)))
 }
 
 #[cfg(test)]

@@ -344,7 +344,10 @@ fn classify(host: &str, err: &std::io::Error) -> StepError {
     else {
         return StepError::new(
             Reason::TlsHandshake,
-            format!("{host}: the connection failed during the TLS handshake: {err}"),
+            format!(
+                "{host}: the connection failed during the TLS handshake: {}",
+                super::os_text(err)
+            ),
         );
     };
     let (reason, what) = describe(host, tls);
