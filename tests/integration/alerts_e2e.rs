@@ -5,8 +5,9 @@
 //! `deploy/prometheus/rules.yaml` with only the `for:` durations shortened; the test waits until
 //! Alertmanager's API shows `PullProbeDNSFailure`, `PullProbeRateLimitExhausted` and
 //! `PullProbeMirrorFailing` firing, nothing for the healthy target and nothing but the mirror
-//! alert for the mirrored one. Then every dashboard query runs against that live Prometheus and
-//! none may error; the endpoint panels must show the mirror. The scrape adds a `cluster` label,
+//! alert for the mirrored one. Then (after a rejected reload and with a TLS target, so that no
+//! panel is empty by design) every dashboard query runs against that live Prometheus and
+//! none may error or come back empty; the endpoint panels must show the mirror. The scrape adds a `cluster` label,
 //! as a Prometheus shared by several clusters does: alerts keep it and their description
 //! queries select it.
 //!
@@ -199,6 +200,18 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
         .repo("app", &["v1"])
         .start()
         .await;
+    // A TLS registry, so the certificate panels have data.
+    pullprobe::install_crypto_provider();
+    let ca = crate::support::tls::TestCa::new("e2e CA");
+    let tls = FakeRegistry::builder()
+        .auth(Auth::None)
+        .tls(crate::support::tls::server_config(
+            &ca.leaf(&["127.0.0.1"], crate::support::tls::Validity::Valid),
+        ))
+        .repo("app", &["v1"])
+        .start()
+        .await;
+    std::fs::write(d.join("ca.pem"), ca.ca_pem()).unwrap();
 
     // The node's containerd hosts directory: mirrored.test has a mirror that refuses
     // connections, then the healthy fake as its registry (`server`). No DNS is involved.
@@ -223,11 +236,14 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
              \x20 - name: broken-dns\n    image: registry.invalid.test/app:v1\n\
              \x20 - name: hub-limited\n    image: 127.0.0.1:{}/ratelimitpreview/test:latest\n    plain_http: true\n\
              \x20 - name: healthy\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n\
-             \x20 - name: mirrored\n    image: mirrored.test/app:v1\n",
+             \x20 - name: mirrored\n    image: mirrored.test/app:v1\n\
+             \x20 - name: tls\n    image: 127.0.0.1:{}/app:v1\n    tls:\n      ca_file: {}\n",
             dns.addr,
             certs.display(),
             limited.addr.port(),
-            healthy.addr.port()
+            healthy.addr.port(),
+            tls.addr.port(),
+            d.join("ca.pem").display()
         ),
     )
     .unwrap();
@@ -396,12 +412,41 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
         );
     }
 
-    // Every dashboard query parses and evaluates against the live Prometheus; the endpoint
-    // panels show the mirrored target.
+    // A rejected reload (the agent keeps its config), so the panel for it has data too.
+    std::fs::write(d.join("pullprobe.yaml"), "timeout: nope\ntargets: []\n").unwrap();
+    let reload = client
+        .post(format!("http://127.0.0.1:{agent_port}/-/reload"))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(reload.status(), 500);
+    let deadline = std::time::Instant::now() + Duration::from_secs(30);
+    loop {
+        let mut url =
+            url::Url::parse(&format!("http://127.0.0.1:{prom_port}/api/v1/query")).unwrap();
+        url.query_pairs_mut()
+            .append_pair("query", "pullprobe_config_last_reload_successful == 0");
+        let body: serde_json::Value = client.get(url).send().await.unwrap().json().await.unwrap();
+        if body["data"]["result"]
+            .as_array()
+            .is_some_and(|r| !r.is_empty())
+        {
+            break;
+        }
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the rejected reload was not scraped"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+
+    // Every dashboard query parses and evaluates against the live Prometheus, and shows data;
+    // the endpoint panels show the mirrored target.
     let queries = dashboard_queries();
     assert!(queries.len() >= 10, "{queries:?}");
     let mut endpoint_panels = 0;
     let mut failing_pairs = 0;
+    let mut empty = Vec::new();
     for (title, q) in queries {
         let mut url =
             url::Url::parse(&format!("http://127.0.0.1:{prom_port}/api/v1/query")).unwrap();
@@ -417,6 +462,10 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
             .as_array()
             .cloned()
             .unwrap_or_default();
+        // Every panel shows data in this run.
+        if rows.is_empty() {
+            empty.push(format!("{title}: {q}"));
+        }
         let mirrored = |endpoint: String| {
             rows.iter()
                 .any(|r| r["metric"]["target"] == "mirrored" && r["metric"]["endpoint"] == endpoint)
@@ -447,6 +496,11 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
             _ => {}
         }
     }
+    assert!(
+        empty.is_empty(),
+        "panels without data:\n{}",
+        empty.join("\n")
+    );
     assert_eq!(endpoint_panels, 2, "the dashboard has both endpoint panels");
     assert_eq!(
         failing_pairs, 1,
