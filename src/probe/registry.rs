@@ -301,12 +301,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
     }
 
     fn basic_header(&self) -> Option<HeaderValue> {
-        let c = self.cred()?;
-        let raw = format!("{}:{}", c.username, c.password.expose());
-        let encoded = Secret::new(base64::engine::general_purpose::STANDARD.encode(raw));
-        let mut v = HeaderValue::from_str(&format!("Basic {}", encoded.expose())).ok()?;
-        v.set_sensitive(true);
-        Some(v)
+        basic_header_for(self.cred()?)
     }
 
     /// The URL of `rest` (`<repo>/manifests/<ref>`) on the endpoint being asked.
@@ -504,17 +499,13 @@ impl<'x, 'a> Attempt<'x, 'a> {
                 // containers/image `setupRequestAuth`: `SetBasicAuth` with whatever it has,
                 // empty strings included.
                 let c = self.cred().cloned().unwrap_or_default();
-                let raw = format!("{}:{}", c.username, c.password.expose());
-                let encoded = Secret::new(base64::engine::general_purpose::STANDARD.encode(raw));
-                let mut header = HeaderValue::from_str(&format!("Basic {}", encoded.expose()))
-                    .map_err(|_| {
-                        AuthError::Failed(Failure::new(
-                            Phase::Auth,
-                            Reason::AuthFailed,
-                            "the configured credentials contain characters that cannot be sent in a header",
-                        ))
-                    })?;
-                header.set_sensitive(true);
+                let header = basic_header_for(&c).ok_or_else(|| {
+                    AuthError::Failed(Failure::new(
+                        Phase::Auth,
+                        Reason::AuthFailed,
+                        "the configured credentials contain characters that cannot be sent in a header",
+                    ))
+                })?;
                 self.handlers.insert(
                     host.to_owned(),
                     Handler {
@@ -527,7 +518,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
             }
             Some(Challenge::Basic { .. }) => {
                 let usable = self
-                    .credential
+                    .cred()
                     .is_some_and(|c| !c.username.is_empty() && !c.password.expose().is_empty());
                 if !usable {
                     return Err(AuthError::Failed(Failure::new(
@@ -636,7 +627,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
                 .iter()
                 .any(|c| matches!(c, Challenge::Bearer(b) if b.error.as_deref() == Some("insufficient_scope")));
         let who = self
-            .credential
+            .cred()
             .map_or_else(|| "anonymous pulls".to_owned(), Credential::describe);
         if image.is_docker_hub() && status == StatusCode::UNAUTHORIZED && insufficient_scope {
             return Failure::new(
@@ -1320,6 +1311,15 @@ impl<'x, 'a> Attempt<'x, 'a> {
             _ => unconfirmed(),
         }
     }
+}
+
+/// `Authorization: Basic base64(user:password)`, marked sensitive.
+fn basic_header_for(c: &Credential) -> Option<HeaderValue> {
+    let raw = format!("{}:{}", c.username, c.password.expose());
+    let encoded = Secret::new(base64::engine::general_purpose::STANDARD.encode(raw));
+    let mut v = HeaderValue::from_str(&format!("Basic {}", encoded.expose())).ok()?;
+    v.set_sensitive(true);
+    Some(v)
 }
 
 fn bearer_header(token: &Secret) -> Option<HeaderValue> {

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use crate::docker_registry::require_tool;
 use crate::support::registry::{Auth, FakeRegistry, StatusOverride};
-use crate::support::{init, pullprobe, write_docker_config};
+use crate::support::{init, write_docker_config};
 
 const USER: &str = "crio-user";
 const PASSWORD: &str = "crio-Pa55word";
@@ -88,18 +88,7 @@ async fn pullprobe_crio(files: &Files, image: &str, creds: bool) -> Verdict {
     }
     yaml += &format!("targets:\n  - image: {image}\n");
     std::fs::write(&config, yaml).unwrap();
-    let args = vec![
-        "--check".to_owned(),
-        "--output".to_owned(),
-        "json".to_owned(),
-        "--config.file".to_owned(),
-        config.display().to_string(),
-    ];
-    let run = tokio::task::spawn_blocking(move || pullprobe(args))
-        .await
-        .unwrap();
-    let r = &run.json["results"][0];
-    assert!(r.is_object(), "no result: {}\n{}", run.stdout, run.stderr);
+    let r = &crate::support::check_json(&config, &[]).await;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
     Verdict {
         ok: r["ok"].as_bool().unwrap(),

@@ -25,7 +25,7 @@ use crate::support::containerd::{Containerd, CtrOpts, CtrOutcome, HostsDir, ctr_
 use crate::support::hostile::{Hostile, RawRequest, Reply, response};
 use crate::support::registry::{Auth, FakeRegistry, OciImage, StatusOverride, TokenBehavior};
 use crate::support::tls::{Leaf, TestCa, Validity, docker_recipe_cert, server_config};
-use crate::support::{init, pullprobe, write_docker_config};
+use crate::support::{init, write_docker_config};
 
 const USER: &str = "diff-user";
 const PASSWORD: &str = "diff-Pa55word";
@@ -67,24 +67,7 @@ async fn pullprobe_check(dir: &Path, target: &str, extra_args: &[&str]) -> Verdi
 
 /// `pullprobe --check --output json --config.file <config> <extra_args>`: the one result.
 async fn verdict_of(config: &Path, extra_args: &[&str]) -> Verdict {
-    let mut args = vec![
-        "--check".to_owned(),
-        "--output".to_owned(),
-        "json".to_owned(),
-        "--config.file".to_owned(),
-        config.display().to_string(),
-    ];
-    args.extend(extra_args.iter().map(|s| (*s).to_owned()));
-    let run = tokio::task::spawn_blocking(move || pullprobe(args))
-        .await
-        .unwrap();
-    let r = &run.json["results"][0];
-    assert!(
-        r.is_object(),
-        "pullprobe printed no result: {}\n{}",
-        run.stdout,
-        run.stderr
-    );
+    let r = &crate::support::check_json(config, extra_args).await;
     Verdict {
         ok: r["ok"].as_bool().unwrap(),
         reason: r["reason"].as_str().unwrap().to_owned(),

@@ -17,9 +17,9 @@ use std::path::Path;
 
 use crate::differential::have_ctr;
 use crate::support::containerd::{CtrOpts, CtrOutcome, HostsDir, ctr_fetch_async};
+use crate::support::init;
 use crate::support::registry::FakeRegistry;
 use crate::support::tls::{TestCa, Validity, server_config};
-use crate::support::{init, pullprobe};
 
 /// pullprobe's JSON result for one target.
 struct Verdict {
@@ -43,18 +43,7 @@ async fn pullprobe_with_hosts(hosts: &Path, image: &str) -> Verdict {
         ),
     )
     .unwrap();
-    let args = vec![
-        "--check".to_owned(),
-        "--output".to_owned(),
-        "json".to_owned(),
-        "--config.file".to_owned(),
-        config.display().to_string(),
-    ];
-    let run = tokio::task::spawn_blocking(move || pullprobe(args))
-        .await
-        .unwrap();
-    let r = &run.json["results"][0];
-    assert!(r.is_object(), "no result: {}\n{}", run.stdout, run.stderr);
+    let r = &crate::support::check_json(&config, &[]).await;
     let s = |v: &serde_json::Value| v.as_str().unwrap_or_default().to_owned();
     Verdict {
         ok: r["ok"].as_bool().unwrap(),

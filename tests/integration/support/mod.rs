@@ -111,3 +111,27 @@ where
         json,
     }
 }
+
+/// `pullprobe --check --output json --config.file <config> <extra>` from an async test: the
+/// one result's JSON object (panics, showing the output, when there is none).
+pub async fn check_json(config: &Path, extra: &[&str]) -> serde_json::Value {
+    let mut args = vec![
+        "--check".to_owned(),
+        "--output".to_owned(),
+        "json".to_owned(),
+        "--config.file".to_owned(),
+        config.display().to_string(),
+    ];
+    args.extend(extra.iter().map(|s| (*s).to_owned()));
+    let run = tokio::task::spawn_blocking(move || pullprobe(args))
+        .await
+        .unwrap();
+    let r = run.json["results"][0].clone();
+    assert!(
+        r.is_object(),
+        "pullprobe printed no result: {}\n{}",
+        run.stdout,
+        run.stderr
+    );
+    r
+}
