@@ -1987,19 +1987,13 @@ fn is_printable(c: char) -> bool {
 }
 
 /// An I/O error in words, without the `(os error 2)` suffix.
-fn io_words(e: &std::io::Error) -> String {
+pub(crate) fn io_words(e: &std::io::Error) -> String {
     use std::io::ErrorKind as K;
     match e.kind() {
         K::NotFound => "no such file".to_owned(),
         K::PermissionDenied => "permission denied".to_owned(),
         K::IsADirectory => "it is a directory".to_owned(),
-        _ => {
-            let text = e.to_string();
-            match text.find(" (os error") {
-                Some(i) => text[..i].to_owned(),
-                None => text,
-            }
-        }
+        _ => crate::probe::os_text(e),
     }
 }
 

@@ -848,7 +848,7 @@ fn unescape(s: &[u8], mode: Mode) -> Option<Vec<u8>> {
 }
 
 /// `shouldEscape(c, encodeHost) == false` for ASCII.
-fn host_byte_allowed(b: u8) -> bool {
+pub(crate) fn host_byte_allowed(b: u8) -> bool {
     b.is_ascii_alphanumeric()
         || matches!(
             b,

@@ -45,8 +45,7 @@ async fn run_agent(cli: &Cli) -> u8 {
     }
     let Some(listener) = bound else {
         let why = last_error.map_or_else(String::new, |e| {
-            let text = e.to_string();
-            format!(": {}", text.split(" (os error").next().unwrap_or(&text))
+            format!(": {}", pullprobe::probe::os_text(&e))
         });
         eprintln!(
             "pullprobe: cannot listen on --web.listen-address {}{why}",

@@ -23,7 +23,7 @@ use rustls_pki_types::pem::PemObject as _;
 use rustls_pki_types::{CertificateDer, PrivateKeyDer};
 
 use super::{Capabilities, Endpoint, EndpointPlan, Scheme};
-use crate::config::{ClientCertificate, TlsSettings};
+use crate::config::{ClientCertificate, TlsSettings, io_words};
 use crate::probe::is_localhost;
 
 /// containerd's CRI default `config_path` on Linux when neither `config_path` nor the
@@ -68,7 +68,7 @@ impl HostsDirs {
                         return Err(format!(
                             "containerd cannot examine {}: {}",
                             p.display(),
-                            io_text(&e)
+                            io_words(&e)
                         ));
                     }
                 }
@@ -151,7 +151,7 @@ fn load_host_dir(dir: &Path, warnings: &mut Vec<String>) -> Vec<HostConfig> {
         Err(e) => warnings.push(format!(
             "containerd cannot read {}: {}",
             file.display(),
-            io_text(&e)
+            io_words(&e)
         )),
     }
     load_cert_files(dir)
@@ -529,60 +529,10 @@ fn go_path_clean(p: &str) -> String {
     }
 }
 
-/// Go `time.ParseDuration` (non-negative results only; a negative dial timeout means none).
+/// Go `time.ParseDuration` (`super::parse_go_duration`) as a dial timeout: a negative one
+/// means none, as zero does.
 pub(crate) fn parse_go_duration(s: &str) -> Option<Duration> {
-    let (neg, mut rest) = match s.as_bytes().first()? {
-        b'-' => (true, &s[1..]),
-        b'+' => (false, &s[1..]),
-        _ => (false, s),
-    };
-    if rest == "0" {
-        return Some(Duration::ZERO);
-    }
-    if rest.is_empty() {
-        return None;
-    }
-    let mut total = 0f64;
-    while !rest.is_empty() {
-        let num_end = rest
-            .find(|c: char| !(c.is_ascii_digit() || c == '.'))
-            .unwrap_or(rest.len());
-        let (num, tail) = rest.split_at(num_end);
-        if num.is_empty() || num == "." {
-            return None;
-        }
-        let value: f64 = num.parse().ok()?;
-        let unit_end = tail
-            .find(|c: char| c.is_ascii_digit() || c == '.')
-            .unwrap_or(tail.len());
-        let (unit, tail) = tail.split_at(unit_end);
-        let scale = match unit {
-            "ns" => 1e-9,
-            "us" | "µs" | "μs" => 1e-6,
-            "ms" => 1e-3,
-            "s" => 1.0,
-            "m" => 60.0,
-            "h" => 3600.0,
-            _ => return None,
-        };
-        total += value * scale;
-        rest = tail;
-    }
-    if neg {
-        return Some(Duration::ZERO);
-    }
-    Duration::try_from_secs_f64(total).ok()
-}
-
-fn io_text(e: &std::io::Error) -> String {
-    match e.kind() {
-        std::io::ErrorKind::NotFound => "no such file".to_owned(),
-        std::io::ErrorKind::PermissionDenied => "permission denied".to_owned(),
-        _ => {
-            let s = e.to_string();
-            s.split(" (os error").next().unwrap_or(&s).to_owned()
-        }
-    }
+    super::parse_go_duration(s).map(|n| Duration::from_nanos(u64::try_from(n).unwrap_or(0)))
 }
 
 /// Go `x509.CertPool.AppendCertsFromPEM`: the certificates of the file; `None` when it holds
@@ -602,7 +552,7 @@ fn client_pair(cert: &Path, key: Option<&Path>) -> Result<ClientCertificate, Str
             format!(
                 "containerd cannot read the client certificate file {}: {}",
                 p.display(),
-                io_text(&e)
+                io_words(&e)
             )
         })
     };
@@ -678,7 +628,7 @@ fn configure_hosts(ns: &str, hosts: Option<Vec<HostConfig>>, plan: &mut Endpoint
                         "containerd cannot read the CA file {} named in {}: {}",
                         f.display(),
                         h.source,
-                        io_text(&e)
+                        io_words(&e)
                     ));
                     return;
                 }

@@ -319,3 +319,104 @@ fn crio_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
     }
     plan
 }
+
+/// Go's `time.ParseDuration`, in nanoseconds (`None` where Go returns an error).
+pub(crate) fn parse_go_duration(s: &str) -> Option<i64> {
+    const LIMIT: u64 = 1 << 63;
+    let (neg, mut rest) = match s.as_bytes().first() {
+        Some(b'-') => (true, &s[1..]),
+        Some(b'+') => (false, &s[1..]),
+        _ => (false, s),
+    };
+    if rest == "0" {
+        return Some(0);
+    }
+    if rest.is_empty() {
+        return None;
+    }
+    let mut total: u64 = 0;
+    while !rest.is_empty() {
+        // The number: [0-9]*(\.[0-9]*)? with at least one digit.
+        let int_end = rest
+            .find(|c: char| !c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (int_digits, after) = rest.split_at(int_end);
+        rest = after;
+        let mut frac_digits = "";
+        if let Some(after_dot) = rest.strip_prefix('.') {
+            let end = after_dot
+                .find(|c: char| !c.is_ascii_digit())
+                .unwrap_or(after_dot.len());
+            frac_digits = &after_dot[..end];
+            rest = &after_dot[end..];
+        }
+        if int_digits.is_empty() && frac_digits.is_empty() {
+            return None;
+        }
+        // `leadingInt`: overflow is an error.
+        let mut v: u64 = 0;
+        for c in int_digits.bytes() {
+            if v > LIMIT / 10 {
+                return None;
+            }
+            v = v * 10 + u64::from(c - b'0');
+            if v > LIMIT {
+                return None;
+            }
+        }
+        // `leadingFraction`: digits past what fits are dropped.
+        let (mut f, mut scale, mut overflow) = (0u64, 1f64, false);
+        for c in frac_digits.bytes() {
+            if overflow {
+                continue;
+            }
+            if f > (LIMIT - 1) / 10 {
+                overflow = true;
+                continue;
+            }
+            let y = f * 10 + u64::from(c - b'0');
+            if y > LIMIT {
+                overflow = true;
+                continue;
+            }
+            f = y;
+            scale *= 10.0;
+        }
+        let unit_end = rest
+            .find(|c: char| c == '.' || c.is_ascii_digit())
+            .unwrap_or(rest.len());
+        let (unit, after) = rest.split_at(unit_end);
+        rest = after;
+        let unit: u64 = match unit {
+            "ns" => 1,
+            "us" | "\u{b5}s" | "\u{3bc}s" => 1_000,
+            "ms" => 1_000_000,
+            "s" => 1_000_000_000,
+            "m" => 60 * 1_000_000_000,
+            "h" => 3_600 * 1_000_000_000,
+            _ => return None, // missing or unknown unit
+        };
+        if v > LIMIT / unit {
+            return None;
+        }
+        v *= unit;
+        if f > 0 {
+            // Go: v += uint64(float64(f) * (float64(unit) / scale)).
+            #[allow(clippy::cast_precision_loss, clippy::cast_possible_truncation)]
+            #[allow(clippy::cast_sign_loss)]
+            let add = (f as f64 * (unit as f64 / scale)) as u64;
+            v = v.checked_add(add)?;
+            if v > LIMIT {
+                return None;
+            }
+        }
+        total = total.checked_add(v)?;
+        if total > LIMIT {
+            return None;
+        }
+    }
+    if neg {
+        return Some(0i64.checked_sub_unsigned(total).unwrap_or(i64::MIN));
+    }
+    i64::try_from(total).ok()
+}

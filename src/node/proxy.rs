@@ -1002,27 +1002,9 @@ mod go_url {
         if c.is_ascii_alphanumeric() {
             return false;
         }
-        if matches!(mode, Mode::Host | Mode::Zone)
-            && matches!(
-                c,
-                b'!' | b'$'
-                    | b'&'
-                    | b'\''
-                    | b'('
-                    | b')'
-                    | b'*'
-                    | b'+'
-                    | b','
-                    | b';'
-                    | b'='
-                    | b':'
-                    | b'['
-                    | b']'
-                    | b'<'
-                    | b'>'
-                    | b'"'
-            )
-        {
+        // The sub-delimiters Go leaves unescaped in hosts: the same table kubelet's URL
+        // parsing uses (`credentials::host_byte_allowed`).
+        if matches!(mode, Mode::Host | Mode::Zone) && crate::credentials::host_byte_allowed(c) {
             return false;
         }
         match c {

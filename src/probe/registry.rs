@@ -495,9 +495,28 @@ impl<'x, 'a> Attempt<'x, 'a> {
                 }
                 return self.bearer(host, ch).await;
             }
-            Some(Challenge::Basic { .. }) if self.flow == Flow::ContainersImage => {
+            Some(Challenge::Basic { .. }) => {
                 // containers/image `setupRequestAuth`: `SetBasicAuth` with whatever it has,
-                // empty strings included.
+                // empty strings included; containerd needs a username and a password.
+                let cimage = self.flow == Flow::ContainersImage;
+                let usable = self
+                    .cred()
+                    .is_some_and(|c| !c.username.is_empty() && !c.password.expose().is_empty());
+                if !cimage && !usable {
+                    return Err(AuthError::Failed(Failure::new(
+                        Phase::Auth,
+                        Reason::AuthRequired,
+                        match self.cred() {
+                            None => format!(
+                                "{host} asks for HTTP Basic credentials and none are configured for this image (containerd: no basic auth credentials)"
+                            ),
+                            Some(c) => format!(
+                                "{host} asks for HTTP Basic credentials, but {} lacks a username or a password (containerd: no basic auth credentials)",
+                                c.describe()
+                            ),
+                        },
+                    )));
+                }
                 let c = self.cred().cloned().unwrap_or_default();
                 let header = basic_header_for(&c).ok_or_else(|| {
                     AuthError::Failed(Failure::new(
@@ -514,43 +533,9 @@ impl<'x, 'a> Attempt<'x, 'a> {
                         cached: false,
                     },
                 );
-                Ok(())
-            }
-            Some(Challenge::Basic { .. }) => {
-                let usable = self
-                    .cred()
-                    .is_some_and(|c| !c.username.is_empty() && !c.password.expose().is_empty());
-                if !usable {
-                    return Err(AuthError::Failed(Failure::new(
-                        Phase::Auth,
-                        Reason::AuthRequired,
-                        match self.cred() {
-                            None => format!(
-                                "{host} asks for HTTP Basic credentials and none are configured for this image (containerd: no basic auth credentials)"
-                            ),
-                            Some(c) => format!(
-                                "{host} asks for HTTP Basic credentials, but {} lacks a username or a password (containerd: no basic auth credentials)",
-                                c.describe()
-                            ),
-                        },
-                    )));
+                if !cimage {
+                    self.tokens.remember(host, self.cred(), KnownAuth::Basic);
                 }
-                let header = self.basic_header().ok_or_else(|| {
-                    AuthError::Failed(Failure::new(
-                        Phase::Auth,
-                        Reason::AuthFailed,
-                        "the configured credentials contain characters that cannot be sent in a header",
-                    ))
-                })?;
-                self.handlers.insert(
-                    host.to_owned(),
-                    Handler {
-                        header,
-                        bearer: None,
-                        cached: false,
-                    },
-                );
-                self.tokens.remember(host, self.cred(), KnownAuth::Basic);
                 Ok(())
             }
         }
