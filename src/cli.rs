@@ -23,7 +23,7 @@ pub const EXIT_USAGE: u8 = 2;
 #[command(
     name = "pullprobe",
     version,
-    after_help = "Modes: with --check, probe once and print the result (--output, --platform, IMAGE apply); without it, run the agent (--web.listen-address, --web.config.file, --config.watch-interval apply). A flag of the other mode is a usage error.\n\nExit status of --check: 0 all targets ok, 1 at least one target failed, 2 usage or configuration error."
+    after_help = "Modes: with --check, probe once and print the result (--output, --platform, IMAGE, --pod, --kubeconfig apply); without it, run the agent (--web.listen-address, --web.config.file, --config.watch-interval apply). A flag of the other mode is a usage error.\n\nExit status of --check: 0 all targets ok, 1 at least one target failed, 2 usage or configuration error."
 )]
 pub struct Cli {
     /// Probe every target once, explain the result and exit. Besides resolving the tag, it
@@ -103,15 +103,70 @@ pub struct Cli {
     /// docker.io/library/secure. A name that is also another target's image, or is written
     /// as a reference (`team/app`) meaning another image, is refused as ambiguous: give the
     /// target's image, or the other image in full.
-    #[arg(value_name = "IMAGE")]
+    #[arg(value_name = "IMAGE", conflicts_with = "pods")]
     pub images: Vec<String>,
+
+    /// With --check: explain why a pod's images do or do not pull on this node. Reads the pod,
+    /// its pull secrets, its service account and its events, and probes every image of its
+    /// init, regular and ephemeral containers with the credentials kubelet would use. Repeat it
+    /// for several pods. Run it on the pod's node (kubectl debug node/NODE, or exec into the
+    /// pullprobe pod there).
+    #[arg(long = "pod", value_name = "NAMESPACE/NAME", value_parser = PodName::parse)]
+    pub pods: Vec<PodName>,
+
+    /// With --pod: the kubeconfig to read the API with. Default: as kubectl finds it
+    /// ($KUBECONFIG, ~/.kube/config), else the pod's service account.
+    #[arg(long, value_name = "PATH")]
+    pub kubeconfig: Option<PathBuf>,
+}
+
+/// A `--pod` argument.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodName {
+    pub namespace: String,
+    pub name: String,
+}
+
+impl PodName {
+    fn parse(s: &str) -> Result<Self, String> {
+        let fix = "write it as NAMESPACE/NAME, like --pod shop/cart-7d9f (kubectl get pods -A lists both)";
+        let Some((ns, name)) = s.split_once('/') else {
+            return Err(format!("`{s}` has no namespace; {fix}"));
+        };
+        // Namespaces are DNS labels, pod names DNS subdomains: lowercase letters, digits,
+        // `-` and (in names) `.`.
+        let ok = |t: &str, dot: bool| {
+            !t.is_empty()
+                && t.len() <= 253
+                && t.bytes().all(|b| {
+                    b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || (dot && b == b'.')
+                })
+        };
+        if !ok(ns, false) || !ok(name, true) {
+            return Err(format!(
+                "`{s}` is not a namespace and pod name (lowercase letters, digits and `-`; `.` in the name); {fix}"
+            ));
+        }
+        Ok(PodName {
+            namespace: ns.to_owned(),
+            name: name.to_owned(),
+        })
+    }
+}
+
+impl std::fmt::Display for PodName {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "{}/{}", self.namespace, self.name)
+    }
 }
 
 /// Flags (clap ids and how they are written) that only `--check` reads.
-const CHECK_ONLY: [(&str, &str); 3] = [
+const CHECK_ONLY: [(&str, &str); 5] = [
     ("output", "--output"),
     ("platform", "--platform"),
     ("images", "IMAGE arguments"),
+    ("pods", "--pod"),
+    ("kubeconfig", "--kubeconfig"),
 ];
 
 /// Flags that only the agent (no `--check`) reads.

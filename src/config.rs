@@ -45,6 +45,32 @@ pub struct Config {
     pub targets: Vec<Target>,
     /// Where the node's own pull configuration is read from (`node:`).
     pub node: NodeSettings,
+    /// The pods of this node (`pods:`): the agent's watch, and what `--check --pod` reads.
+    pub pods: PodSettings,
+}
+
+/// The `pods:` section.
+#[derive(Clone, Debug, PartialEq, Eq)]
+pub struct PodSettings {
+    /// `pods.watch`: the agent watches this node's pods and probes the image of a container
+    /// kubelet cannot pull.
+    pub watch: bool,
+    /// `pods.pull_secrets` (default true): read the pull secrets a pod names. False is the
+    /// node-credentials-only mode: no access to secrets, probes use the node's credentials.
+    pub pull_secrets: bool,
+    /// `pods.node_name`, else `$NODE_NAME` (the downward API's `spec.nodeName`). Required
+    /// with `watch`.
+    pub node_name: Option<String>,
+}
+
+impl Default for PodSettings {
+    fn default() -> Self {
+        PodSettings {
+            watch: false,
+            pull_secrets: true,
+            node_name: None,
+        }
+    }
 }
 
 /// The container runtime whose configuration a probe follows (`node.runtime`).
@@ -309,6 +335,7 @@ const TOP: Section = Section {
         "docker_config",
         "targets",
         "node",
+        "pods",
     ],
 };
 const DNS: Section = Section {
@@ -357,7 +384,12 @@ const KUBELET: Section = Section {
         "credential_provider_bin_dir",
     ],
 };
-const SECTIONS: [&Section; 8] = [
+const PODS: Section = Section {
+    what: "pods",
+    at: "pods",
+    keys: &["watch", "pull_secrets", "node_name"],
+};
+const SECTIONS: [&Section; 9] = [
     &TOP,
     &DNS,
     &TARGET,
@@ -366,6 +398,7 @@ const SECTIONS: [&Section; 8] = [
     &CONTAINERD,
     &CRIO,
     &KUBELET,
+    &PODS,
 ];
 
 #[derive(Debug, Default)]
@@ -378,6 +411,15 @@ struct RawConfig {
     docker_config: Option<PathBuf>,
     targets: Vec<RawTarget>,
     node: Option<RawNode>,
+    pods: Option<RawPods>,
+}
+
+#[derive(Debug, Default)]
+struct RawPods {
+    watch: bool,
+    /// `None` when absent (true).
+    pull_secrets: Option<bool>,
+    node_name: Option<String>,
 }
 
 #[derive(Debug, Default)]
@@ -1017,6 +1059,16 @@ impl Walk {
             .map(|(i, t)| self.target(t, &format!("targets[{i}]")))
             .collect();
         let node = f.get("node").and_then(|n| self.node(n));
+        let pods = f.get("pods").and_then(|n| {
+            let p = self.map(n, "pods", &PODS)?;
+            Some(RawPods {
+                watch: self.flag(p.get("watch"), "pods.watch"),
+                pull_secrets: p
+                    .get("pull_secrets")
+                    .map(|n| self.flag(Some(n), "pods.pull_secrets")),
+                node_name: self.text(p.get("node_name"), "pods.node_name", "node_name: worker-7"),
+            })
+        });
         RawConfig {
             interval,
             timeout,
@@ -1024,6 +1076,7 @@ impl Walk {
             docker_config,
             targets,
             node,
+            pods,
         }
     }
 
@@ -1223,6 +1276,30 @@ impl Config {
             walk,
         }
         .resolve(source_name, raw)
+    }
+
+    /// A target for an image a pod names (`--check --pod`, the agent's pod watch): named
+    /// `name`, with the pod's `credentials` (its pull secrets, merged) and never the config's
+    /// `docker_config`, which kubelet does not know. A configured target on the same registry
+    /// host lends its `tls` and `plain_http`, as for an IMAGE argument.
+    pub fn target_for_pod_image(
+        &self,
+        name: &str,
+        image: ImageRef,
+        credentials: Option<Arc<CredentialsFile>>,
+    ) -> Target {
+        let lender = self
+            .targets
+            .iter()
+            .find(|t| t.image.api_authority() == image.api_authority());
+        Target {
+            name: name.to_owned(),
+            plain_http: lender.is_some_and(|t| t.plain_http),
+            tls: lender.map(|t| t.tls.clone()).unwrap_or_default(),
+            credentials,
+            image,
+            check_platform: true,
+        }
     }
 
     /// Targets for `--check ARG...`. An argument that is a configured target's name, or its
@@ -1582,6 +1659,7 @@ impl Resolver<'_> {
 
         let dns = self.dns(raw.dns);
         let node = self.node(raw.node);
+        let pods = self.pods(raw.pods);
 
         let docker_config = raw
             .docker_config
@@ -1693,7 +1771,41 @@ impl Resolver<'_> {
             docker_config,
             targets,
             node,
+            pods,
         })
+    }
+
+    /// `pods:`; the node name from `$NODE_NAME` when the file does not give it.
+    fn pods(&mut self, raw: Option<RawPods>) -> PodSettings {
+        let Some(raw) = raw else {
+            return PodSettings::default();
+        };
+        let node_name = raw
+            .node_name
+            .or_else(|| std::env::var("NODE_NAME").ok())
+            .map(|n| n.trim().to_owned())
+            .filter(|n| !n.is_empty());
+        if let Some(n) = &node_name
+            && n.chars().any(|c| !is_printable(c) || c.is_whitespace())
+        {
+            self.issue(
+                "pods.node_name",
+                "is not a node name (it holds a space or a control character)",
+                "write the node's name as `kubectl get nodes` shows it, or remove the key to read $NODE_NAME",
+            );
+        }
+        if raw.watch && node_name.is_none() {
+            self.issue(
+                "pods.watch",
+                "needs this node's name, and neither pods.node_name nor the NODE_NAME environment variable gives it",
+                "set NODE_NAME from the downward API (env: [{name: NODE_NAME, valueFrom: {fieldRef: {fieldPath: spec.nodeName}}}], as deploy/components/pod-watch does), or write `node_name:` under pods",
+            );
+        }
+        PodSettings {
+            watch: raw.watch,
+            pull_secrets: raw.pull_secrets.unwrap_or(true),
+            node_name,
+        }
     }
 
     fn node(&mut self, raw: Option<RawNode>) -> NodeSettings {

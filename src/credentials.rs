@@ -114,6 +114,8 @@ pub enum CredentialSource {
     File(PathBuf),
     /// The `auth` map of a kubelet credential-provider plugin's response, by provider name.
     Plugin(String),
+    /// A pod's pull secret, as `NAMESPACE/NAME`.
+    Secret(String),
 }
 
 impl fmt::Display for CredentialSource {
@@ -121,6 +123,7 @@ impl fmt::Display for CredentialSource {
         match self {
             CredentialSource::File(path) => write!(f, "{}", path.display()),
             CredentialSource::Plugin(name) => write!(f, "plugin {name}"),
+            CredentialSource::Secret(name) => write!(f, "secret {name}"),
         }
     }
 }
@@ -302,7 +305,44 @@ impl Keyring {
         Self::parse(path, bytes, Shape::Dockercfg)
     }
 
+    /// Reads a pod pull secret's data as kubelet's `secretsToTrackedDockerConfigs` does: the
+    /// `.dockerconfigjson` key of a `kubernetes.io/dockerconfigjson` secret as
+    /// `DockerConfigJSON` (only `auths`), the `.dockercfg` key of a `kubernetes.io/dockercfg`
+    /// secret as the bare `DockerConfig` map. Entries say they came from `secret NAMESPACE/NAME`;
+    /// errors name the secret and its key.
+    ///
+    /// # Errors
+    /// When the data is not JSON, is not an object, or an entry is malformed: kubelet's
+    /// `json.Unmarshal` then fails, and with it every pull of the pod.
+    pub fn from_pull_secret(
+        namespaced_name: &str,
+        dockercfg: bool,
+        bytes: &[u8],
+    ) -> Result<Self, CredentialsError> {
+        let (key, shape) = if dockercfg {
+            (".dockercfg", Shape::Dockercfg)
+        } else {
+            (".dockerconfigjson", Shape::ConfigJson)
+        };
+        let label = PathBuf::from(format!("secret {namespaced_name} (key {key})"));
+        Self::parse_from(
+            &label,
+            bytes,
+            shape,
+            CredentialSource::Secret(namespaced_name.to_owned()),
+        )
+    }
+
     fn parse(path: &Path, bytes: &[u8], shape: Shape) -> Result<Self, CredentialsError> {
+        Self::parse_from(path, bytes, shape, CredentialSource::File(path.to_owned()))
+    }
+
+    fn parse_from(
+        path: &Path,
+        bytes: &[u8],
+        shape: Shape,
+        source: CredentialSource,
+    ) -> Result<Self, CredentialsError> {
         let format_err = |detail: &str| CredentialsError::Format {
             path: path.to_owned(),
             detail: detail.to_owned(),
@@ -366,7 +406,7 @@ impl Keyring {
             return Err(format_err("missing \"auths\" object"));
         };
 
-        let source = Arc::new(CredentialSource::File(path.to_owned()));
+        let source = Arc::new(source);
         let mut entries = Vec::with_capacity(auths.items.len());
         for (key, value) in auths.items {
             let (credential, ignored) =

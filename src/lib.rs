@@ -13,6 +13,7 @@
 //! - [`platform`]: `os/arch[/variant]` compared as containerd picks a manifest from an index.
 //! - [`config`]: the YAML config, validated and resolved at load time.
 //! - [`node`]: the node's own pull configuration (mirrors, node credentials, plugins, proxy).
+//! - [`cluster`]: the Kubernetes API: a pod's images, pull secrets and kubelet's pull errors.
 //! - [`probe`]: the engine; one file per phase, `probe/mod.rs` orders them under one deadline.
 //! - [`check`]: `pullprobe --check`, the one-shot explanation.
 //! - [`cli`], [`telemetry`]: flags and logging.
@@ -20,6 +21,7 @@
 pub mod agent;
 pub mod check;
 pub mod cli;
+pub mod cluster;
 pub mod config;
 pub mod credentials;
 pub mod node;

@@ -9,8 +9,14 @@ use crate::cli::LogFormat;
 /// # Errors
 /// When `level` is not a valid filter directive.
 pub fn init(level: &str, format: LogFormat) -> Result<(), String> {
-    let filter =
+    let mut filter =
         EnvFilter::try_new(level).map_err(|e| format!("invalid --log.level {level:?}: {e}"))?;
+    // The Kubernetes client logs its own errors in its own words ("client error
+    // (SendRequest)"); pullprobe reports the same failures in words (`cluster`), so its
+    // events never reach the log.
+    for quiet in ["kube_client=off", "kube_runtime=off", "kube=off"] {
+        filter = filter.add_directive(quiet.parse().expect("a valid directive"));
+    }
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
         .with_writer(std::io::stderr)

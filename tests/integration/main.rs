@@ -24,6 +24,7 @@ mod messages_config;
 mod messages_dns;
 mod mirrors;
 mod node_credentials;
+mod pods;
 mod proxy;
 mod secure_metrics;
 mod support;

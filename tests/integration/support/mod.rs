@@ -10,6 +10,7 @@
 pub mod containerd;
 pub mod dns;
 pub mod hostile;
+pub mod kubeapi;
 pub mod proxy;
 pub mod registry;
 pub mod tls;

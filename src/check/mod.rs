@@ -5,6 +5,8 @@
 //! array (see the README for the schema). Exit status: 0 all ok, 1 a target failed, 2 usage or
 //! configuration error.
 
+pub mod pod;
+
 use std::fmt::Write as _;
 use std::time::Duration;
 
@@ -29,6 +31,26 @@ pub async fn run(cli: &Cli) -> u8 {
             return EXIT_USAGE;
         }
     };
+    if cli.kubeconfig.is_some() && cli.pods.is_empty() {
+        eprintln!(
+            "pullprobe: --kubeconfig applies only with --pod, which reads pods from the Kubernetes API; add --pod NAMESPACE/NAME or remove --kubeconfig"
+        );
+        return EXIT_USAGE;
+    }
+    let platform = cli.platform.clone().unwrap_or_else(Platform::host);
+    if !cli.pods.is_empty() {
+        let cluster =
+            match crate::cluster::Cluster::connect(cli.kubeconfig.as_deref(), config.timeout).await
+            {
+                Ok(c) => c,
+                Err(e) => {
+                    eprintln!("pullprobe: {e}");
+                    return EXIT_USAGE;
+                }
+            };
+        let prober = Prober::with_platform(&config, platform);
+        return pod::run(&cluster, &config, &prober, &cli.pods, cli.output).await;
+    }
     let mut targets = if cli.images.is_empty() {
         config.targets.clone()
     } else {
@@ -44,7 +66,6 @@ pub async fn run(cli: &Cli) -> u8 {
     for t in &mut targets {
         t.check_platform = true;
     }
-    let platform = cli.platform.clone().unwrap_or_else(Platform::host);
     tracing::debug!(config = %config.source, targets = targets.len(), timeout = ?config.timeout, platform = %platform, "Checking targets");
     let reports = probe_all_bounded(
         &Prober::with_platform(&config, platform),
@@ -127,7 +148,7 @@ struct JsonOutput<'a> {
 }
 
 #[derive(Serialize)]
-struct JsonResult<'a> {
+pub(crate) struct JsonResult<'a> {
     target: &'a str,
     image: &'a str,
     registry: &'a str,
@@ -206,60 +227,63 @@ fn rfc3339(unix: i64) -> Option<String> {
     )
 }
 
+/// One report as an element of the JSON `results` array (also a container's `result` in
+/// `--pod` output).
+fn json_result(r: &ProbeReport) -> JsonResult<'_> {
+    JsonResult {
+        target: &r.target,
+        image: &r.image,
+        registry: &r.registry,
+        ok: r.ok(),
+        phase: r.phase(),
+        reason: r.reason(),
+        message: r
+            .failure
+            .as_ref()
+            .map_or_else(|| success_message(r), |f| f.message.clone()),
+        remedy: r.failure.as_ref().and_then(Failure::remedy),
+        duration_seconds: seconds(r.duration),
+        phases: r
+            .phases
+            .iter()
+            .map(|p| JsonPhase {
+                phase: p.phase,
+                seconds: seconds(p.duration),
+            })
+            .collect(),
+        address: r.address.map(|a| a.to_string()),
+        tls: r.tls.as_ref().map(|t| JsonTls {
+            version: t.version,
+            earliest_not_after: t.earliest_not_after.and_then(rfc3339),
+            anchor_subject: t.anchor_subject.as_deref(),
+            anchor_not_after: t.anchor_not_after.and_then(rfc3339),
+        }),
+        digest: r.digest.as_deref(),
+        rate_limit: r.rate_limit.as_ref().map(|l| JsonRateLimit {
+            limit: l.limit,
+            remaining: l.remaining,
+            window_seconds: l.window_seconds,
+            source: l.source.as_deref(),
+        }),
+        endpoint: &r.endpoint,
+        endpoints: r
+            .endpoints
+            .iter()
+            .map(|e| JsonEndpoint {
+                endpoint: &e.endpoint,
+                ok: e.ok(),
+                phase: e.failure.as_ref().map(|f| f.phase),
+                reason: e.failure.as_ref().map_or(Reason::Ok, |f| f.reason),
+                message: e.failure.as_ref().map(|f| f.message.as_str()),
+            })
+            .collect(),
+        warnings: &r.warnings,
+    }
+}
+
 /// Renders reports as the JSON document of `--output json`.
 pub fn render_json(reports: &[ProbeReport]) -> String {
-    let results = reports
-        .iter()
-        .map(|r| JsonResult {
-            target: &r.target,
-            image: &r.image,
-            registry: &r.registry,
-            ok: r.ok(),
-            phase: r.phase(),
-            reason: r.reason(),
-            message: r
-                .failure
-                .as_ref()
-                .map_or_else(|| success_message(r), |f| f.message.clone()),
-            remedy: r.failure.as_ref().and_then(Failure::remedy),
-            duration_seconds: seconds(r.duration),
-            phases: r
-                .phases
-                .iter()
-                .map(|p| JsonPhase {
-                    phase: p.phase,
-                    seconds: seconds(p.duration),
-                })
-                .collect(),
-            address: r.address.map(|a| a.to_string()),
-            tls: r.tls.as_ref().map(|t| JsonTls {
-                version: t.version,
-                earliest_not_after: t.earliest_not_after.and_then(rfc3339),
-                anchor_subject: t.anchor_subject.as_deref(),
-                anchor_not_after: t.anchor_not_after.and_then(rfc3339),
-            }),
-            digest: r.digest.as_deref(),
-            rate_limit: r.rate_limit.as_ref().map(|l| JsonRateLimit {
-                limit: l.limit,
-                remaining: l.remaining,
-                window_seconds: l.window_seconds,
-                source: l.source.as_deref(),
-            }),
-            endpoint: &r.endpoint,
-            endpoints: r
-                .endpoints
-                .iter()
-                .map(|e| JsonEndpoint {
-                    endpoint: &e.endpoint,
-                    ok: e.ok(),
-                    phase: e.failure.as_ref().map(|f| f.phase),
-                    reason: e.failure.as_ref().map_or(Reason::Ok, |f| f.reason),
-                    message: e.failure.as_ref().map(|f| f.message.as_str()),
-                })
-                .collect(),
-            warnings: &r.warnings,
-        })
-        .collect();
+    let results = reports.iter().map(json_result).collect();
     let summary = dns_summary(reports);
     let mut s = serde_json::to_string_pretty(&JsonOutput { results, summary })
         .expect("serialising plain data cannot fail");
@@ -305,9 +329,26 @@ fn millis(d: Duration) -> String {
 
 /// Renders reports as the table and explanations of `--output text`.
 pub fn render_text(reports: &[ProbeReport]) -> String {
+    let mut out = String::new();
+    write_table(&mut out, reports, "TARGET");
+    for r in reports {
+        let _ = writeln!(out);
+        write_details(&mut out, r);
+    }
+
+    let ok = reports.iter().filter(|r| r.ok()).count();
+    let _ = writeln!(out, "\n{ok} of {} targets ok", reports.len());
+    if let Some(summary) = dns_summary(reports) {
+        let _ = writeln!(out, "{summary}");
+    }
+    out
+}
+
+/// The table: one row per report, `first` heading its first column.
+fn write_table(out: &mut String, reports: &[ProbeReport], first: &str) {
     let mut rows: Vec<Vec<String>> = vec![
         [
-            "TARGET", "REGISTRY", "DNS", "CONNECT", "TLS", "AUTH", "MANIFEST", "RESULT",
+            first, "REGISTRY", "DNS", "CONNECT", "TLS", "AUTH", "MANIFEST", "RESULT",
         ]
         .iter()
         .map(|s| (*s).to_owned())
@@ -333,7 +374,6 @@ pub fn render_text(reports: &[ProbeReport]) -> String {
     let widths: Vec<usize> = (0..rows[0].len())
         .map(|c| rows.iter().map(|r| r[c].chars().count()).max().unwrap_or(0))
         .collect();
-    let mut out = String::new();
     for row in &rows {
         let line: Vec<String> = row
             .iter()
@@ -342,88 +382,82 @@ pub fn render_text(reports: &[ProbeReport]) -> String {
             .collect();
         let _ = writeln!(out, "{}", line.join("  ").trim_end());
     }
+}
 
-    for r in reports {
-        let _ = writeln!(out);
-        match &r.failure {
-            None => {
-                let _ = writeln!(out, "ok  {} ({})", r.target, r.image);
-                let _ = writeln!(out, "    {}", success_message(r));
+/// What failed, why and what to do (or what the success found) for one report.
+fn write_details(out: &mut String, r: &ProbeReport) {
+    match &r.failure {
+        None => {
+            let _ = writeln!(out, "ok  {} ({})", r.target, r.image);
+            let _ = writeln!(out, "    {}", success_message(r));
+        }
+        Some(f) => {
+            let via = if r.endpoint.is_empty() || r.endpoint == r.registry {
+                r.registry.clone()
+            } else {
+                format!("{}, the node's endpoint for {}", r.endpoint, r.registry)
+            };
+            let _ = writeln!(out, "FAIL  {} ({} via {via})", r.target, r.image);
+            let _ = writeln!(out, "    failed step: {}", f.phase);
+            let _ = writeln!(out, "    what:        {}", f.message);
+            let _ = writeln!(
+                out,
+                "    why:         {} — {}",
+                f.reason,
+                f.reason.meaning()
+            );
+            if let Some(remedy) = f.remedy() {
+                let _ = writeln!(out, "    what to do:  {remedy}");
             }
-            Some(f) => {
-                let via = if r.endpoint.is_empty() || r.endpoint == r.registry {
-                    r.registry.clone()
-                } else {
-                    format!("{}, the node's endpoint for {}", r.endpoint, r.registry)
-                };
-                let _ = writeln!(out, "FAIL  {} ({} via {via})", r.target, r.image);
-                let _ = writeln!(out, "    failed step: {}", f.phase);
-                let _ = writeln!(out, "    what:        {}", f.message);
-                let _ = writeln!(
-                    out,
-                    "    why:         {} — {}",
-                    f.reason,
-                    f.reason.meaning()
-                );
-                if let Some(remedy) = f.remedy() {
-                    let _ = writeln!(out, "    what to do:  {remedy}");
-                }
-            }
         }
-        write_chain(&mut out, r);
-        for w in &r.warnings {
-            let _ = writeln!(out, "    warning:     {w}");
-        }
-        if let Some(a) = r.address {
-            let _ = writeln!(out, "    address:     {a}");
-        }
-        if let Some(t) = &r.tls {
-            let expiry = t
-                .earliest_not_after
+    }
+    write_chain(out, r);
+    for w in &r.warnings {
+        let _ = writeln!(out, "    warning:     {w}");
+    }
+    if let Some(a) = r.address {
+        let _ = writeln!(out, "    address:     {a}");
+    }
+    if let Some(t) = &r.tls {
+        let expiry = t
+            .earliest_not_after
+            .and_then(rfc3339)
+            .unwrap_or_else(|| "unknown".to_owned());
+        let _ = writeln!(
+            out,
+            "    tls:         {} (chain valid until {expiry})",
+            t.version.unwrap_or("handshake not completed")
+        );
+        if let Some(anchor) = &t.anchor_subject {
+            let until = t
+                .anchor_not_after
                 .and_then(rfc3339)
-                .unwrap_or_else(|| "unknown".to_owned());
-            let _ = writeln!(
-                out,
-                "    tls:         {} (chain valid until {expiry})",
-                t.version.unwrap_or("handshake not completed")
-            );
-            if let Some(anchor) = &t.anchor_subject {
-                let until = t
-                    .anchor_not_after
-                    .and_then(rfc3339)
-                    .map(|u| format!(" (valid until {u})"))
-                    .unwrap_or_default();
-                let _ = writeln!(out, "    chain root:  {anchor}{until}");
-            }
-        }
-        if let Some(l) = &r.rate_limit {
-            let window = l
-                .window_seconds
-                .map(|w| {
-                    format!(
-                        " per {}",
-                        humantime::format_duration(Duration::from_secs(w))
-                    )
-                })
+                .map(|u| format!(" (valid until {u})"))
                 .unwrap_or_default();
-            let source = l
-                .source
-                .as_deref()
-                .map(|s| format!(", counted against {s}"))
-                .unwrap_or_default();
-            let _ = writeln!(
-                out,
-                "    rate limit:  {} of {} pulls left{window}{source}",
-                l.remaining, l.limit
-            );
+            let _ = writeln!(out, "    chain root:  {anchor}{until}");
         }
     }
-    let ok = reports.iter().filter(|r| r.ok()).count();
-    let _ = writeln!(out, "\n{ok} of {} targets ok", reports.len());
-    if let Some(summary) = dns_summary(reports) {
-        let _ = writeln!(out, "{summary}");
+    if let Some(l) = &r.rate_limit {
+        let window = l
+            .window_seconds
+            .map(|w| {
+                format!(
+                    " per {}",
+                    humantime::format_duration(Duration::from_secs(w))
+                )
+            })
+            .unwrap_or_default();
+        let source = l
+            .source
+            .as_deref()
+            .map(|s| format!(", counted against {s}"))
+            .unwrap_or_default();
+        let _ = writeln!(
+            out,
+            "    rate limit:  {} of {} pulls left{window}{source}",
+            l.remaining, l.limit
+        );
     }
-    out
 }
 
 // ---- summary -----------------------------------------------------------------------------

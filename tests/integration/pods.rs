@@ -1,0 +1,555 @@
+//! `pullprobe --check --pod`, end to end: the binary reads pods, secrets, service accounts and
+//! events from the in-process API server (`support::kubeapi`) and probes the pod's images on
+//! the fixture registries with the credentials kubelet would use
+//! (`getPullSecretsForPod` + `MakeDockerKeyring`, then the node's credentials).
+
+use std::collections::BTreeMap;
+use std::process::Command;
+
+use base64::Engine as _;
+use k8s_openapi::ByteString;
+use k8s_openapi::api::core::v1::{
+    Container, ContainerState, ContainerStateWaiting, ContainerStatus, EphemeralContainer, Event,
+    LocalObjectReference, ObjectReference, Pod, PodSpec, PodStatus, Secret, ServiceAccount,
+};
+use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+use serde_json::Value;
+
+use crate::support::kubeapi::FakeKubeApi;
+use crate::support::registry::{Auth, FakeRegistry};
+use crate::support::{Run, init};
+
+const USER: &str = "pod-user";
+const PASSWORD: &str = "pod-Pa55word-never-printed";
+
+pub fn meta(ns: &str, name: &str) -> ObjectMeta {
+    ObjectMeta {
+        namespace: Some(ns.into()),
+        name: Some(name.into()),
+        ..Default::default()
+    }
+}
+
+pub fn container(name: &str, image: &str) -> Container {
+    Container {
+        name: name.into(),
+        image: Some(image.into()),
+        image_pull_policy: Some("IfNotPresent".into()),
+        ..Default::default()
+    }
+}
+
+pub fn waiting(name: &str, reason: &str, message: &str) -> ContainerStatus {
+    ContainerStatus {
+        name: name.into(),
+        state: Some(ContainerState {
+            waiting: Some(ContainerStateWaiting {
+                reason: Some(reason.into()),
+                message: Some(message.into()),
+            }),
+            ..Default::default()
+        }),
+        ..Default::default()
+    }
+}
+
+/// A pod on `node` with one container `app` running `image`, waiting in `state`.
+pub fn pod(ns: &str, name: &str, node: &str, image: &str, secrets: &[&str], state: &str) -> Pod {
+    Pod {
+        metadata: meta(ns, name),
+        spec: Some(PodSpec {
+            node_name: Some(node.into()),
+            containers: vec![container("app", image)],
+            image_pull_secrets: (!secrets.is_empty()).then(|| {
+                secrets
+                    .iter()
+                    .map(|s| LocalObjectReference { name: (*s).into() })
+                    .collect()
+            }),
+            ..Default::default()
+        }),
+        status: Some(PodStatus {
+            container_statuses: Some(vec![waiting(
+                "app",
+                state,
+                &format!("Back-off pulling image \"{image}\""),
+            )]),
+            ..Default::default()
+        }),
+    }
+}
+
+/// A `kubernetes.io/dockerconfigjson` secret for `host`.
+pub fn pull_secret(ns: &str, name: &str, host: &str, user: &str, pass: &str) -> Secret {
+    let auth = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+    let json = format!(r#"{{"auths":{{"{host}":{{"auth":"{auth}"}}}}}}"#);
+    Secret {
+        metadata: meta(ns, name),
+        type_: Some("kubernetes.io/dockerconfigjson".into()),
+        data: Some(BTreeMap::from([(
+            ".dockerconfigjson".to_owned(),
+            ByteString(json.into_bytes()),
+        )])),
+        ..Default::default()
+    }
+}
+
+fn service_account(ns: &str, name: &str, secrets: &[&str]) -> ServiceAccount {
+    ServiceAccount {
+        metadata: meta(ns, name),
+        image_pull_secrets: Some(
+            secrets
+                .iter()
+                .map(|s| LocalObjectReference { name: (*s).into() })
+                .collect(),
+        ),
+        ..Default::default()
+    }
+}
+
+fn pull_event(ns: &str, pod: &str, container: &str, message: &str, at: &str) -> Event {
+    Event {
+        metadata: ObjectMeta {
+            namespace: Some(ns.into()),
+            name: Some(format!("{pod}.{at}")),
+            ..Default::default()
+        },
+        involved_object: ObjectReference {
+            kind: Some("Pod".into()),
+            namespace: Some(ns.into()),
+            name: Some(pod.into()),
+            field_path: Some(format!("spec.containers{{{container}}}")),
+            ..Default::default()
+        },
+        reason: Some("Failed".into()),
+        message: Some(message.into()),
+        count: Some(3),
+        last_timestamp: Some(Time(at.parse().unwrap())),
+        type_: Some("Warning".into()),
+        ..Default::default()
+    }
+}
+
+/// A private registry (Basic auth) with `team/app:1`, and a config lending it plain HTTP.
+struct Fixture {
+    dir: tempfile::TempDir,
+    api: FakeKubeApi,
+    registry: FakeRegistry,
+    config: std::path::PathBuf,
+}
+
+impl Fixture {
+    async fn new(config_extra: &str) -> Self {
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let registry = FakeRegistry::builder()
+            .auth(Auth::Basic {
+                user: USER.into(),
+                pass: PASSWORD.into(),
+            })
+            .repo("team/app", &["1"])
+            .start()
+            .await;
+        let api = FakeKubeApi::start().await;
+        let root = dir.path().join("kubelet");
+        std::fs::create_dir_all(&root).unwrap();
+        let config = dir.path().join("config.yaml");
+        std::fs::write(
+            &config,
+            format!(
+                "node:\n  runtime: none\n  kubelet:\n    root_dir: {}\ntargets:\n  - image: {}/team/app:1\n    plain_http: true\n{config_extra}",
+                root.display(),
+                registry.addr
+            ),
+        )
+        .unwrap();
+        api.put_service_account(&service_account("shop", "default", &[]));
+        Fixture {
+            dir,
+            api,
+            registry,
+            config,
+        }
+    }
+
+    fn image(&self, tag: &str) -> String {
+        format!("{}/team/app:{tag}", self.registry.addr)
+    }
+
+    async fn run(&self, args: &[&str], node_name: &str) -> Run {
+        let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullprobe"));
+        cmd.args(["--check", "--config.file"])
+            .arg(&self.config)
+            .arg("--kubeconfig")
+            .arg(self.api.kubeconfig(self.dir.path()))
+            .args(args)
+            .env("NODE_NAME", node_name)
+            .env_remove("KUBECONFIG");
+        let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+            .await
+            .unwrap();
+        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
+        let run = Run {
+            code: out.status.code().unwrap_or(-1),
+            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
+            stdout,
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        };
+        assert!(
+            !run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD),
+            "the password leaked:\n{}\n{}",
+            run.stdout,
+            run.stderr
+        );
+        run
+    }
+
+    async fn json(&self, pod: &str) -> (i32, Value) {
+        let run = self
+            .run(&["--output", "json", "--pod", pod], "worker-1")
+            .await;
+        let p = run.json["pods"][0].clone();
+        assert!(p.is_object(), "{}\n{}", run.stdout, run.stderr);
+        (run.code, p)
+    }
+}
+
+#[tokio::test]
+async fn the_pods_own_secret_pulls_from_a_private_registry_and_kubelets_error_is_shown() {
+    let f = Fixture::new("").await;
+    let image = f.image("1");
+    f.api.put_pod(pod(
+        "shop",
+        "cart",
+        "worker-1",
+        &image,
+        &["regcred"],
+        "ImagePullBackOff",
+    ));
+    f.api.put_secret(&pull_secret(
+        "shop",
+        "regcred",
+        &f.registry.addr.to_string(),
+        USER,
+        PASSWORD,
+    ));
+    f.api.add_event(&pull_event(
+        "shop",
+        "cart",
+        "app",
+        &format!("Failed to pull image \"{image}\": 401 Unauthorized"),
+        "2026-12-01T08:00:00Z",
+    ));
+    let (code, p) = f.json("shop/cart").await;
+    assert_eq!(code, 0, "{p:#}");
+    assert_eq!(p["same_node"], true);
+    assert_eq!(p["pull_secrets"][0]["status"], "used");
+    let c = &p["containers"][0];
+    assert_eq!(c["ok"], true, "{c:#}");
+    assert_eq!(c["waiting"]["reason"], "ImagePullBackOff");
+    assert!(
+        c["pull_event"]["message"]
+            .as_str()
+            .unwrap()
+            .contains("401 Unauthorized")
+    );
+    assert_eq!(c["pull_event"]["count"], 3);
+
+    // The text names kubelet's view beside pullprobe's verdict.
+    let run = f.run(&["--pod", "shop/cart"], "worker-1").await;
+    assert_eq!(run.code, 0, "{}", run.stdout);
+    assert!(
+        run.stdout
+            .contains("pod shop/cart (node worker-1; service account default)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("pull secrets: regcred (used, 1 registry)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("kubelet:     waiting, ImagePullBackOff"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout.contains("last error:  Failed to pull image"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("(3 times, last at 2026-12-01T08:00:00Z)"),
+        "{}",
+        run.stdout
+    );
+    assert!(
+        run.stdout
+            .contains("1 of 1 containers' images pull on this node"),
+        "{}",
+        run.stdout
+    );
+}
+
+#[tokio::test]
+async fn a_private_registry_without_credentials_is_auth_required_and_a_missing_secret_is_a_finding()
+{
+    let f = Fixture::new("").await;
+    f.api.put_pod(pod(
+        "shop",
+        "cart",
+        "worker-1",
+        &f.image("1"),
+        &["gone"],
+        "ErrImagePull",
+    ));
+    let (code, p) = f.json("shop/cart").await;
+    assert_eq!(code, 1);
+    assert_eq!(p["pull_secrets"][0]["status"], "missing");
+    let findings = p["findings"].to_string();
+    assert!(
+        findings.contains("the pull secret shop/gone the pod names does not exist: kubelet skips it without failing"),
+        "{findings}"
+    );
+    let r = &p["containers"][0]["result"];
+    assert_eq!(r["reason"], "auth_required", "{r:#}");
+    assert_eq!(r["phase"], "auth");
+}
+
+#[tokio::test]
+async fn a_wrong_tag_is_manifest_unknown_with_the_pods_credentials() {
+    let f = Fixture::new("").await;
+    f.api.put_pod(pod(
+        "shop",
+        "cart",
+        "worker-1",
+        &f.image("2"),
+        &["regcred"],
+        "ErrImagePull",
+    ));
+    f.api.put_secret(&pull_secret(
+        "shop",
+        "regcred",
+        &f.registry.addr.to_string(),
+        USER,
+        PASSWORD,
+    ));
+    let (code, p) = f.json("shop/cart").await;
+    assert_eq!(code, 1);
+    let r = &p["containers"][0]["result"];
+    assert_eq!(r["reason"], "manifest_unknown", "{r:#}");
+}
+
+#[tokio::test]
+async fn service_account_secrets_the_pod_lacks_and_unreadable_secrets_are_said() {
+    let f = Fixture::new("").await;
+    f.api
+        .put_service_account(&service_account("shop", "default", &["regcred", "newcred"]));
+    f.api.put_pod(pod(
+        "shop",
+        "cart",
+        "worker-1",
+        &f.image("1"),
+        &["regcred"],
+        "ErrImagePull",
+    ));
+    f.api.put_secret(&pull_secret(
+        "shop",
+        "regcred",
+        &f.registry.addr.to_string(),
+        USER,
+        PASSWORD,
+    ));
+    f.api.forbid("secrets/shop/regcred");
+    let (code, p) = f.json("shop/cart").await;
+    // Without the secret pullprobe may not read, the pull needs credentials it lacks.
+    assert_eq!(code, 1);
+    assert_eq!(p["pull_secrets"][0]["status"], "forbidden");
+    assert_eq!(
+        p["service_account_pull_secrets_missing_from_pod"],
+        serde_json::json!(["newcred"])
+    );
+    let findings = p["findings"].to_string();
+    assert!(
+        findings.contains("pullprobe may not read the pull secret shop/regcred"),
+        "{findings}"
+    );
+    assert!(
+        findings.contains("they reach only pods created after they were added"),
+        "{findings}"
+    );
+}
+
+#[tokio::test]
+async fn a_secret_kubelet_cannot_decode_fails_every_container_before_a_pull() {
+    let f = Fixture::new("").await;
+    f.api.put_pod(pod(
+        "shop",
+        "cart",
+        "worker-1",
+        &f.image("1"),
+        &["broken"],
+        "ErrImagePull",
+    ));
+    let mut bad = pull_secret("shop", "broken", "x", "u", "p");
+    bad.data = Some(BTreeMap::from([(
+        ".dockerconfigjson".to_owned(),
+        ByteString(b"{not json".to_vec()),
+    )]));
+    f.api.put_secret(&bad);
+    let (code, p) = f.json("shop/cart").await;
+    assert_eq!(code, 1);
+    let c = &p["containers"][0];
+    assert_eq!(c["not_probed"]["reason"], "pull_secret_invalid", "{c:#}");
+    assert!(c["result"].is_null());
+    // No probe was sent: kubelet never gets as far as the registry.
+    assert!(f.registry.requests().is_empty());
+}
+
+#[tokio::test]
+async fn every_kind_of_container_is_probed_and_another_node_is_named() {
+    let f = Fixture::new("").await;
+    let mut p = pod(
+        "shop",
+        "cart",
+        "worker-7",
+        &f.image("1"),
+        &["regcred"],
+        "ErrImagePull",
+    );
+    let spec = p.spec.as_mut().unwrap();
+    spec.init_containers = Some(vec![container("migrate", &f.image("missing"))]);
+    spec.ephemeral_containers = Some(vec![EphemeralContainer {
+        name: "debug".into(),
+        image: Some("Bad Image Name".into()),
+        ..Default::default()
+    }]);
+    f.api.put_pod(p);
+    f.api.put_secret(&pull_secret(
+        "shop",
+        "regcred",
+        &f.registry.addr.to_string(),
+        USER,
+        PASSWORD,
+    ));
+    let (code, p) = f.json("shop/cart").await;
+    assert_eq!(code, 1);
+    assert_eq!(p["same_node"], false);
+    assert!(
+        p["notes"]
+            .to_string()
+            .contains("not on the pod's node worker-7"),
+        "{p:#}"
+    );
+    let c = p["containers"].as_array().unwrap();
+    let kinds: Vec<(&str, &str)> = c
+        .iter()
+        .map(|c| (c["name"].as_str().unwrap(), c["kind"].as_str().unwrap()))
+        .collect();
+    assert_eq!(
+        kinds,
+        [
+            ("migrate", "init"),
+            ("app", "container"),
+            ("debug", "ephemeral")
+        ]
+    );
+    assert_eq!(c[0]["result"]["reason"], "manifest_unknown");
+    assert_eq!(c[1]["ok"], true);
+    assert_eq!(c[2]["not_probed"]["reason"], "invalid_reference");
+}
+
+#[tokio::test]
+async fn node_credentials_only_mode_never_asks_for_a_secret() {
+    let f = Fixture::new("pods:\n  pull_secrets: false\n").await;
+    f.api.put_pod(pod(
+        "shop",
+        "cart",
+        "worker-1",
+        &f.image("1"),
+        &["regcred"],
+        "ErrImagePull",
+    ));
+    // The node's config.json has the credentials: the pull works without the secret.
+    crate::support::write_docker_config(
+        &f.dir.path().join("kubelet/config.json"),
+        &f.registry.addr.to_string(),
+        USER,
+        PASSWORD,
+    );
+    let (code, p) = f.json("shop/cart").await;
+    assert_eq!(code, 0, "{p:#}");
+    assert_eq!(p["pull_secrets"][0]["status"], "not_read");
+    assert!(
+        p["notes"]
+            .to_string()
+            .contains("pods.pull_secrets is false")
+    );
+    assert!(
+        f.api.requests().iter().all(|r| !r.contains("/secrets/")),
+        "{:?}",
+        f.api.requests()
+    );
+}
+
+#[tokio::test]
+async fn a_pod_that_cannot_be_read_is_exit_2_in_words() {
+    let f = Fixture::new("").await;
+    let run = f.run(&["--pod", "shop/nope"], "worker-1").await;
+    assert_eq!(run.code, 2, "{}\n{}", run.stdout, run.stderr);
+    assert!(
+        run.stderr
+            .contains("pullprobe: pod shop/nope: pod shop/nope does not exist"),
+        "{}",
+        run.stderr
+    );
+    // An API that refuses the token.
+    let kubeconfig = f.api.kubeconfig(f.dir.path());
+    let text = std::fs::read_to_string(&kubeconfig)
+        .unwrap()
+        .replace("fake-api-token", "wrong");
+    let bad = f.dir.path().join("bad-kubeconfig");
+    std::fs::write(&bad, text).unwrap();
+    let mut cmd = Command::new(env!("CARGO_BIN_EXE_pullprobe"));
+    cmd.args(["--check", "--pod", "shop/cart", "--kubeconfig"])
+        .arg(&bad);
+    // Blocking in a task of its own: the fake API runs on this test's runtime.
+    let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
+        .await
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2));
+    assert!(
+        stderr.contains("the API server does not accept the credentials of kubeconfig"),
+        "{stderr}"
+    );
+    // The client library's own log lines never reach the user.
+    assert_eq!(stderr.lines().count(), 1, "{stderr}");
+    // Usage errors before any request.
+    let run = f.run(&["--pod", "cart"], "worker-1").await;
+    assert_eq!(run.code, 2);
+    assert!(
+        run.stderr.contains("`cart` has no namespace"),
+        "{}",
+        run.stderr
+    );
+}
+
+#[tokio::test]
+async fn no_api_at_all_says_where_it_looked() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+        .args(["--check", "--pod", "shop/cart"])
+        .env_remove("KUBECONFIG")
+        .env_remove("KUBERNETES_SERVICE_HOST")
+        .env("HOME", dir.path())
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    assert_eq!(out.status.code(), Some(2), "{stderr}");
+    assert!(stderr.contains("no Kubernetes API to ask"), "{stderr}");
+}
