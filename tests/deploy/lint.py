@@ -76,6 +76,7 @@ REQUIRED_ALERTS = {
     "PullProbeTLSCertExpiringSoon",
     "PullProbeStale",
     "PullProbeMirrorFailing",
+    "PullProbePodImagePullFailing",
 }
 SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK_URL = "https://github.com/pullprobe/pullprobe/blob/main/docs/runbook.md#"
