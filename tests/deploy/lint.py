@@ -776,7 +776,8 @@ def cmd_dashboard(path, out_rule_file):
     for wanted in ("pullprobe_probe_success", "pullprobe_probe_result", "pullprobe_phase_duration_seconds",
                    "pullprobe_endpoint_success", "pullprobe_probe_consecutive_failures",
                    "pullprobe_ratelimit_remaining", "pullprobe_ratelimit_source_info",
-                   "pullprobe_tls_cert_expiry_timestamp_seconds", "pullprobe_last_probe_timestamp_seconds"):
+                   "pullprobe_tls_cert_expiry_timestamp_seconds", "pullprobe_last_probe_timestamp_seconds",
+                   "pullprobe_pod_image_pull_failure"):
         rep.ok(wanted in used, f"no panel shows {wanted}")
 
     rules = {"groups": [{"name": "dashboard-queries", "rules": [
