@@ -108,6 +108,11 @@ step "kustomize: every Component on the base alone"
 # so that none (e.g. the node-config pieces, meant to be picked per cluster) goes unvalidated.
 # prometheus-operator comes along, since secure-metrics patches its PodMonitor. The results go
 # through the same checks, and to checkov below, as deploy_components_*.yaml.
+# A Component that only patches another one's objects comes after that one (kustomize does not
+# let a sub-directory include its parent, and on its own its patch would match nothing):
+declare -A requires=(
+	[deploy/components/pod-watch/node-credentials-only]=deploy/components/pod-watch
+)
 for dir in "${components[@]}"; do
 	tmp="$work/alone/${dir//\//_}"
 	mkdir -p "$tmp"
@@ -116,11 +121,19 @@ for dir in "${components[@]}"; do
 		printf 'apiVersion: kustomize.config.k8s.io/v1beta1\nkind: Kustomization\nnamespace: pullprobe\n'
 		printf 'resources:\n  - %s/deploy/base\ncomponents:\n' "$rel"
 		[ "$dir" = deploy/components/prometheus-operator ] || printf '  - %s/deploy/components/prometheus-operator\n' "$rel"
+		[ -z "${requires[$dir]:-}" ] || printf '  - %s/%s\n' "$rel" "${requires[$dir]}"
 		printf '  - %s/%s\n' "$rel" "$dir"
 	} >"$tmp/kustomization.yaml"
 	render_and_validate "$tmp" "$work/${dir//\//_}.yaml" "$dir on the base"
 done
 [ "${#components[@]}" -gt 0 ] || fail "no Component found"
+
+step "pod-watch: node-credentials-only drops the secrets rule and nothing else"
+if python3 tests/deploy/lint.py pod-watch-modes "$work/deploy_components_pod-watch.yaml" "$work/deploy_components_pod-watch_node-credentials-only.yaml"; then
+	ok "node-credentials-only is pod-watch without reading secrets"
+else
+	fail "node-credentials-only's ClusterRole"
+fi
 
 step "every overlay's config.yaml loads in the agent, with the node's files as fixtures"
 # kubectl kustomize checks the YAML around config.yaml, not config.yaml itself. The agent loads

@@ -10,8 +10,11 @@ Subcommands (each prints what it checked and exits 1 on any problem):
                                   Prometheus' podMonitorSelector/ruleSelector match on
   manifests RENDERED [--host-network]  hardening of the rendered DaemonSet and PodMonitor; its
                                   hostPath volumes; the node paths config.yaml names are mounted;
+                                  the agent's API access (pod-watch) against config.yaml's pods:;
                                   the recommended labels on every object; the dashboard
                                   ConfigMap, release labels and Prometheus' Role if present
+  pod-watch-modes FULL NODE_ONLY   the ClusterRole of components/pod-watch/node-credentials-only
+                                  is that of components/pod-watch without its secrets rule
   node-fixture-config RENDERED ROOT OUT  writes the rendered config.yaml to OUT with its node
                                   paths and docker_config moved under ROOT (node-file fixtures)
   dashboard JSON OUT_RULE_FILE    dashboard structure, metric and label names; writes every query
@@ -49,6 +52,9 @@ METRIC_LABELS = {
     "pullprobe_build_info": ("version", "revision", "rustc_version"),
     "pullprobe_config_last_reload_successful": (),
     "pullprobe_config_last_reload_success_timestamp_seconds": (),
+    # components/pod-watch: a container of a pod on this node waits in ErrImagePull or
+    # ImagePullBackOff; phase and reason are pullprobe's verdict for its image from this node.
+    "pullprobe_pod_image_pull_failure": ("namespace", "pod", "container", "phase", "reason"),
 }
 AGENT_METRICS = set(METRIC_LABELS)
 PROMETHEUS_METRICS = {"up"}
@@ -70,6 +76,7 @@ REQUIRED_ALERTS = {
     "PullProbeTLSCertExpiringSoon",
     "PullProbeStale",
     "PullProbeMirrorFailing",
+    "PullProbePodImagePullFailing",
 }
 SEVERITIES = {"critical", "warning", "info"}
 RUNBOOK_URL = "https://github.com/pullprobe/pullprobe/blob/main/docs/runbook.md#"
@@ -398,7 +405,7 @@ def cmd_node_fixture_config(rendered_path, root, out_path):
 STANDARD_LABELS = {
     "app.kubernetes.io/name": "pullprobe",
     "app.kubernetes.io/instance": None,
-    "app.kubernetes.io/component": ("probe-agent", "monitoring"),
+    "app.kubernetes.io/component": ("probe-agent", "monitoring", "pod-watch"),
     "app.kubernetes.io/part-of": "pullprobe",
     "app.kubernetes.io/managed-by": "kustomize",
 }
@@ -467,12 +474,104 @@ def cmd_selected_by(rendered_path, selector):
     return rep.finish()
 
 
+# Kinds without a namespace.
+CLUSTER_SCOPED = {"Namespace", "ClusterRole", "ClusterRoleBinding"}
+
+# What components/pod-watch grants the agent, per resource (core API group): read-only, and on
+# secrets `get` alone (never list or watch: the agent reads the pull secrets a pod names, by
+# name). docs/deploy.md, "Pods that cannot pull (pod-watch)".
+POD_WATCH_VERBS = {
+    "pods": {"get", "list", "watch"},
+    "events": {"get", "list", "watch"},
+    "serviceaccounts": {"get"},
+    "secrets": {"get"},
+}
+
+
+def check_pod_watch(rep, docs, ds):
+    """The agent's API access (components/pod-watch) against its config.yaml: a token only where
+    a binding grants the pod watch something; the grant exactly the least the watch needs
+    (secrets only when pods.pull_secrets is on); the node name from the downward API; no
+    NetworkPolicy egress rules that could cut the agent off the API server."""
+    pod = ds["spec"]["template"]["spec"]
+    ns = ds["metadata"].get("namespace")
+    sa = pod.get("serviceAccountName")
+    roles = {d["metadata"]["name"]: d for d in docs if d["kind"] == "ClusterRole"}
+    bindings = [d for d in docs if d["kind"] == "ClusterRoleBinding"
+                and any(s.get("kind") == "ServiceAccount" and s.get("name") == sa for s in d.get("subjects", []))]
+    for b in bindings:
+        where = f"ClusterRoleBinding/{b['metadata']['name']}"
+        for s in b.get("subjects", []):
+            rep.ok(s.get("kind") == "ServiceAccount" and s.get("name") == sa and s.get("namespace") == ns,
+                   f"{where}: subject {s} must be the agent's ServiceAccount {sa} in its namespace {ns} (kustomize's namespace: does not rewrite it; patch it with the namespace)")
+        rep.ok(b["roleRef"]["kind"] == "ClusterRole" and b["roleRef"]["name"] in roles, f"{where}: must bind a ClusterRole of this overlay")
+    granted = {}
+    for b in bindings:
+        for r in roles.get(b["roleRef"]["name"], {}).get("rules", []):
+            where = f"ClusterRole/{b['roleRef']['name']}"
+            rep.ok(r.get("apiGroups") == [""] and not r.get("resourceNames") and not r.get("nonResourceURLs"),
+                   f"{where}: rule {r} must be on the core API group only")
+            for res in r.get("resources", []):
+                if not rep.ok(res in POD_WATCH_VERBS, f"{where}: grants {res}, which the pod watch does not read"):
+                    continue
+                verbs = set(r.get("verbs", []))
+                rep.ok(verbs <= POD_WATCH_VERBS[res], f"{where}: grants {sorted(verbs)} on {res}; the pod watch needs {sorted(POD_WATCH_VERBS[res])} at most")
+                granted.setdefault(res, set()).update(verbs)
+    cms = [d for d in docs if d["kind"] == "ConfigMap" and d["metadata"]["name"] == "pullprobe-config"]
+    cfg = {}
+    if cms and "config.yaml" in cms[0].get("data", {}):
+        try:
+            cfg = yaml.safe_load(cms[0]["data"]["config.yaml"]) or {}
+        except yaml.YAMLError:
+            pass  # check_node_config reports it
+    pods = cfg.get("pods") or {}
+    token = pod.get("automountServiceAccountToken")
+    if not bindings:
+        rep.ok(token is False, "pod must not automount a service account token (nothing is bound to it; components/pod-watch does both)")
+        rep.ok(not pods.get("watch"), "config.yaml sets pods.watch: true, but nothing grants the agent API access: add components/pod-watch")
+        return
+    rep.ok(token is True, "a ClusterRoleBinding grants the agent's ServiceAccount access, but the pod does not mount its token (automountServiceAccountToken: true)")
+    for res in ("pods", "events", "serviceaccounts"):
+        rep.ok(POD_WATCH_VERBS[res] <= granted.get(res, set()), f"the pod watch needs {sorted(POD_WATCH_VERBS[res])} on {res}, has {sorted(granted.get(res, set()))}")
+    if pods.get("watch"):
+        pull_secrets = pods.get("pull_secrets", True)
+        if pull_secrets:
+            rep.ok("get" in granted.get("secrets", set()),
+                   "config.yaml reads pull secrets (pods.pull_secrets defaults to true) but the ClusterRole cannot get secrets: set pods.pull_secrets: false with components/pod-watch/node-credentials-only")
+        else:
+            rep.ok("secrets" not in granted,
+                   "config.yaml sets pods.pull_secrets: false but the ClusterRole still reads secrets: add components/pod-watch/node-credentials-only")
+        if not pods.get("node_name"):
+            envs = {e["name"]: e for c in pod["containers"] for e in c.get("env", [])}
+            rep.ok(envs.get("NODE_NAME", {}).get("valueFrom", {}).get("fieldRef", {}).get("fieldPath") == "spec.nodeName",
+                   "config.yaml watches pods without pods.node_name, so the container needs env NODE_NAME from fieldRef spec.nodeName")
+    for np in (d for d in docs if d["kind"] == "NetworkPolicy"):
+        rep.ok("Egress" not in np["spec"].get("policyTypes", []),
+               f"NetworkPolicy/{np['metadata']['name']} restricts egress, which may cut the pod watch off the API server; allow it (443 and the API server's port) and adapt this check")
+
+
+def cmd_pod_watch_modes(full_path, node_only_path):
+    """node-credentials-only removes the secrets rule from pod-watch's ClusterRole, and nothing
+    else (its JSON patch removes a rule by position)."""
+    rep = Report(f"node-credentials-only ({node_only_path}) against pod-watch ({full_path})")
+    roles = []
+    for path in (full_path, node_only_path):
+        found = [d for d in load_docs(path) if d["kind"] == "ClusterRole" and d["metadata"]["name"] == "pullprobe-pod-watch"]
+        rep.ok(len(found) == 1, f"{path}: expected ClusterRole pullprobe-pod-watch, found {len(found)}")
+        roles.append(found[0] if found else {})
+    full, node_only = (r.get("rules", []) for r in roles)
+    rep.ok(any("secrets" in r.get("resources", []) for r in full), "pod-watch's ClusterRole does not read secrets")
+    rep.ok(node_only == [r for r in full if "secrets" not in r.get("resources", [])],
+           f"node-credentials-only must keep every rule but the secrets one; has {node_only}")
+    return rep.finish()
+
+
 def cmd_manifests(rendered_path, host_network):
     rep = Report(f"hardening of {rendered_path}")
     docs = load_docs(rendered_path)
     for d in docs:
         check_standard_labels(rep, d)
-        if d["kind"] != "Namespace":
+        if d["kind"] not in CLUSTER_SCOPED:
             rep.ok(d["metadata"].get("namespace") == "pullprobe", f"{d['kind']}/{d['metadata']['name']} is not in the pullprobe namespace")
     check_monitoring_stack(rep, docs)
     dss = [d for d in docs if d["kind"] == "DaemonSet"]
@@ -489,7 +588,7 @@ def cmd_manifests(rendered_path, host_network):
         rep.ok(key in tmpl_labels, f"DaemonSet pod template lacks the label {key}")
     pod = spec["template"]["spec"]
     psc = pod.get("securityContext", {})
-    rep.ok(pod.get("automountServiceAccountToken") is False, "pod must not automount a service account token")
+    check_pod_watch(rep, docs, ds)
     rep.ok(psc.get("runAsNonRoot") is True, "pod securityContext.runAsNonRoot must be true")
     rep.ok(isinstance(psc.get("runAsUser"), int) and psc["runAsUser"] != 0, "pod must run as a numeric non-root user")
     rep.ok(psc.get("seccompProfile", {}).get("type") == "RuntimeDefault", "pod seccompProfile must be RuntimeDefault")
@@ -546,6 +645,10 @@ def cmd_manifests(rendered_path, host_network):
         rep.ok(any(r.get("sourceLabels") == ["__meta_kubernetes_pod_node_name"] and r.get("targetLabel") == "node" for r in relabels),
                "PodMonitor must relabel __meta_kubernetes_pod_node_name into node")
         rep.ok(pm["spec"].get("jobLabel") == "app.kubernetes.io/name", "PodMonitor must set job=pullprobe via jobLabel")
+        # The operator's namespace, pod and container target labels would otherwise push the
+        # pod-watch metric's own aside (exported_namespace, ...).
+        rep.ok(all(e.get("honorLabels") is True for e in pm["spec"]["podMetricsEndpoints"]),
+               "PodMonitor must set honorLabels: true, or pullprobe_pod_image_pull_failure's namespace, pod and container become exported_*")
         # The operator labels targets with endpoint=<port name>, which would push the agent's
         # own `endpoint` label aside (exported_endpoint); the drop must come after it, i.e. in
         # the endpoint's relabelings.
@@ -587,6 +690,9 @@ def podmonitor_scrape_interval():
 # A per-node query is bounded when it keeps at most k series (topk/bottomk) or only failing
 # ones (a comparison that drops the healthy series).
 BOUNDED = re.compile(r"\b(topk|bottomk)\s*\(\s*\d+\s*,|==\s*0\b|>\s*0\b|reason\s*!=\s*\"ok\"")
+# Metrics with a series only while something fails: a query of them alone is bounded by the
+# failures (pullprobe_pod_image_pull_failure: a row per container that cannot pull).
+FAILURE_ONLY_METRICS = {"pullprobe_pod_image_pull_failure"}
 AGGREGATIONS = re.compile(r"\b(sum|count|min|max|avg|topk|bottomk|quantile|stddev|group)\b\s*(?:(by|without)\s*(\([^)]*\)))?\s*\(")
 
 
@@ -611,7 +717,7 @@ def check_panel_query(rep, where, panel, target, scrape_interval):
     outer = AGGREGATIONS.match(expr.strip())
     per_node = not outer or outer.group(2) == "without" or (
         outer.group(3) is not None and "node" in [n.strip() for n in outer.group(3).strip("()").split(",")])
-    if per_node:
+    if per_node and not metric_names(expr) <= FAILURE_ONLY_METRICS:
         rep.ok(BOUNDED.search(expr), f"{where}: returns a series per node; bound it (topk/bottomk, or only failing series) so it stays readable at 5 000 nodes")
 
 
@@ -670,7 +776,8 @@ def cmd_dashboard(path, out_rule_file):
     for wanted in ("pullprobe_probe_success", "pullprobe_probe_result", "pullprobe_phase_duration_seconds",
                    "pullprobe_endpoint_success", "pullprobe_probe_consecutive_failures",
                    "pullprobe_ratelimit_remaining", "pullprobe_ratelimit_source_info",
-                   "pullprobe_tls_cert_expiry_timestamp_seconds", "pullprobe_last_probe_timestamp_seconds"):
+                   "pullprobe_tls_cert_expiry_timestamp_seconds", "pullprobe_last_probe_timestamp_seconds",
+                   "pullprobe_pod_image_pull_failure"):
         rep.ok(wanted in used, f"no panel shows {wanted}")
 
     rules = {"groups": [{"name": "dashboard-queries", "rules": [
@@ -693,6 +800,8 @@ def main(argv):
         return cmd_manifests(argv[1], "--host-network" in argv[2:])
     if len(argv) >= 3 and argv[0] == "selected-by":
         return cmd_selected_by(argv[1], argv[2])
+    if len(argv) >= 3 and argv[0] == "pod-watch-modes":
+        return cmd_pod_watch_modes(argv[1], argv[2])
     if len(argv) >= 4 and argv[0] == "node-fixture-config":
         return cmd_node_fixture_config(argv[1], argv[2], argv[3])
     if len(argv) >= 3 and argv[0] == "dashboard":
