@@ -441,6 +441,13 @@ impl Exposition {
         Exposition { registry, store }
     }
 
+    /// Adds a collector the agent updates itself (the pod watch's gauge).
+    pub(crate) fn register(&self, collector: Box<dyn Collector>) {
+        self.registry
+            .register(collector)
+            .expect("the agent's collectors have distinct names");
+    }
+
     /// The body of a scrape, in the text format 0.0.4.
     pub(crate) fn render(&self) -> String {
         let targets = self.store.snapshot();

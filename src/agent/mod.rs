@@ -8,9 +8,11 @@
 //!
 //! Layout: `store` holds the latest result per target, `metrics` renders it at scrape
 //! time, `scheduler` runs one task per target, `reload` owns the running config, `server` is
-//! the HTTP front and `signal` the process signals.
+//! the HTTP front and `signal` the process signals; `pods` watches this node's pods that
+//! cannot pull (`pods.watch`).
 
 mod metrics;
+mod pods;
 mod process;
 mod reload;
 mod scheduler;
@@ -219,7 +221,12 @@ pub async fn run(
     if let Ok(addr) = listener.local_addr() {
         info!(address = %addr, "Serving metrics");
     }
-    tracker.spawn(server::serve(listener, state, web, cancel.child_token()));
+    tracker.spawn(server::serve(
+        listener,
+        state.clone(),
+        web,
+        cancel.child_token(),
+    ));
 
     let mut scheduler = scheduler::Scheduler::new(
         store,
@@ -237,7 +244,16 @@ pub async fn run(
         interval = %humantime::format_duration(config.interval),
         "Probing started"
     );
-    let reloader = reload::Reloader::new(opts.config_file.clone(), config, scheduler, status);
+    // The pod watch follows the running config; idle unless pods.watch is on.
+    let pod_gauge = pods::gauge();
+    state.exposition.register(Box::new(pod_gauge.clone()));
+    let (pods_tx, pods_rx) = tokio::sync::watch::channel(pods::Running {
+        config: Arc::new(config.clone()),
+        probe: scheduler.prober(),
+    });
+    tracker.spawn(pods::run(pods_rx, pod_gauge, cancel.child_token()));
+    let reloader = reload::Reloader::new(opts.config_file.clone(), config, scheduler, status)
+        .with_pods(pods_tx);
     tracker.spawn(reloader.run(reload_rx, hangup, opts.watch_interval, cancel.child_token()));
     tracker.close();
 

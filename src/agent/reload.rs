@@ -43,9 +43,20 @@ pub(crate) struct Reloader {
     hash: Option<u64>,
     scheduler: Scheduler,
     status: Arc<ReloadStatus>,
+    /// Told every config that loads, for the pod watch.
+    pods: Option<tokio::sync::watch::Sender<super::pods::Running>>,
 }
 
 impl Reloader {
+    /// Sends every config that loads to the pod watch.
+    pub(crate) fn with_pods(
+        mut self,
+        tx: tokio::sync::watch::Sender<super::pods::Running>,
+    ) -> Self {
+        self.pods = Some(tx);
+        self
+    }
+
     pub(crate) fn new(
         path: Option<PathBuf>,
         config: Config,
@@ -61,6 +72,7 @@ impl Reloader {
             hash,
             scheduler,
             status,
+            pods: None,
         }
     }
 
@@ -158,7 +170,13 @@ impl Reloader {
 
     fn apply(&mut self, config: Config) {
         let prober = self.scheduler.prober().reconfigure(&config);
-        self.scheduler.set_prober(prober);
+        self.scheduler.set_prober(prober.clone());
+        if let Some(tx) = &self.pods {
+            tx.send_replace(super::pods::Running {
+                config: Arc::new(config.clone()),
+                probe: prober,
+            });
+        }
         self.scheduler.apply(&config);
         self.status.succeeded(SystemTime::now());
         info!(

@@ -553,3 +553,258 @@ async fn no_api_at_all_says_where_it_looked() {
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no Kubernetes API to ask"), "{stderr}");
 }
+
+// ---- the agent's pod watch (pods.watch) ---------------------------------------------------
+
+/// The value of `pullprobe_pod_image_pull_failure` for one pod, with its phase and reason.
+fn pod_series(scrape: &str, pod: &str) -> Option<(String, String)> {
+    let line = scrape.lines().find(|l| {
+        l.starts_with("pullprobe_pod_image_pull_failure{") && l.contains(&format!("pod=\"{pod}\""))
+    })?;
+    let label = |k: &str| {
+        let start = line.find(&format!("{k}=\""))? + k.len() + 2;
+        Some(line[start..start + line[start..].find('"')?].to_owned())
+    };
+    assert!(line.ends_with(" 1"), "{line}");
+    Some((label("phase")?, label("reason")?))
+}
+
+struct Agent {
+    port: u16,
+    daemon: crate::alerts_e2e::Daemon,
+}
+
+impl Agent {
+    async fn scrape(&self) -> String {
+        match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await {
+            Ok(r) => r.text().await.unwrap_or_default(),
+            Err(_) => String::new(),
+        }
+    }
+
+    /// Waits until `pred` holds for a scrape (30 s at most).
+    async fn until(&self, what: &str, pred: impl Fn(&str) -> bool) -> String {
+        let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+        loop {
+            let s = self.scrape().await;
+            if pred(&s) {
+                return s;
+            }
+            assert!(
+                std::time::Instant::now() < deadline,
+                "timed out waiting for {what}:\n{s}\n{}",
+                self.daemon.log()
+            );
+            tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+        }
+    }
+}
+
+fn running(mut p: Pod) -> Pod {
+    p.status = Some(PodStatus {
+        container_statuses: Some(vec![ContainerStatus {
+            name: "app".into(),
+            state: Some(ContainerState {
+                running: Some(Default::default()),
+                ..Default::default()
+            }),
+            ..Default::default()
+        }]),
+        ..Default::default()
+    });
+    p
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn the_agent_exports_pods_that_cannot_pull_and_forgets_them() {
+    let f = Fixture::new("pods:\n  watch: true\n  node_name: worker-1\n").await;
+    f.api.put_secret(&pull_secret(
+        "shop",
+        "regcred",
+        &f.registry.addr.to_string(),
+        USER,
+        PASSWORD,
+    ));
+    f.api.put_pod(pod(
+        "shop",
+        "wrong-tag",
+        "worker-1",
+        &f.image("2"),
+        &["regcred"],
+        "ErrImagePull",
+    ));
+    f.api.put_pod(pod(
+        "shop",
+        "wrong-tag-2",
+        "worker-1",
+        &f.image("2"),
+        &["regcred"],
+        "ImagePullBackOff",
+    ));
+    f.api.put_pod(pod(
+        "shop",
+        "private",
+        "worker-1",
+        &f.image("1"),
+        &["regcred"],
+        "ImagePullBackOff",
+    ));
+    f.api.put_pod(pod(
+        "shop",
+        "no-creds",
+        "worker-1",
+        &f.image("1"),
+        &[],
+        "ErrImagePull",
+    ));
+    f.api.put_pod(running(pod(
+        "shop",
+        "running",
+        "worker-1",
+        &f.image("1"),
+        &[],
+        "",
+    )));
+    f.api.put_pod(pod(
+        "shop",
+        "elsewhere",
+        "worker-2",
+        &f.image("2"),
+        &[],
+        "ErrImagePull",
+    ));
+
+    let port = crate::support::free_port();
+    let kubeconfig = f.api.kubeconfig(f.dir.path());
+    let daemon = crate::alerts_e2e::Daemon::start(
+        "pullprobe-agent",
+        Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+            .arg("--config.file")
+            .arg(&f.config)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .env("KUBECONFIG", &kubeconfig)
+            .env_remove("NODE_NAME"),
+        f.dir.path(),
+    );
+    let agent = Agent { port, daemon };
+    let s = agent
+        .until("four failing pods", |s| {
+            ["wrong-tag", "wrong-tag-2", "private", "no-creds"]
+                .iter()
+                .all(|p| pod_series(s, p).is_some())
+        })
+        .await;
+    let m = |_: &str, phase: &str, reason: &str| Some((phase.to_owned(), reason.to_owned()));
+    assert_eq!(
+        pod_series(&s, "wrong-tag"),
+        m("", "manifest", "manifest_unknown")
+    );
+    assert_eq!(
+        pod_series(&s, "wrong-tag-2"),
+        m("", "manifest", "manifest_unknown")
+    );
+    // The pod's own secret lets pullprobe pull: kubelet's error is not about this node now.
+    assert_eq!(pod_series(&s, "private"), m("", "none", "ok"));
+    assert_eq!(pod_series(&s, "no-creds"), m("", "auth", "auth_required"));
+    assert_eq!(pod_series(&s, "running"), None);
+    assert_eq!(pod_series(&s, "elsewhere"), None, "another node's pod");
+    assert!(s.contains("container=\"app\",namespace=\"shop\""), "{s}");
+    assert!(!s.contains(PASSWORD));
+    // One probe for the two pods waiting on the same image with the same credentials.
+    let tag2 = f
+        .registry
+        .requests()
+        .iter()
+        .filter(|r| r.path_and_query.contains("/manifests/2"))
+        .count();
+    assert_eq!(tag2, 1, "deduplicated by image and credentials");
+
+    // The pod pulls: its series goes. A deleted pod's series goes.
+    f.api.put_pod(running(pod(
+        "shop",
+        "wrong-tag",
+        "worker-1",
+        &f.image("2"),
+        &["regcred"],
+        "",
+    )));
+    f.api.delete_pod("shop", "no-creds");
+    agent
+        .until("recovered and deleted pods forgotten", |s| {
+            pod_series(s, "wrong-tag").is_none() && pod_series(s, "no-creds").is_none()
+        })
+        .await;
+
+    // A deletion the watch missed shows after the API says 410 Gone and the agent re-lists.
+    f.api.delete_pod_unseen("shop", "wrong-tag-2");
+    let s = agent.scrape().await;
+    assert!(pod_series(&s, "wrong-tag-2").is_some(), "not seen yet");
+    f.api.compact();
+    agent
+        .until("the re-list forgets the missed deletion", |s| {
+            pod_series(s, "wrong-tag-2").is_none()
+        })
+        .await;
+    assert!(pod_series(&agent.scrape().await, "private").is_some());
+
+    // Bookmarks: the next watch starts from the bookmark's resourceVersion.
+    let watches = |api: &FakeKubeApi| {
+        api.requests()
+            .iter()
+            .filter(|r| r.starts_with("/api/v1/pods?") && r.contains("watch=true"))
+            .count()
+    };
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.api.open_watches() == 0 {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent watches again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    assert!(
+        f.api
+            .requests()
+            .iter()
+            .any(|r| r.contains("allowWatchBookmarks=true")),
+        "{:?}",
+        f.api.requests()
+    );
+    f.api.bookmark();
+    let bookmark_rv = f.api.resource_version();
+    tokio::time::sleep(std::time::Duration::from_millis(300)).await;
+    let before = watches(&f.api);
+    f.api.end_watches();
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while watches(&f.api) == before {
+        assert!(
+            std::time::Instant::now() < deadline,
+            "the agent watches again"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let last = f
+        .api
+        .requests()
+        .into_iter()
+        .rfind(|r| r.contains("watch=true"))
+        .unwrap();
+    assert!(
+        last.contains(&format!("resourceVersion={bookmark_rv}")),
+        "{last}"
+    );
+    // And the watch goes on.
+    f.api.put_pod(pod(
+        "shop",
+        "late",
+        "worker-1",
+        &f.image("1"),
+        &[],
+        "ErrImagePull",
+    ));
+    agent
+        .until("a pod failing after the reconnect", |s| {
+            pod_series(s, "late").is_some()
+        })
+        .await;
+}

@@ -136,6 +136,29 @@ impl FakeKubeApi {
         }
     }
 
+    /// Removes a pod without telling the open watches: an event they missed, which only a
+    /// re-list shows (after [`FakeKubeApi::compact`]).
+    pub fn delete_pod_unseen(&self, ns: &str, name: &str) {
+        let mut s = self.state.lock().unwrap();
+        s.rv += 1;
+        if let Some(mut v) = s.pods.remove(&key(ns, name)) {
+            v["metadata"]["resourceVersion"] = json!(s.rv.to_string());
+            let rv = s.rv;
+            s.history.push((rv, "DELETED", v));
+        }
+    }
+
+    /// Ends the open watches the way the API server's timeout does (the stream closes); the
+    /// client watches again from the last resourceVersion it saw.
+    pub fn end_watches(&self) {
+        self.state.lock().unwrap().watchers.clear();
+    }
+
+    /// The current resourceVersion.
+    pub fn resource_version(&self) -> u64 {
+        self.state.lock().unwrap().rv
+    }
+
     /// Forgets history up to now: a watch from an older resourceVersion gets `410 Gone`,
     /// open watches are sent one and closed (the API server's "too old resource version").
     pub fn compact(&self) {
