@@ -2371,6 +2371,44 @@ mod tests {
     }
 
     #[test]
+    fn the_pods_section_defaults_and_needs_a_node_name_to_watch() {
+        let c = load("targets: [{image: nginx}]\n").unwrap();
+        assert_eq!(c.pods, PodSettings::default());
+        assert!(
+            c.pods.pull_secrets,
+            "pull secrets are read unless turned off"
+        );
+        let c = load(
+            "targets: [{image: nginx}]\npods: {watch: true, pull_secrets: false, node_name: worker-7}\n",
+        )
+        .unwrap();
+        assert_eq!(
+            c.pods,
+            PodSettings {
+                watch: true,
+                pull_secrets: false,
+                node_name: Some("worker-7".into()),
+            }
+        );
+        let err = load("targets: [{image: nginx}]\npods: {node_name: \"a b\", wacth: true}\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("pods.wacth: unknown key; did you mean `watch`?"),
+            "{err}"
+        );
+        assert!(err.contains("pods.node_name: is not a node name"), "{err}");
+        // Without pods.node_name the name comes from $NODE_NAME (the downward API).
+        if std::env::var_os("NODE_NAME").is_none() {
+            let err = load("targets: [{image: nginx}]\npods: {watch: true}\n")
+                .unwrap_err()
+                .to_string();
+            assert!(err.contains("pods.watch: needs this node's name"), "{err}");
+            assert!(err.contains("fieldPath: spec.nodeName"), "{err}");
+        }
+    }
+
+    #[test]
     fn three_typos_are_all_reported_with_line_key_suggestion_and_fix() {
         let err =
             load("targets:\n  - imge: nginx\n    plain_htp: true\ntimeot: 10s\n").unwrap_err();
@@ -2383,7 +2421,7 @@ mod tests {
              \x20 line 3: targets[0].plain_htp: unknown key; did you mean `plain_http`?\n\
              \x20   fix: rename `plain_htp` to `plain_http` (the keys of a target are name, image, docker_config, plain_http, tls, check_platform)\n\
              \x20 line 4: timeot: unknown key; did you mean `timeout`?\n\
-             \x20   fix: rename `timeot` to `timeout` (the keys of the top level are interval, timeout, dns, docker_config, targets, node)"
+             \x20   fix: rename `timeot` to `timeout` (the keys of the top level are interval, timeout, dns, docker_config, targets, node, pods)"
         );
         assert_self_contained(&err);
     }

@@ -227,6 +227,18 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
     )
     .unwrap();
 
+    // A pod on this node that cannot pull (a tag the registry lacks), in the fake API the
+    // agent watches (pods.watch), so the pod alert fires and the pod table has a row.
+    let api = crate::support::kubeapi::FakeKubeApi::start().await;
+    let kubeconfig = api.kubeconfig(d);
+    api.put_pod(crate::pods::pod(
+        "shop",
+        "cart",
+        "node-a",
+        &format!("{}/app:missing", healthy.addr),
+        &[],
+        "ImagePullBackOff",
+    ));
     let agent_port = free_port();
     std::fs::write(
         d.join("pullprobe.yaml"),
@@ -237,7 +249,8 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
              \x20 - name: hub-limited\n    image: 127.0.0.1:{}/ratelimitpreview/test:latest\n    plain_http: true\n\
              \x20 - name: healthy\n    image: 127.0.0.1:{}/app:v1\n    plain_http: true\n\
              \x20 - name: mirrored\n    image: mirrored.test/app:v1\n\
-             \x20 - name: tls\n    image: 127.0.0.1:{}/app:v1\n    tls:\n      ca_file: {}\n",
+             \x20 - name: tls\n    image: 127.0.0.1:{}/app:v1\n    tls:\n      ca_file: {}\n\
+             pods:\n  watch: true\n  node_name: node-a\n",
             dns.addr,
             certs.display(),
             limited.addr.port(),
@@ -252,7 +265,8 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
         Command::new(env!("CARGO_BIN_EXE_pullprobe"))
             .arg("--config.file")
             .arg(d.join("pullprobe.yaml"))
-            .arg(format!("--web.listen-address=127.0.0.1:{agent_port}")),
+            .arg(format!("--web.listen-address=127.0.0.1:{agent_port}"))
+            .env("KUBECONFIG", &kubeconfig),
         d,
     );
 
@@ -329,6 +343,7 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
         ("PullProbeDNSFailure", "broken-dns"),
         ("PullProbeRateLimitExhausted", "hub-limited"),
         ("PullProbeMirrorFailing", "mirrored"),
+        ("PullProbePodImagePullFailing", ""),
     ];
     let deadline = Instant::now() + Duration::from_secs(90);
     let alerts = loop {
@@ -390,6 +405,18 @@ async fn alerts_fire_through_real_prometheus_and_alertmanager() {
             );
         }
         assert_eq!(l["cluster"], "e2e", "every alert keeps the cluster: {a}");
+        if l["alertname"] == "PullProbePodImagePullFailing" {
+            // The pod's labels, and pullprobe's verdict in the description.
+            assert_eq!(l["namespace"], "shop", "{a}");
+            assert_eq!(l["pod"], "cart", "{a}");
+            assert_eq!(l["container"], "app", "{a}");
+            let d = a["annotations"]["description"].as_str().unwrap();
+            assert!(d.contains("manifest_unknown"), "{a}");
+            // The metric behind it is the one the README documents (agent_e2e compares the
+            // rest of the table with a scrape).
+            let readme = include_str!("../../README.md");
+            assert!(readme.contains("| `pullprobe_pod_image_pull_failure` |"));
+        }
         if l["alertname"] == "PullProbeDNSFailure" {
             // Two failed probes in a row at least, and the reason, in the description: its
             // query selects the alert's cluster (a wrong one would find no reason).

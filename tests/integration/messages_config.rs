@@ -44,7 +44,7 @@ async fn three_typos_are_reported_together_with_lines_and_suggestions() {
     let want = format!(
         "pullprobe: invalid configuration in {} (3 problems):\n  \
          line 1: timeot: unknown key; did you mean `timeout`?\n    \
-         fix: rename `timeot` to `timeout` (the keys of the top level are interval, timeout, dns, docker_config, targets, node)\n  \
+         fix: rename `timeot` to `timeout` (the keys of the top level are interval, timeout, dns, docker_config, targets, node, pods)\n  \
          line 3: targets[0].imge: unknown key; did you mean `image`?\n    \
          fix: rename `imge` to `image` (the keys of a target are name, image, docker_config, plain_http, tls, check_platform)\n  \
          line 4: targets[0].plain_htp: unknown key; did you mean `plain_http`?\n    \
