@@ -249,7 +249,7 @@ fn node_note(pod: &PodFacts, this: Option<&ThisNode>) -> Option<String> {
     };
     let rerun = |node: &str| {
         format!(
-            "run it on {node}: kubectl debug node/{node} -it --image=<the pullprobe image> -- pullprobe --check --pod {}/{}",
+            "run it on {node}: kubectl debug node/{node} -it --image=<the pullprobe image> -- /pullprobe --check --pod {}/{}",
             pod.namespace, pod.name
         )
     };
@@ -367,6 +367,12 @@ fn render_text(
                 let _ = writeln!(
                     out,
                     "  note:        imagePullPolicy Never: kubelet never pulls this image, it must already be on the node; the verdict says whether it could be pulled"
+                );
+            }
+            if k.pull_failing() && c.ok() {
+                let _ = writeln!(
+                    out,
+                    "  note:        kubelet failed, but this node can pull the image now: kubelet retries with back-off (up to 5 minutes), so the error was transient, or it is about what pullprobe does not see (the runtime's image store, disk space, a registry that answers kubelet differently); read the last error above"
                 );
             }
             match &c.verdict {

@@ -293,6 +293,12 @@ async fn the_pods_own_secret_pulls_from_a_private_registry_and_kubelets_error_is
         "{}",
         run.stdout
     );
+    assert!(
+        run.stdout
+            .contains("kubelet failed, but this node can pull the image now"),
+        "{}",
+        run.stdout
+    );
 }
 
 #[tokio::test]
