@@ -247,11 +247,18 @@ pub async fn run(
     // The pod watch follows the running config; idle unless pods.watch is on.
     let pod_gauge = pods::gauge();
     state.exposition.register(Box::new(pod_gauge.clone()));
+    let pod_watch_up = pods::up_gauge();
+    state.exposition.register(Box::new(pod_watch_up.clone()));
     let (pods_tx, pods_rx) = tokio::sync::watch::channel(pods::Running {
         config: Arc::new(config.clone()),
         probe: scheduler.prober(),
     });
-    tracker.spawn(pods::run(pods_rx, pod_gauge, cancel.child_token()));
+    tracker.spawn(pods::run(
+        pods_rx,
+        pod_gauge,
+        pod_watch_up,
+        cancel.child_token(),
+    ));
     let reloader = reload::Reloader::new(opts.config_file.clone(), config, scheduler, status)
         .with_pods(pods_tx);
     tracker.spawn(reloader.run(reload_rx, hangup, opts.watch_interval, cancel.child_token()));

@@ -32,11 +32,20 @@ use crate::config::Config;
 use crate::outcome::Phase;
 use crate::reference::ImageRef;
 
+/// After a watch error, the watch counts as working again once no error came for this long:
+/// kube-runtime retries a failing list or watch at least every 30 s (its backoff's ceiling),
+/// and a restarted watch on a quiet node yields no event that would say it works.
+const QUIET_AFTER_ERROR: Duration = Duration::from_secs(70);
+
 /// Pod probes running at once (the targets' probes have their own bound).
 pub const MAX_PARALLEL: usize = 2;
 
 /// The metric's name, as the contract spells it.
 pub const METRIC: &str = "pullprobe_pod_image_pull_failure";
+
+/// Whether the watch works: without it a broken watch (RBAC, the API unreachable) would look
+/// like a node whose pods all pull.
+pub const UP_METRIC: &str = "pullprobe_pod_watch_up";
 
 /// What the pod watch needs from the running configuration; the reloader sends a new one
 /// after every successful reload.
@@ -44,6 +53,19 @@ pub const METRIC: &str = "pullprobe_pod_image_pull_failure";
 pub(crate) struct Running {
     pub config: Arc<Config>,
     pub probe: Arc<dyn Probe>,
+}
+
+/// `pullprobe_pod_watch_up`: 1 while this node's pods are listed and watched, 0 while the
+/// API cannot be used or the watch fails; no series while `pods.watch` is off.
+pub(crate) fn up_gauge() -> GaugeVec {
+    GaugeVec::new(
+        Opts::new(
+            UP_METRIC,
+            "1 while the agent lists and watches this node's pods (pods.watch), 0 while it cannot (the Kubernetes API unreachable, RBAC, no token; the log says which); absent when pods.watch is off.",
+        ),
+        &[],
+    )
+    .expect("a valid metric name")
 }
 
 /// The gauge, registered with the scrape's registry.
@@ -73,6 +95,7 @@ struct Cached {
 /// The watch's state: which containers wait on which probe, and the series exported.
 struct State {
     gauge: GaugeVec,
+    up: GaugeVec,
     /// Per pod, its failing containers: container → (probe key, verdict exported).
     pods: HashMap<PodKey, BTreeMap<String, (ProbeKey, Option<Verdict>)>>,
     cache: HashMap<ProbeKey, Cached>,
@@ -125,6 +148,19 @@ impl State {
         }
     }
 
+    /// Sets `pullprobe_pod_watch_up`; `None` removes it (pods.watch off).
+    fn set_up(&self, up: Option<bool>) {
+        match up {
+            Some(up) => self
+                .up
+                .with_label_values(&[] as &[&str])
+                .set(f64::from(u8::from(up))),
+            None => {
+                let _ = self.up.remove_label_values(&[] as &[&str]);
+            }
+        }
+    }
+
     fn forget_all(&mut self) {
         let pods: Vec<PodKey> = self.pods.keys().cloned().collect();
         for p in pods {
@@ -160,10 +196,12 @@ struct Done {
 pub(crate) async fn run(
     mut running: watch::Receiver<Running>,
     gauge: GaugeVec,
+    up: GaugeVec,
     cancel: CancellationToken,
 ) {
     let mut state = State {
         gauge,
+        up,
         pods: HashMap::new(),
         cache: HashMap::new(),
         in_flight: HashSet::new(),
@@ -174,6 +212,7 @@ pub(crate) async fn run(
         let node = settings.node_name.clone().filter(|_| settings.watch);
         let Some(node) = node else {
             state.forget_all();
+            state.set_up(None);
             tokio::select! {
                 () = cancel.cancelled() => return,
                 r = running.changed() => if r.is_err() { return },
@@ -183,6 +222,7 @@ pub(crate) async fn run(
         let cluster = match Cluster::connect(None, current.config.timeout).await {
             Ok(c) => c,
             Err(e) => {
+                state.set_up(Some(false));
                 warn!(error = %e, "pods.watch: cannot use the Kubernetes API; retrying in 30s");
                 tokio::select! {
                     () = cancel.cancelled() => return,
@@ -216,9 +256,15 @@ async fn watch_node(
     let permits = Arc::new(Semaphore::new(MAX_PARALLEL));
     // Pods seen in a re-list (Init … InitDone): the others are gone.
     let mut relist: Option<HashSet<PodKey>> = None;
+    let mut last_error: Option<Instant> = None;
     loop {
+        let quiet = last_error.map(|t| tokio::time::Instant::from_std(t + QUIET_AFTER_ERROR));
         tokio::select! {
             () = cancel.cancelled() => return false,
+            () = async { tokio::time::sleep_until(quiet.expect("guarded")).await }, if quiet.is_some() => {
+                last_error = None;
+                state.set_up(Some(true));
+            }
             r = running.changed() => {
                 if r.is_err() {
                     return false;
@@ -238,6 +284,8 @@ async fn watch_node(
             ev = stream.next() => match ev {
                 None => return true,
                 Some(Err(e)) => {
+                    last_error = Some(Instant::now());
+                    state.set_up(Some(false));
                     warn!(error = %podwatch::error_words(&e), "pods.watch: the watch failed; retrying with backoff");
                 }
                 Some(Ok(Event::Init)) => relist = Some(HashSet::new()),
@@ -248,6 +296,8 @@ async fn watch_node(
                     on_pod(state, cluster, &current, &pod, &permits, &done_tx);
                 }
                 Some(Ok(Event::InitDone)) => {
+                    last_error = None;
+                    state.set_up(Some(true));
                     if let Some(seen) = relist.take() {
                         let gone: Vec<PodKey> = state.pods.keys().filter(|k| !seen.contains(*k)).cloned().collect();
                         for k in gone {
@@ -255,8 +305,16 @@ async fn watch_node(
                         }
                     }
                 }
-                Some(Ok(Event::Apply(pod))) => on_pod(state, cluster, &current, &pod, &permits, &done_tx),
-                Some(Ok(Event::Delete(pod))) => state.forget_pod(&pod_key(&pod)),
+                Some(Ok(Event::Apply(pod))) => {
+                    last_error = None;
+                    state.set_up(Some(true));
+                    on_pod(state, cluster, &current, &pod, &permits, &done_tx);
+                }
+                Some(Ok(Event::Delete(pod))) => {
+                    last_error = None;
+                    state.set_up(Some(true));
+                    state.forget_pod(&pod_key(&pod));
+                }
             }
         }
     }

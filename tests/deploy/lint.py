@@ -55,6 +55,8 @@ METRIC_LABELS = {
     # components/pod-watch: a container of a pod on this node waits in ErrImagePull or
     # ImagePullBackOff; phase and reason are pullprobe's verdict for its image from this node.
     "pullprobe_pod_image_pull_failure": ("namespace", "pod", "container", "phase", "reason"),
+    # components/pod-watch: 1 while the agent lists and watches its node's pods.
+    "pullprobe_pod_watch_up": (),
 }
 AGENT_METRICS = set(METRIC_LABELS)
 PROMETHEUS_METRICS = {"up"}

@@ -715,6 +715,12 @@ async fn the_agent_exports_pods_that_cannot_pull_and_forgets_them() {
     assert_eq!(pod_series(&s, "running"), None);
     assert_eq!(pod_series(&s, "elsewhere"), None, "another node's pod");
     assert!(s.contains("container=\"app\",namespace=\"shop\""), "{s}");
+    assert!(s.contains("\npullprobe_pod_watch_up 1\n"), "{s}");
+    // Both pod metrics are the README's (agent_e2e compares the rest of the table).
+    let readme = include_str!("../../README.md");
+    for m in ["pullprobe_pod_image_pull_failure", "pullprobe_pod_watch_up"] {
+        assert!(readme.contains(&format!("| `{m}` |")), "{m}");
+    }
     assert!(!s.contains(PASSWORD));
     // One probe for the two pods waiting on the same image with the same credentials: each
     // probe sends the credentials once (at once, or after a 401 when it has not seen the
@@ -815,4 +821,42 @@ async fn the_agent_exports_pods_that_cannot_pull_and_forgets_them() {
             pod_series(s, "late").is_some()
         })
         .await;
+}
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_watch_rbac_forbids_shows_as_pod_watch_up_0() {
+    let f = Fixture::new("pods:\n  watch: true\n  node_name: worker-1\n").await;
+    f.api.forbid("pods");
+    let port = crate::support::free_port();
+    let kubeconfig = f.api.kubeconfig(f.dir.path());
+    let daemon = crate::alerts_e2e::Daemon::start(
+        "pullprobe-agent",
+        Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+            .arg("--config.file")
+            .arg(&f.config)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .env("KUBECONFIG", &kubeconfig),
+        f.dir.path(),
+    );
+    let agent = Agent { port, daemon };
+    agent
+        .until("the watch reported down", |s| {
+            s.contains("\npullprobe_pod_watch_up 0\n")
+        })
+        .await;
+    // The log says why in words, with the API server's answer, and no library text.
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    loop {
+        let log = agent.daemon.log();
+        if log.contains("cannot list this node's pods: the API server answered 403") {
+            assert!(log.contains("cannot list resource"), "{log}");
+            assert!(
+                !log.contains("ApiError") && !log.contains("Status {"),
+                "{log}"
+            );
+            break;
+        }
+        assert!(std::time::Instant::now() < deadline, "{log}");
+        tokio::time::sleep(std::time::Duration::from_millis(100)).await;
+    }
 }
