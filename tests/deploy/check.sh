@@ -154,7 +154,11 @@ if cargo build --quiet --locked --bin pullprobe 2>"$work/err"; then
 		name=$(basename "$rendered" .yaml)
 		python3 tests/deploy/lint.py node-fixture-config "$rendered" "$node" "$work/$name.config.yaml"
 		rc=0
-		"$pullprobe" --check --config.file="$work/$name.config.yaml" 127.0.0.1:1/pullprobe/config-check:1 >"$work/pc" 2>&1 || rc=$?
+		# The environment the rendered DaemonSet gives: NODE_NAME from the downward API where the
+		# pod-watch component sets it (pods.watch needs it), and nothing otherwise.
+		node_env=()
+		if grep -q 'name: NODE_NAME' "$rendered"; then node_env=(NODE_NAME=fixture-node); fi
+		env -u NODE_NAME "${node_env[@]}" "$pullprobe" --check --config.file="$work/$name.config.yaml" 127.0.0.1:1/pullprobe/config-check:1 >"$work/pc" 2>&1 || rc=$?
 		if [ "$rc" = 0 ] || [ "$rc" = 1 ]; then
 			ok "config.yaml of $name loads in the agent"
 		else
