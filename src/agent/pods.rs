@@ -16,8 +16,8 @@ use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::cluster::types::Pod;
 use futures::StreamExt as _;
-use k8s_openapi::api::core::v1::Pod;
 use kube::runtime::watcher::Event;
 use prometheus::{GaugeVec, Opts};
 use tokio::sync::{Semaphore, mpsc, watch};

@@ -12,15 +12,16 @@
 
 pub mod pod;
 pub mod secrets;
+pub mod types;
 pub mod watch;
 
 use std::path::{Path, PathBuf};
 use std::time::Duration;
 
-use k8s_openapi::api::core::v1::{Event, Pod, Secret, ServiceAccount};
 use kube::api::ListParams;
 use kube::config::{KubeConfigOptions, Kubeconfig, KubeconfigError};
 use kube::{Api, Client};
+use types::{Event, Pod, Secret, ServiceAccount};
 
 /// Where the client's configuration came from, for messages.
 #[derive(Clone, Debug, PartialEq, Eq)]

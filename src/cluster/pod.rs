@@ -1,7 +1,7 @@
 //! What kubelet pulls for a pod, and what it last said about it: pure functions of the API
 //! objects, so the `--pod` report and the agent read a pod the same way.
 
-use k8s_openapi::api::core::v1::{Container, ContainerStatus, Event, Pod};
+use super::types::{Container, ContainerStatus, Event, Pod};
 use serde::Serialize;
 
 /// Which list of the pod spec a container is in.
@@ -127,17 +127,7 @@ impl PodFacts {
             }
             let eph = statuses(status.and_then(|s| s.ephemeral_container_statuses.as_ref()));
             for c in spec.ephemeral_containers.iter().flatten() {
-                containers.push(PodContainer {
-                    name: c.name.clone(),
-                    kind: ContainerKind::Ephemeral,
-                    image: c.image.clone().unwrap_or_default(),
-                    image_pull_policy: pull_policy(
-                        c.image_pull_policy.as_deref(),
-                        c.image.as_deref(),
-                    ),
-                    waiting: waiting(&c.name, &eph),
-                    pull_event: None,
-                });
+                containers.push(container(c, ContainerKind::Ephemeral, &eph));
             }
         }
         PodFacts {
@@ -280,11 +270,17 @@ fn pull_event(e: &Event) -> Option<(PullEvent, Option<String>)> {
 #[cfg(test)]
 mod tests {
     use super::*;
+    // The objects are built with k8s-openapi's own types and read through JSON, as they come
+    // from the API server.
     use k8s_openapi::api::core::v1::{
-        ContainerState, ContainerStateWaiting, EphemeralContainer, LocalObjectReference,
-        ObjectReference, PodSpec, PodStatus,
+        Container, ContainerState, ContainerStateWaiting, ContainerStatus, EphemeralContainer,
+        Event, LocalObjectReference, ObjectReference, Pod, PodSpec, PodStatus,
     };
     use k8s_openapi::apimachinery::pkg::apis::meta::v1::{ObjectMeta, Time};
+
+    fn slim<T: serde::de::DeserializeOwned>(o: &impl serde::Serialize) -> T {
+        serde_json::from_value(serde_json::to_value(o).unwrap()).unwrap()
+    }
 
     fn status(name: &str, reason: &str, message: &str) -> ContainerStatus {
         ContainerStatus {
@@ -364,7 +360,7 @@ mod tests {
 
     #[test]
     fn reads_containers_secrets_and_policies_as_kubelet_and_the_api_server_do() {
-        let f = PodFacts::from_pod(&pod());
+        let f = PodFacts::from_pod(&slim(&pod()));
         assert_eq!(f.node.as_deref(), Some("worker-7"));
         assert_eq!(f.service_account, "default");
         // getPullSecretsForPod skips empty names.
@@ -401,8 +397,8 @@ mod tests {
 
     #[test]
     fn attaches_the_latest_pull_failure_of_each_container() {
-        let mut f = PodFacts::from_pod(&pod());
-        f.attach_events(&[
+        let mut f = PodFacts::from_pod(&slim(&pod()));
+        let events: Vec<Event> = vec![
             event(
                 Some("spec.containers{app}"),
                 "Failed",
@@ -447,7 +443,9 @@ mod tests {
                 "2026-12-01T08:00:00Z",
                 3,
             ),
-        ]);
+        ];
+        let events: Vec<super::super::types::Event> = events.iter().map(slim).collect();
+        f.attach_events(&events);
         let app = &f.containers[1];
         let e = app.pull_event.as_ref().unwrap();
         assert!(e.message.ends_with("newer"), "{e:?}");

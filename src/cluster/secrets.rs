@@ -185,7 +185,7 @@ pub async fn pod_credentials(
 fn decode(
     ns: &str,
     name: &str,
-    secret: &k8s_openapi::api::core::v1::Secret,
+    secret: &crate::cluster::types::Secret,
 ) -> Result<Option<Keyring>, String> {
     let data = secret.data.as_ref();
     let get = |key: &str| data.and_then(|d| d.get(key)).filter(|b| !b.0.is_empty());
@@ -206,7 +206,7 @@ fn decode(
         .map_err(|e| e.to_string())
 }
 
-fn skipped_why(secret: &k8s_openapi::api::core::v1::Secret) -> String {
+fn skipped_why(secret: &crate::cluster::types::Secret) -> String {
     match secret.type_.as_deref() {
         Some(DOCKER_CONFIG_JSON) => {
             "is of type kubernetes.io/dockerconfigjson but has no .dockerconfigjson data".to_owned()
@@ -224,8 +224,8 @@ fn skipped_why(secret: &k8s_openapi::api::core::v1::Secret) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::cluster::types::Secret;
     use k8s_openapi::ByteString;
-    use k8s_openapi::api::core::v1::Secret;
     use std::collections::BTreeMap;
 
     fn secret(type_: &str, key: &str, value: &str) -> Secret {

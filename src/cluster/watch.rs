@@ -4,8 +4,8 @@
 //! `InitDone` round: pods absent from it are gone). Errors back off (kube-runtime's default:
 //! 800 ms doubling to 30 s) and the stream goes on.
 
+use crate::cluster::types::Pod;
 use futures::Stream;
-use k8s_openapi::api::core::v1::Pod;
 use kube::Api;
 use kube::runtime::WatchStreamExt;
 use kube::runtime::watcher::{self, Event};
