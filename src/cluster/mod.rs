@@ -127,9 +127,10 @@ impl Cluster {
         source: Source,
         timeout: Duration,
     ) -> Result<Self, ClusterError> {
+        // Only the connection has a limit here: a read limit would also cut a watch that is
+        // quiet for longer (the server holds it open for minutes). Each get and list has its
+        // own deadline (`get`, `pod_events`).
         config.connect_timeout = Some(timeout);
-        config.read_timeout = Some(timeout);
-        config.write_timeout = Some(timeout);
         let client = Client::try_from(config).map_err(|_| {
             ClusterError::Config(format!(
                 "the TLS settings of {source} cannot be used (its certificate-authority or client certificate and key); `kubectl config view --raw` shows them"

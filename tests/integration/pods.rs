@@ -860,3 +860,48 @@ async fn a_watch_rbac_forbids_shows_as_pod_watch_up_0() {
         tokio::time::sleep(std::time::Duration::from_millis(100)).await;
     }
 }
+
+#[tokio::test(flavor = "multi_thread")]
+async fn a_quiet_watch_outlives_the_probe_timeout() {
+    // The probe timeout (1s) bounds gets and lists, never a watch the server holds open.
+    let f = Fixture::new("timeout: 1s\npods:\n  watch: true\n  node_name: worker-1\n").await;
+    let port = crate::support::free_port();
+    let kubeconfig = f.api.kubeconfig(f.dir.path());
+    let daemon = crate::alerts_e2e::Daemon::start(
+        "pullprobe-agent",
+        Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+            .arg("--config.file")
+            .arg(&f.config)
+            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+            .env("KUBECONFIG", &kubeconfig),
+        f.dir.path(),
+    );
+    let agent = Agent { port, daemon };
+    agent
+        .until("the watch up", |s| {
+            s.contains("\npullprobe_pod_watch_up 1\n")
+        })
+        .await;
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(10);
+    while f.api.open_watches() == 0 {
+        assert!(std::time::Instant::now() < deadline, "the agent watches");
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    let count = || {
+        f.api
+            .requests()
+            .iter()
+            .filter(|r| r.contains("watch=true"))
+            .count()
+    };
+    let before = count();
+    tokio::time::sleep(std::time::Duration::from_secs(3)).await;
+    assert_eq!(count(), before, "no reconnect: {:?}", f.api.requests());
+    let s = agent.scrape().await;
+    assert!(s.contains("\npullprobe_pod_watch_up 1\n"), "{s}");
+    assert!(
+        !agent.daemon.log().contains("watch"),
+        "{}",
+        agent.daemon.log()
+    );
+}
