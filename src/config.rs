@@ -1288,6 +1288,20 @@ impl Config {
         image: ImageRef,
         credentials: Option<Arc<CredentialsFile>>,
     ) -> Target {
+        Target {
+            check_platform: true,
+            ..self.lent_target(name, image, credentials)
+        }
+    }
+
+    /// A target for `image` with the `tls` and `plain_http` of the first configured target on
+    /// the same registry host (its "lender"), or the defaults.
+    fn lent_target(
+        &self,
+        name: &str,
+        image: ImageRef,
+        credentials: Option<Arc<CredentialsFile>>,
+    ) -> Target {
         let lender = self
             .targets
             .iter()
@@ -1298,7 +1312,7 @@ impl Config {
             tls: lender.map(|t| t.tls.clone()).unwrap_or_default(),
             credentials,
             image,
-            check_platform: true,
+            check_platform: false,
         }
     }
 
@@ -1352,21 +1366,12 @@ impl Config {
                 (None, Ok(image)) => match self.targets.iter().find(|t| t.image == image) {
                     Some(target) => target.clone(),
                     None => {
-                        let lender = self
+                        let credentials = self
                             .targets
                             .iter()
-                            .find(|t| t.image.api_authority() == image.api_authority());
-                        Target {
-                            name: text.to_owned(),
-                            plain_http: lender.is_some_and(|t| t.plain_http),
-                            tls: lender.map(|t| t.tls.clone()).unwrap_or_default(),
-                            credentials: lender.map_or_else(
-                                || self.docker_config.clone(),
-                                |t| t.credentials.clone(),
-                            ),
-                            image,
-                            check_platform: false,
-                        }
+                            .find(|t| t.image.api_authority() == image.api_authority())
+                            .map_or_else(|| self.docker_config.clone(), |t| t.credentials.clone());
+                        self.lent_target(text, image, credentials)
                     }
                 },
                 (None, Err(e)) => {

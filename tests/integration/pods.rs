@@ -581,6 +581,23 @@ struct Agent {
 }
 
 impl Agent {
+    /// The agent binary on `f`'s config, reading the fake API through `KUBECONFIG`.
+    fn start(f: &Fixture) -> Self {
+        let port = crate::support::free_port();
+        let kubeconfig = f.api.kubeconfig(f.dir.path());
+        let daemon = crate::alerts_e2e::Daemon::start(
+            "pullprobe-agent",
+            Command::new(env!("CARGO_BIN_EXE_pullprobe"))
+                .arg("--config.file")
+                .arg(&f.config)
+                .arg(format!("--web.listen-address=127.0.0.1:{port}"))
+                .env("KUBECONFIG", &kubeconfig)
+                .env_remove("NODE_NAME"),
+            f.dir.path(),
+        );
+        Agent { port, daemon }
+    }
+
     async fn scrape(&self) -> String {
         match reqwest::get(format!("http://127.0.0.1:{}/metrics", self.port)).await {
             Ok(r) => r.text().await.unwrap_or_default(),
@@ -680,19 +697,7 @@ async fn the_agent_exports_pods_that_cannot_pull_and_forgets_them() {
         "ErrImagePull",
     ));
 
-    let port = crate::support::free_port();
-    let kubeconfig = f.api.kubeconfig(f.dir.path());
-    let daemon = crate::alerts_e2e::Daemon::start(
-        "pullprobe-agent",
-        Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-            .arg("--config.file")
-            .arg(&f.config)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .env("KUBECONFIG", &kubeconfig)
-            .env_remove("NODE_NAME"),
-        f.dir.path(),
-    );
-    let agent = Agent { port, daemon };
+    let agent = Agent::start(&f);
     let s = agent
         .until("four failing pods", |s| {
             ["wrong-tag", "wrong-tag-2", "private", "no-creds"]
@@ -827,18 +832,7 @@ async fn the_agent_exports_pods_that_cannot_pull_and_forgets_them() {
 async fn a_watch_rbac_forbids_shows_as_pod_watch_up_0() {
     let f = Fixture::new("pods:\n  watch: true\n  node_name: worker-1\n").await;
     f.api.forbid("pods");
-    let port = crate::support::free_port();
-    let kubeconfig = f.api.kubeconfig(f.dir.path());
-    let daemon = crate::alerts_e2e::Daemon::start(
-        "pullprobe-agent",
-        Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-            .arg("--config.file")
-            .arg(&f.config)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .env("KUBECONFIG", &kubeconfig),
-        f.dir.path(),
-    );
-    let agent = Agent { port, daemon };
+    let agent = Agent::start(&f);
     agent
         .until("the watch reported down", |s| {
             s.contains("\npullprobe_pod_watch_up 0\n")
@@ -865,18 +859,7 @@ async fn a_watch_rbac_forbids_shows_as_pod_watch_up_0() {
 async fn a_quiet_watch_outlives_the_probe_timeout() {
     // The probe timeout (1s) bounds gets and lists, never a watch the server holds open.
     let f = Fixture::new("timeout: 1s\npods:\n  watch: true\n  node_name: worker-1\n").await;
-    let port = crate::support::free_port();
-    let kubeconfig = f.api.kubeconfig(f.dir.path());
-    let daemon = crate::alerts_e2e::Daemon::start(
-        "pullprobe-agent",
-        Command::new(env!("CARGO_BIN_EXE_pullprobe"))
-            .arg("--config.file")
-            .arg(&f.config)
-            .arg(format!("--web.listen-address=127.0.0.1:{port}"))
-            .env("KUBECONFIG", &kubeconfig),
-        f.dir.path(),
-    );
-    let agent = Agent { port, daemon };
+    let agent = Agent::start(&f);
     agent
         .until("the watch up", |s| {
             s.contains("\npullprobe_pod_watch_up 1\n")
