@@ -153,14 +153,39 @@ impl Cluster {
         self.client.clone()
     }
 
-    async fn get<K>(&self, api: Api<K>, name: &str, req: Request<'_>) -> Result<K, ClusterError>
-    where
-        K: Clone + serde::de::DeserializeOwned + std::fmt::Debug,
-    {
-        match tokio::time::timeout(self.timeout, api.get(name)).await {
+    /// Runs one request within the request limit, its error in words.
+    async fn bounded<T>(
+        &self,
+        req: Request<'_>,
+        request: impl std::future::Future<Output = Result<T, kube::Error>>,
+    ) -> Result<T, ClusterError> {
+        match tokio::time::timeout(self.timeout, request).await {
             Ok(r) => r.map_err(|e| self.error(&req, &e)),
             Err(_) => Err(self.timed_out()),
         }
+    }
+
+    /// `GET /api/v1/namespaces/NS/<kind's plural>/NAME`; errors name `kind` and `NS/NAME`.
+    async fn get<K>(
+        &self,
+        kind: &'static str,
+        namespace: &str,
+        name: &str,
+    ) -> Result<K, ClusterError>
+    where
+        K: kube::Resource<Scope = k8s_openapi::NamespaceResourceScope, DynamicType = ()>
+            + Clone
+            + serde::de::DeserializeOwned
+            + std::fmt::Debug,
+    {
+        let api: Api<K> = Api::namespaced(self.client.clone(), namespace);
+        let full = format!("{namespace}/{name}");
+        let req = Request {
+            verb: "get",
+            kind,
+            name: &full,
+        };
+        self.bounded(req, api.get(name)).await
     }
 
     /// `GET /api/v1/namespaces/NS/pods/NAME`.
@@ -168,17 +193,7 @@ impl Cluster {
     /// # Errors
     /// As the API answers; see [`ClusterError`].
     pub async fn pod(&self, namespace: &str, name: &str) -> Result<Pod, ClusterError> {
-        let full = format!("{namespace}/{name}");
-        self.get(
-            Api::namespaced(self.client.clone(), namespace),
-            name,
-            Request {
-                verb: "get",
-                kind: "pod",
-                name: &full,
-            },
-        )
-        .await
+        self.get("pod", namespace, name).await
     }
 
     /// `GET /api/v1/namespaces/NS/secrets/NAME`.
@@ -186,17 +201,7 @@ impl Cluster {
     /// # Errors
     /// As the API answers; see [`ClusterError`].
     pub async fn secret(&self, namespace: &str, name: &str) -> Result<Secret, ClusterError> {
-        let full = format!("{namespace}/{name}");
-        self.get(
-            Api::namespaced(self.client.clone(), namespace),
-            name,
-            Request {
-                verb: "get",
-                kind: "secret",
-                name: &full,
-            },
-        )
-        .await
+        self.get("secret", namespace, name).await
     }
 
     /// `GET /api/v1/namespaces/NS/serviceaccounts/NAME`.
@@ -208,17 +213,7 @@ impl Cluster {
         namespace: &str,
         name: &str,
     ) -> Result<ServiceAccount, ClusterError> {
-        let full = format!("{namespace}/{name}");
-        self.get(
-            Api::namespaced(self.client.clone(), namespace),
-            name,
-            Request {
-                verb: "get",
-                kind: "service account",
-                name: &full,
-            },
-        )
-        .await
+        self.get("service account", namespace, name).await
     }
 
     /// The events about one pod, as `kubectl describe pod` lists them: core/v1 events in the
@@ -244,15 +239,10 @@ impl Cluster {
             kind: "events of pod",
             name: &full,
         };
-        match tokio::time::timeout(
-            self.timeout,
-            api.list(&ListParams::default().fields(&selector)),
-        )
-        .await
-        {
-            Ok(r) => r.map(|l| l.items).map_err(|e| self.error(&req, &e)),
-            Err(_) => Err(self.timed_out()),
-        }
+        let list = self
+            .bounded(req, api.list(&ListParams::default().fields(&selector)))
+            .await?;
+        Ok(list.items)
     }
 
     fn timed_out(&self) -> ClusterError {

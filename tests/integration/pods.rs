@@ -172,6 +172,17 @@ impl Fixture {
         }
     }
 
+    /// `shop/regcred`: the registry's credentials, as a `kubernetes.io/dockerconfigjson` secret.
+    fn put_regcred(&self) {
+        self.api.put_secret(&pull_secret(
+            "shop",
+            "regcred",
+            &self.registry.addr.to_string(),
+            USER,
+            PASSWORD,
+        ));
+    }
+
     fn image(&self, tag: &str) -> String {
         format!("{}/team/app:{tag}", self.registry.addr)
     }
@@ -226,13 +237,7 @@ async fn the_pods_own_secret_pulls_from_a_private_registry_and_kubelets_error_is
         &["regcred"],
         "ImagePullBackOff",
     ));
-    f.api.put_secret(&pull_secret(
-        "shop",
-        "regcred",
-        &f.registry.addr.to_string(),
-        USER,
-        PASSWORD,
-    ));
+    f.put_regcred();
     f.api.add_event(&pull_event(
         "shop",
         "cart",
@@ -337,13 +342,7 @@ async fn a_wrong_tag_is_manifest_unknown_with_the_pods_credentials() {
         &["regcred"],
         "ErrImagePull",
     ));
-    f.api.put_secret(&pull_secret(
-        "shop",
-        "regcred",
-        &f.registry.addr.to_string(),
-        USER,
-        PASSWORD,
-    ));
+    f.put_regcred();
     let (code, p) = f.json("shop/cart").await;
     assert_eq!(code, 1);
     let r = &p["containers"][0]["result"];
@@ -363,13 +362,7 @@ async fn service_account_secrets_the_pod_lacks_and_unreadable_secrets_are_said()
         &["regcred"],
         "ErrImagePull",
     ));
-    f.api.put_secret(&pull_secret(
-        "shop",
-        "regcred",
-        &f.registry.addr.to_string(),
-        USER,
-        PASSWORD,
-    ));
+    f.put_regcred();
     f.api.forbid("secrets/shop/regcred");
     let (code, p) = f.json("shop/cart").await;
     // Without the secret pullprobe may not read, the pull needs credentials it lacks.
@@ -435,13 +428,7 @@ async fn every_kind_of_container_is_probed_and_another_node_is_named() {
         ..Default::default()
     }]);
     f.api.put_pod(p);
-    f.api.put_secret(&pull_secret(
-        "shop",
-        "regcred",
-        &f.registry.addr.to_string(),
-        USER,
-        PASSWORD,
-    ));
+    f.put_regcred();
     let (code, p) = f.json("shop/cart").await;
     assert_eq!(code, 1);
     assert_eq!(p["same_node"], false);
@@ -641,13 +628,7 @@ fn running(mut p: Pod) -> Pod {
 #[tokio::test(flavor = "multi_thread")]
 async fn the_agent_exports_pods_that_cannot_pull_and_forgets_them() {
     let f = Fixture::new("pods:\n  watch: true\n  node_name: worker-1\n").await;
-    f.api.put_secret(&pull_secret(
-        "shop",
-        "regcred",
-        &f.registry.addr.to_string(),
-        USER,
-        PASSWORD,
-    ));
+    f.put_regcred();
     f.api.put_pod(pod(
         "shop",
         "wrong-tag",
