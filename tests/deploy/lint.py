@@ -568,6 +568,25 @@ def cmd_pod_watch_modes(full_path, node_only_path):
     return rep.finish()
 
 
+def check_restricted(rep, docs, pod):
+    """The pod-network variant is for clusters that forbid host access: its namespace enforces
+    Pod Security's `restricted` profile, and the pod passes it (no host namespaces, ports or
+    paths; the container checks below cover the rest of the profile)."""
+    for ns in (d for d in docs if d["kind"] == "Namespace"):
+        labels = ns["metadata"].get("labels") or {}
+        rep.ok(labels.get("pod-security.kubernetes.io/enforce") == "restricted",
+               f"Namespace/{ns['metadata']['name']} must enforce pod-security restricted, has {labels.get('pod-security.kubernetes.io/enforce')!r}")
+    for key in ("hostNetwork", "hostPID", "hostIPC"):
+        rep.ok(not pod.get(key), f"pod must not set {key} (restricted profile)")
+    rep.ok(not any("hostPath" in v for v in pod.get("volumes", [])),
+           "pod must mount no hostPath volume (restricted profile)")
+    for c in pod["containers"]:
+        rep.ok(not any(p.get("hostPort") for p in c.get("ports", [])),
+               f"container {c['name']}: no hostPort (restricted profile)")
+        rep.ok((c.get("securityContext") or {}).get("privileged") is not True,
+               f"container {c['name']}: must not be privileged")
+
+
 def cmd_manifests(rendered_path, host_network):
     rep = Report(f"hardening of {rendered_path}")
     docs = load_docs(rendered_path)
@@ -603,6 +622,8 @@ def cmd_manifests(rendered_path, host_network):
     rep.ok(ann.get("kubectl.kubernetes.io/default-container") == "pullprobe", "pod template needs the default-container annotation")
     if host_network:
         rep.ok(pod.get("hostNetwork") is True and pod.get("dnsPolicy") == "Default", "pod must use hostNetwork with dnsPolicy Default")
+    else:
+        check_restricted(rep, docs, pod)
     for c in pod["containers"]:
         where = f"container {c['name']}"
         sc = c.get("securityContext", {})
