@@ -851,7 +851,7 @@ async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
         ),
     )
     .unwrap();
-    for format in ["text", "json"] {
+    for (log_format, output) in [("text", "text"), ("json", "json"), ("logfmt", "text")] {
         let out = tokio::task::spawn_blocking({
             let config = config.clone();
             move || {
@@ -860,9 +860,9 @@ async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
                     "--log.level",
                     "trace",
                     "--log.format",
-                    format,
+                    log_format,
                     "--output",
-                    format,
+                    output,
                     "--config.file",
                 ];
                 pullprobe(flags.map(OsStr::new).into_iter().chain([config.as_ref()]))
@@ -887,7 +887,60 @@ async fn debug_logs_and_json_never_contain_passwords_or_tokens() {
         for t in &tokens {
             assert!(!all.contains(t.as_str()), "token leaked:\n{all}");
         }
+        if log_format == "logfmt" {
+            assert!(
+                !out.stderr.trim().is_empty(),
+                "trace logging logged nothing"
+            );
+            for line in out.stderr.lines() {
+                let pairs = logfmt_pairs(line)
+                    .unwrap_or_else(|| panic!("not a logfmt line: {line:?}\n{all}"));
+                let keys: Vec<&str> = pairs.iter().map(|(k, _)| k.as_str()).collect();
+                assert_eq!(keys[..2], ["ts", "level"], "{line}");
+                assert!(keys.contains(&"msg"), "no msg in {line}");
+            }
+        }
     }
+}
+
+/// The `key=value` pairs of a logfmt line as go-kit's logfmt encoder writes them (a value with
+/// a space, `=` or `"` is quoted with Go's escapes), or `None` where the line is not logfmt.
+fn logfmt_pairs(line: &str) -> Option<Vec<(String, String)>> {
+    let mut pairs = Vec::new();
+    let mut rest = line;
+    while !rest.is_empty() {
+        let (key, after) = rest.split_once('=')?;
+        if key.is_empty() || key.contains([' ', '"']) {
+            return None;
+        }
+        let (value, after) = if let Some(quoted) = after.strip_prefix('"') {
+            let mut value = String::new();
+            let mut chars = quoted.char_indices();
+            let end = loop {
+                match chars.next()? {
+                    (i, '"') => break i,
+                    (_, '\\') => value.push(match chars.next()?.1 {
+                        'n' => '\n',
+                        't' => '\t',
+                        'r' => '\r',
+                        c => c,
+                    }),
+                    (_, c) => value.push(c),
+                }
+            };
+            (value, &quoted[end + 1..])
+        } else {
+            let end = after.find(' ').unwrap_or(after.len());
+            (after[..end].to_owned(), &after[end..])
+        };
+        pairs.push((key.to_owned(), value));
+        rest = match after.strip_prefix(' ') {
+            Some(r) => r,
+            None if after.is_empty() => after,
+            None => return None,
+        };
+    }
+    Some(pairs)
 }
 
 #[test]
