@@ -191,8 +191,24 @@ def probe_counts(port):
 
 # ---- measures --------------------------------------------------------------------------------
 
+def evict(path):
+    """Drops `path`'s pages from the page cache (POSIX_FADV_DONTNEED; no root needed)."""
+    fd = os.open(path, os.O_RDONLY)
+    try:
+        os.posix_fadvise(fd, 0, 0, os.POSIX_FADV_DONTNEED)
+    finally:
+        os.close(fd)
+
+
 def idle(b, ca):
-    """Idle RSS: pullprobe with the embedded default config (7 targets), blackbox with one module."""
+    """Idle RSS: pullprobe with the embedded default config (7 targets), blackbox with one module.
+
+    Most of an idle process's RSS is file-backed: the pages of its binary it has mapped. How many
+    pages one touched instruction maps depends on how the page cache holds the file: a binary
+    the linker has just written sits in large folios, and one fault maps the whole folio. So
+    each process is measured twice: "as built", with the page cache as the build left it, and
+    "read from disk", after dropping the binary's cached pages and one start to read it back
+    in, as a node holds a binary it has run before. Both tools are measured the same way."""
     def settled(proc, port, ready_path):
         with proc:
             wait_ok(proc, port, ready_path)
@@ -201,8 +217,17 @@ def idle(b, ca):
             return dict(rss=rss(proc.pid), anon=status_mb(proc.pid, "RssAnon"),
                         file=status_mb(proc.pid, "RssFile"), threads=threads(proc.pid))
 
-    return {"pullprobe": settled(*b.pullprobe(), "/-/ready"),
-            "blackbox": settled(*b.blackbox(ca), "/-/healthy")}
+    def both():
+        return {"pullprobe": settled(*b.pullprobe(), "/-/ready"),
+                "blackbox": settled(*b.blackbox(ca), "/-/healthy")}
+
+    as_built = both()
+    for path in (b.args.pullprobe, b.args.blackbox):
+        evict(path)
+    for proc, port, ready_path in ((*b.pullprobe(), "/-/ready"), (*b.blackbox(ca), "/-/healthy")):
+        with proc:
+            wait_ok(proc, port, ready_path)
+    return {**as_built, "from_disk": both()}
 
 
 def start_to_ready(b, ca, runs):
@@ -396,6 +421,8 @@ def report(res, marks, n_round):
     first, last = pp_s[0], pp_s[-1]
     growth = last["rss"] - first["rss"]
     idle_pp, idle_bb = res["idle"]["pullprobe"]["rss"], res["idle"]["blackbox"]["rss"]
+    disk = res["idle"]["from_disk"]
+    disk_pp, disk_bb = disk["pullprobe"]["rss"], disk["blackbox"]["rss"]
     pr, cr, br = res["pp_round"], res["check_round"], res["bb_round"]
     render = res["render_ms"][1000]
     ready_pp, ready_bb = res["ready"]["pullprobe"] * 1e3, res["ready"]["blackbox"] * 1e3
@@ -403,14 +430,18 @@ def report(res, marks, n_round):
     k = lambda n: f"{n:,}".replace(",", " ")
     rows = [
         ("CPU per single-host TLS HEAD probe (new TCP + TLS each time)",
-         "≤ 0.5 × blackbox", fmt(pp_cpu, "ms", 3), fmt(bb_cpu, "ms", 3), ratio(pp_cpu, bb_cpu),
-         yes(pp_cpu <= 0.5 * bb_cpu)),
-        ("idle RSS, default config (7 targets)", "≤ 8 MB", fmt(idle_pp, "MB"), fmt(idle_bb, "MB"),
-         ratio(idle_pp, idle_bb), yes(idle_pp <= 8)),
+         "≤ 0.25 × blackbox", fmt(pp_cpu, "ms", 3), fmt(bb_cpu, "ms", 3), ratio(pp_cpu, bb_cpu),
+         yes(pp_cpu <= 0.25 * bb_cpu)),
+        ("idle RSS, default config (7 targets), binary as built", "≤ 8 MB (≤ 0.6 ×)",
+         fmt(idle_pp, "MB"), fmt(idle_bb, "MB"), ratio(idle_pp, idle_bb),
+         yes(idle_pp <= 8 and idle_pp <= 0.6 * idle_bb)),
+        ("idle RSS, default config, binary read from disk", "≤ 8 MB (≤ 0.6 ×)",
+         fmt(disk_pp, "MB"), fmt(disk_bb, "MB"), ratio(disk_pp, disk_bb),
+         yes(disk_pp <= 8 and disk_pp <= 0.6 * disk_bb)),
         (f"RSS after {k(first['mark'])} probes", "–", fmt(first["rss"], "MB"),
          fmt(bb_s[0]["rss"], "MB"), ratio(first["rss"], bb_s[0]["rss"]), ""),
         (f"RSS after {k(last['mark'])} probes (growth since {k(first['mark'])})",
-         "≤ 12 MB, flat", f"{fmt(last['rss'], 'MB')} ({growth:+.2f} MB)",
+         "≤ 12 MB, flat from 1 000", f"{fmt(last['rss'], 'MB')} ({growth:+.2f} MB)",
          f"{fmt(bb_s[-1]['rss'], 'MB')} ({bb_s[-1]['rss'] - bb_s[0]['rss']:+.2f} MB)",
          ratio(last["rss"], bb_s[-1]["rss"]), yes(last["rss"] <= 12 and growth <= 0.5)),
         (f"one round over {k(n_round)} targets, concurrency 16: wall", "≤ 5 s",
@@ -422,8 +453,8 @@ def report(res, marks, n_round):
          f"{fmt(cr['wall'], 's')} / {fmt(cr['hwm'], 'MB')}", "–", "–", ""),
         ("rendering /metrics for 1 000 targets (criterion median)", "≤ 10 ms",
          fmt(render, "ms", 3), "–", "–", yes(render is not None and render <= 10)),
-        ("start to ready (median)", "≤ 100 ms", fmt(ready_pp, "ms", 1), fmt(ready_bb, "ms", 1),
-         ratio(ready_pp, ready_bb), yes(ready_pp <= 100)),
+        ("start to ready (median)", "≤ 10 ms", fmt(ready_pp, "ms", 1), fmt(ready_bb, "ms", 1),
+         ratio(ready_pp, ready_bb), yes(ready_pp <= 10)),
     ]
     print("| measure | target | pullprobe | blackbox_exporter | ratio | met |")
     print("|---|---|---|---|---|---|")
@@ -438,6 +469,9 @@ def report(res, marks, n_round):
     print(f"Idle detail: pullprobe anon {i_pp['anon']:.2f} MB + file {i_pp['file']:.2f} MB, "
           f"{i_pp['threads']} threads; blackbox anon {i_bb['anon']:.2f} MB + file {i_bb['file']:.2f} MB, "
           f"{i_bb['threads']} threads.")
+    d_pp, d_bb = disk["pullprobe"], disk["blackbox"]
+    print(f"Idle detail, read from disk: pullprobe anon {d_pp['anon']:.2f} MB + file "
+          f"{d_pp['file']:.2f} MB; blackbox anon {d_bb['anon']:.2f} MB + file {d_bb['file']:.2f} MB.")
     if res["render_ms"][7] is not None:
         print(f"Rendering /metrics for 7 targets: {res['render_ms'][7]:.3f} ms.")
     if res["quick"]:
