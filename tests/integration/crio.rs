@@ -444,3 +444,28 @@ async fn crio_retries_429_with_backoff_within_the_deadline() {
     assert_eq!(manifests, 1);
     assert!(took < Duration::from_secs(4), "{took:?}");
 }
+
+/// containers/image `detectPropertiesHelper`: an `insecure` source that speaks plain HTTP fails
+/// the HTTPS ping (its answer is not a TLS handshake) and is pinged again over HTTP; the pull
+/// uses that plain connection, so the report carries no TLS facts from the failed attempt.
+#[tokio::test]
+async fn detect_properties_helper_plain_http_source_reports_no_tls() {
+    init();
+    let reg = FakeRegistry::builder().repo("app", &["1"]).start().await;
+    let addr = label(&reg);
+    let files = Files::new(&format!(
+        "[[registry]]\nlocation = \"{addr}\"\ninsecure = true\n"
+    ));
+    let yaml = format!(
+        "timeout: 5s\nnode:\n  runtime: crio\n  crio:\n    registries_conf: {}\n    registries_conf_d: {}\ntargets:\n  - image: {addr}/app:1\n",
+        files.conf().display(),
+        files.dropins().display()
+    );
+    let config = pullprobe::config::Config::from_yaml("t.yaml", &yaml, files.home()).unwrap();
+    let r = pullprobe::probe::Prober::from_config(&config)
+        .probe(&config.targets[0])
+        .await;
+    assert!(r.ok(), "{:?}", r.failure);
+    assert_eq!(r.tls, None, "the failed HTTPS ping's handshake is reported");
+    assert_eq!(r.address, Some(reg.addr));
+}
