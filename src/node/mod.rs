@@ -89,13 +89,18 @@ pub struct Endpoint {
     pub credentials: bool,
     /// Why the runtime refuses this endpoint before any request (CRI-O `blocked`).
     pub blocked: Option<String>,
+    /// The `endpoint` label when `host[:port]` and the API path do not tell this endpoint
+    /// apart: a CRI-O source is named by its registries.conf location.
+    pub name: Option<String>,
 }
 
 impl Endpoint {
     /// The `endpoint` label value and how messages name it: `host[:port]`, with the path when
     /// it is not the standard `/v2`.
     pub fn label(&self) -> String {
-        if self.path == "/v2" {
+        if let Some(name) = &self.name {
+            name.clone()
+        } else if self.path == "/v2" {
             self.host.clone()
         } else {
             format!("{}{}", self.host, self.path)
@@ -245,8 +250,14 @@ fn crio_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
         }
     };
     let certs = crio::cert_search_dirs(std::path::Path::new(CRIO_HOME), None);
-    for src in sources {
+    for (position, src) in sources.into_iter().enumerate() {
         let r = &src.reference;
+        let name = crio_source_label(
+            &r.api_authority(),
+            src.location_path.as_deref(),
+            position,
+            &plan.endpoints,
+        );
         let mut tls = TlsSettings {
             insecure_skip_verify: src.insecure,
             configured: src.insecure,
@@ -315,9 +326,33 @@ fn crio_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
                     b.prefix
                 )
             }),
+            name: Some(name),
         });
     }
     plan
+}
+
+/// The `endpoint` label of the CRI-O source at `position` (0-based) of the chain: the API
+/// `host[:port]`, then the location's namespace, so that two sources on one host (two mirrors
+/// under different paths, a mirror beside the location) stay two series. containers/image
+/// asks every source of `PullSourcesFromReference` in turn, even one configured twice; such a
+/// repeat is named by its 1-based position (`mirror.local:5000/cache#2`). Bounded by the
+/// config: one value per configured source.
+fn crio_source_label(
+    authority: &str,
+    location_path: Option<&str>,
+    position: usize,
+    earlier: &[Endpoint],
+) -> String {
+    let label = match location_path {
+        Some(path) => format!("{authority}/{path}"),
+        None => authority.to_owned(),
+    };
+    if earlier.iter().any(|e| e.label() == label) {
+        format!("{label}#{}", position + 1)
+    } else {
+        label
+    }
 }
 
 /// Go's `time.ParseDuration`, in nanoseconds (`None` where Go returns an error).
@@ -419,4 +454,79 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<i64> {
         return Some(0i64.checked_sub_unsigned(total).unwrap_or(i64::MIN));
     }
     i64::try_from(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The CRI-O plan of `image` with `conf` as registries.conf: each source's label.
+    fn crio_labels(conf: &str, image: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("registries.conf"), conf).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let yaml = format!(
+            "node:\n  runtime: crio\n  crio:\n    registries_conf: {0}/registries.conf\n    registries_conf_d: {0}/d\ntargets:\n  - image: {image}\n",
+            dir.path().display()
+        );
+        let config = crate::config::Config::from_yaml("t.yaml", &yaml, dir.path()).unwrap();
+        let plan = super::plan(&config.node, &config.targets[0]);
+        assert!(plan.error.is_none(), "{:?}", plan.error);
+        plan.endpoints.iter().map(super::Endpoint::label).collect()
+    }
+
+    /// containers/image `PullSourcesFromReference` lists one source per mirror, then the
+    /// location; two on one host:port (issue #12) must not merge into one `endpoint` series.
+    #[test]
+    fn pull_sources_from_reference_sources_on_one_host_keep_their_own_labels() {
+        let labels = crio_labels(
+            "[[registry]]\nprefix = \"upstream.test\"\nlocation = \"mirror.local:5000/up\"\n\
+             [[registry.mirror]]\nlocation = \"mirror.local:5000/cache\"\n\
+             [[registry.mirror]]\nlocation = \"mirror.local:5000/other\"\n\
+             [[registry.mirror]]\nlocation = \"mirror.local:5000\"\n",
+            "upstream.test/team/app:1",
+        );
+        assert_eq!(
+            labels,
+            [
+                "mirror.local:5000/cache",
+                "mirror.local:5000/other",
+                "mirror.local:5000",
+                "mirror.local:5000/up",
+            ]
+        );
+    }
+
+    /// A location configured twice is asked twice; the repeat is named by its position.
+    #[test]
+    fn pull_sources_from_reference_a_repeated_source_is_named_by_its_position() {
+        let labels = crio_labels(
+            "[[registry]]\nprefix = \"upstream.test\"\nlocation = \"mirror.local:5000/cache\"\n\
+             [[registry.mirror]]\nlocation = \"mirror.local:5000/cache\"\n",
+            "upstream.test/team/app:1",
+        );
+        assert_eq!(
+            labels,
+            ["mirror.local:5000/cache", "mirror.local:5000/cache#2"]
+        );
+    }
+
+    /// Without a `[[registry]]` entry, and for a location that is the registry itself, the
+    /// label is the API `host[:port]`, as with containerd.
+    #[test]
+    fn pull_sources_from_reference_a_plain_registry_is_its_authority() {
+        assert_eq!(
+            crio_labels("", "upstream.test/team/app:1"),
+            ["upstream.test"]
+        );
+        assert_eq!(
+            crio_labels(
+                "[[registry]]\nlocation = \"upstream.test\"\n",
+                "upstream.test/team/app:1"
+            ),
+            ["upstream.test"]
+        );
+        assert_eq!(
+            crio_labels("", "docker.io/library/alpine:3"),
+            ["registry-1.docker.io"]
+        );
+    }
 }

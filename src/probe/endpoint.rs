@@ -227,6 +227,7 @@ mod tests {
             repository: None,
             credentials: false,
             blocked: None,
+            name: None,
         }
     }
 

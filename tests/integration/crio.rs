@@ -27,6 +27,8 @@ struct Verdict {
     reason: String,
     message: String,
     endpoint: String,
+    /// The JSON `endpoints`: each source asked, as labelled, and whether it answered.
+    endpoints: Vec<(String, bool)>,
 }
 
 /// One fixture's files: registries.conf, its drop-in directory, a docker config.
@@ -95,6 +97,12 @@ async fn pullprobe_crio(files: &Files, image: &str, creds: bool) -> Verdict {
         reason: s(&r["reason"]),
         message: s(&r["message"]),
         endpoint: s(&r["endpoint"]),
+        endpoints: r["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (s(&e["endpoint"]), e["ok"].as_bool().unwrap()))
+            .collect(),
     }
 }
 
@@ -256,20 +264,55 @@ async fn crio_verdicts_agree_with_skopeo() {
     })
     .await;
 
+    // A CRI-O source is labelled by its location (host[:port]/namespace): the answer is
+    // `{m2}/mirrored`, not the bare host.
+    let m2_mirrored = format!("{m2_l}/mirrored");
     agree(Case {
         name: "a mirror without the repository, then one under a rewritten path",
-        files: Files::new(&entry(&[m1_l.clone(), format!("{m2_l}/mirrored")], "")),
+        files: Files::new(&entry(&[m1_l.clone(), m2_mirrored.clone()], "")),
         image: "upstream.test/team/app:1".into(),
         creds: false,
-        fakes: all(),
-        want: Ok(&m2_l),
+        fakes: vec![
+            (m1_l.as_str(), &m1),
+            (m2_mirrored.as_str(), &m2),
+            (up_l.as_str(), &up),
+        ],
+        want: Ok(&m2_mirrored),
     })
     .await;
+
+    // `PullSourcesFromReference`: two sources on one host:port are two sources (issue #12);
+    // each keeps its own `endpoint` label instead of the later overwriting the earlier.
+    let m2_missing = format!("{m2_l}/missing");
+    let pp = agree(Case {
+        name: "two mirrors on one host under different namespaces",
+        files: Files::new(&entry(&[m2_missing.clone(), m2_mirrored.clone()], "")),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: vec![(m2_mirrored.as_str(), &m2), (up_l.as_str(), &up)],
+        want: Ok(&m2_mirrored),
+    })
+    .await;
+    assert_eq!(
+        pp.endpoints,
+        [(m2_missing.clone(), false), (m2_mirrored.clone(), true)]
+    );
+    let up_mirrored = format!("{up_l}/mirrored");
+    let pp = agree(Case {
+        name: "a mirror on the location's host",
+        files: Files::new(&entry(std::slice::from_ref(&up_mirrored), "")),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: vec![(up_l.as_str(), &up)],
+        want: Ok(&up_l),
+    })
+    .await;
+    assert_eq!(pp.endpoints, [(up_mirrored, false), (up_l.clone(), true)]);
 
     agree(Case {
         name: "a digest-only mirror is skipped for a tag",
         files: Files::new(&entry(
-            &[format!("{m2_l}/mirrored")],
+            std::slice::from_ref(&m2_mirrored),
             "mirror-by-digest-only = true\n",
         )),
         image: "upstream.test/team/app:1".into(),
