@@ -172,7 +172,10 @@ impl<'a> EndpointRun<'a> {
                         rec,
                     )
                     .await?;
+                    // Go's `ProxyFromEnvironment` picks the proxy by the request's scheme:
+                    // the retry's (HTTP_PROXY), not the abandoned HTTPS attempt's.
                     self.address = Some(again.address);
+                    self.via = again.via;
                     absolute_form = again.absolute_form;
                     again.io
                 }
