@@ -90,7 +90,8 @@ pub struct Endpoint {
     /// Why the runtime refuses this endpoint before any request (CRI-O `blocked`).
     pub blocked: Option<String>,
     /// The `endpoint` label when `host[:port]` and the API path do not tell this endpoint
-    /// apart: a CRI-O source is named by its registries.conf location.
+    /// apart: a CRI-O source is named by its registries.conf location (`host[:port]/namespace`),
+    /// and a repeat of an earlier endpoint's label by its position (`#2`).
     pub name: Option<String>,
 }
 
@@ -173,6 +174,26 @@ pub fn runtime(settings: &NodeSettings) -> Runtime {
 /// how the registry is reached (as a hosts.toml `server` entry would); with them, the node's
 /// files decide and the target's settings are reported as unused.
 pub fn plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
+    let mut plan = runtime_plan(settings, target);
+    name_repeated_endpoints(&mut plan.endpoints);
+    plan
+}
+
+/// Names an endpoint whose label an earlier one already has by its 1-based position in the
+/// chain (`mirror.local:5000#2`). Both runtimes ask each configured host in turn even when two
+/// look alike (containerd: `[host."https://m:5000"]` and `[host."http://m:5000"]`; CRI-O: a
+/// location configured twice), and each answer is its own `endpoint` series and JSON entry;
+/// one value per configured host, so bounded by the config.
+fn name_repeated_endpoints(endpoints: &mut [Endpoint]) {
+    for i in 1..endpoints.len() {
+        let label = endpoints[i].label();
+        if endpoints[..i].iter().any(|e| e.label() == label) {
+            endpoints[i].name = Some(format!("{label}#{}", i + 1));
+        }
+    }
+}
+
+fn runtime_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
     let ns = target.image.registry();
     let mut plan = match runtime(settings) {
         Runtime::Containerd => {
@@ -250,14 +271,12 @@ fn crio_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
         }
     };
     let certs = crio::cert_search_dirs(std::path::Path::new(CRIO_HOME), None);
-    for (position, src) in sources.into_iter().enumerate() {
+    for src in sources {
         let r = &src.reference;
-        let name = crio_source_label(
-            &r.api_authority(),
-            src.location_path.as_deref(),
-            position,
-            &plan.endpoints,
-        );
+        let name = match &src.location_path {
+            Some(path) => format!("{}/{path}", r.api_authority()),
+            None => r.api_authority(),
+        };
         let mut tls = TlsSettings {
             insecure_skip_verify: src.insecure,
             configured: src.insecure,
@@ -330,29 +349,6 @@ fn crio_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
         });
     }
     plan
-}
-
-/// The `endpoint` label of the CRI-O source at `position` (0-based) of the chain: the API
-/// `host[:port]`, then the location's namespace, so that two sources on one host (two mirrors
-/// under different paths, a mirror beside the location) stay two series. containers/image
-/// asks every source of `PullSourcesFromReference` in turn, even one configured twice; such a
-/// repeat is named by its 1-based position (`mirror.local:5000/cache#2`). Bounded by the
-/// config: one value per configured source.
-fn crio_source_label(
-    authority: &str,
-    location_path: Option<&str>,
-    position: usize,
-    earlier: &[Endpoint],
-) -> String {
-    let label = match location_path {
-        Some(path) => format!("{authority}/{path}"),
-        None => authority.to_owned(),
-    };
-    if earlier.iter().any(|e| e.label() == label) {
-        format!("{label}#{}", position + 1)
-    } else {
-        label
-    }
 }
 
 /// Go's `time.ParseDuration`, in nanoseconds (`None` where Go returns an error).
@@ -527,6 +523,31 @@ mod tests {
         assert_eq!(
             crio_labels("", "docker.io/library/alpine:3"),
             ["registry-1.docker.io"]
+        );
+    }
+
+    /// containerd `ConfigureHosts` keeps every `[host]` table in order, so one host:port under
+    /// two schemes is asked twice (`dockerResolver.Resolve`); the second keeps its own label.
+    #[test]
+    fn configure_hosts_one_host_under_two_schemes_keeps_two_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("upstream.test");
+        std::fs::create_dir(&hosts).unwrap();
+        std::fs::write(
+            hosts.join("hosts.toml"),
+            "server = \"https://upstream.test\"\n[host.\"https://mirror.local:5000\"]\n[host.\"http://mirror.local:5000\"]\n",
+        )
+        .unwrap();
+        let yaml = format!(
+            "node:\n  runtime: containerd\n  containerd:\n    config_path: {}\ntargets:\n  - image: upstream.test/team/app:1\n",
+            dir.path().display()
+        );
+        let config = crate::config::Config::from_yaml("t.yaml", &yaml, dir.path()).unwrap();
+        let plan = super::plan(&config.node, &config.targets[0]);
+        let labels: Vec<String> = plan.endpoints.iter().map(super::Endpoint::label).collect();
+        assert_eq!(
+            labels,
+            ["mirror.local:5000", "mirror.local:5000#2", "upstream.test"]
         );
     }
 }
