@@ -96,8 +96,8 @@ pub struct Endpoint {
 }
 
 impl Endpoint {
-    /// The `endpoint` label value and how messages name it: `host[:port]`, with the path when
-    /// it is not the standard `/v2`.
+    /// The `endpoint` label value and how messages name it: [`Endpoint::name`] when set, else
+    /// `host[:port]`, with the path when it is not the standard `/v2`.
     pub fn label(&self) -> String {
         if let Some(name) = &self.name {
             name.clone()
