@@ -683,6 +683,7 @@ fn configure_hosts(ns: &str, hosts: Option<Vec<HostConfig>>, plan: &mut Endpoint
             repository: None,
             credentials: true,
             blocked: None,
+            name: None,
         });
     }
 }

@@ -394,7 +394,16 @@ impl RegistriesConf {
                 .find_registry(&physical)
                 .filter(|r| r.blocked)
                 .map(EntryOrigin::of);
+            // A location is `host[:port][/namespace]`; without an entry (or with a wildcard
+            // prefix's empty location) the source is the reference's own registry.
+            let location_path = entry
+                .filter(|_| !location.is_empty())
+                .and_then(|_| location.split_once('/'))
+                .map(|(_, path)| path.trim_end_matches('/'))
+                .filter(|path| !path.is_empty())
+                .map(str::to_owned);
             out.push(PullSource {
+                location_path,
                 kubelet_credentials: reference.registry() == image.registry(),
                 reference,
                 insecure,
@@ -418,6 +427,11 @@ pub struct PullSource {
     pub insecure: bool,
     /// A mirror (every source but the last, the primary location).
     pub mirror: bool,
+    /// The namespace of the registries.conf `location` after its host (`cache` for
+    /// `mirror.local:5000/cache`), `None` for a bare host or without an entry: it tells apart
+    /// two sources on the same host, which containers/image asks as two sources
+    /// (`PullSourcesFromReference` lists one per mirror, then the location).
+    pub location_path: Option<String>,
     /// The `blocked` entry matching the rewritten reference: this attempt fails with
     /// "registry … is blocked" and the pull moves on.
     pub blocked_by: Option<EntryOrigin>,

@@ -89,13 +89,19 @@ pub struct Endpoint {
     pub credentials: bool,
     /// Why the runtime refuses this endpoint before any request (CRI-O `blocked`).
     pub blocked: Option<String>,
+    /// The `endpoint` label when `host[:port]` and the API path do not tell this endpoint
+    /// apart: a CRI-O source is named by its registries.conf location (`host[:port]/namespace`),
+    /// and a repeat of an earlier endpoint's label by its position (`#2`).
+    pub name: Option<String>,
 }
 
 impl Endpoint {
-    /// The `endpoint` label value and how messages name it: `host[:port]`, with the path when
-    /// it is not the standard `/v2`.
+    /// The `endpoint` label value and how messages name it: [`Endpoint::name`] when set, else
+    /// `host[:port]`, with the path when it is not the standard `/v2`.
     pub fn label(&self) -> String {
-        if self.path == "/v2" {
+        if let Some(name) = &self.name {
+            name.clone()
+        } else if self.path == "/v2" {
             self.host.clone()
         } else {
             format!("{}{}", self.host, self.path)
@@ -168,6 +174,26 @@ pub fn runtime(settings: &NodeSettings) -> Runtime {
 /// how the registry is reached (as a hosts.toml `server` entry would); with them, the node's
 /// files decide and the target's settings are reported as unused.
 pub fn plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
+    let mut plan = runtime_plan(settings, target);
+    name_repeated_endpoints(&mut plan.endpoints);
+    plan
+}
+
+/// Names an endpoint whose label an earlier one already has by its 1-based position in the
+/// chain (`mirror.local:5000#2`). Both runtimes ask each configured host in turn even when two
+/// look alike (containerd: `[host."https://m:5000"]` and `[host."http://m:5000"]`; CRI-O: a
+/// location configured twice), and each answer is its own `endpoint` series and JSON entry;
+/// one value per configured host, so bounded by the config.
+fn name_repeated_endpoints(endpoints: &mut [Endpoint]) {
+    for i in 1..endpoints.len() {
+        let label = endpoints[i].label();
+        if endpoints[..i].iter().any(|e| e.label() == label) {
+            endpoints[i].name = Some(format!("{label}#{}", i + 1));
+        }
+    }
+}
+
+fn runtime_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
     let ns = target.image.registry();
     let mut plan = match runtime(settings) {
         Runtime::Containerd => {
@@ -247,6 +273,10 @@ fn crio_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
     let certs = crio::cert_search_dirs(std::path::Path::new(CRIO_HOME), None);
     for src in sources {
         let r = &src.reference;
+        let name = match &src.location_path {
+            Some(path) => format!("{}/{path}", r.api_authority()),
+            None => r.api_authority(),
+        };
         let mut tls = TlsSettings {
             insecure_skip_verify: src.insecure,
             configured: src.insecure,
@@ -315,6 +345,7 @@ fn crio_plan(settings: &NodeSettings, target: &Target) -> EndpointPlan {
                     b.prefix
                 )
             }),
+            name: Some(name),
         });
     }
     plan
@@ -419,4 +450,104 @@ pub(crate) fn parse_go_duration(s: &str) -> Option<i64> {
         return Some(0i64.checked_sub_unsigned(total).unwrap_or(i64::MIN));
     }
     i64::try_from(total).ok()
+}
+
+#[cfg(test)]
+mod tests {
+    /// The CRI-O plan of `image` with `conf` as registries.conf: each source's label.
+    fn crio_labels(conf: &str, image: &str) -> Vec<String> {
+        let dir = tempfile::tempdir().unwrap();
+        std::fs::write(dir.path().join("registries.conf"), conf).unwrap();
+        std::fs::create_dir(dir.path().join("d")).unwrap();
+        let yaml = format!(
+            "node:\n  runtime: crio\n  crio:\n    registries_conf: {0}/registries.conf\n    registries_conf_d: {0}/d\ntargets:\n  - image: {image}\n",
+            dir.path().display()
+        );
+        let config = crate::config::Config::from_yaml("t.yaml", &yaml, dir.path()).unwrap();
+        let plan = super::plan(&config.node, &config.targets[0]);
+        assert!(plan.error.is_none(), "{:?}", plan.error);
+        plan.endpoints.iter().map(super::Endpoint::label).collect()
+    }
+
+    /// containers/image `PullSourcesFromReference` lists one source per mirror, then the
+    /// location; two on one host:port (issue #12) must not merge into one `endpoint` series.
+    #[test]
+    fn pull_sources_from_reference_sources_on_one_host_keep_their_own_labels() {
+        let labels = crio_labels(
+            "[[registry]]\nprefix = \"upstream.test\"\nlocation = \"mirror.local:5000/up\"\n\
+             [[registry.mirror]]\nlocation = \"mirror.local:5000/cache\"\n\
+             [[registry.mirror]]\nlocation = \"mirror.local:5000/other\"\n\
+             [[registry.mirror]]\nlocation = \"mirror.local:5000\"\n",
+            "upstream.test/team/app:1",
+        );
+        assert_eq!(
+            labels,
+            [
+                "mirror.local:5000/cache",
+                "mirror.local:5000/other",
+                "mirror.local:5000",
+                "mirror.local:5000/up",
+            ]
+        );
+    }
+
+    /// A location configured twice is asked twice; the repeat is named by its position.
+    #[test]
+    fn pull_sources_from_reference_a_repeated_source_is_named_by_its_position() {
+        let labels = crio_labels(
+            "[[registry]]\nprefix = \"upstream.test\"\nlocation = \"mirror.local:5000/cache\"\n\
+             [[registry.mirror]]\nlocation = \"mirror.local:5000/cache\"\n",
+            "upstream.test/team/app:1",
+        );
+        assert_eq!(
+            labels,
+            ["mirror.local:5000/cache", "mirror.local:5000/cache#2"]
+        );
+    }
+
+    /// Without a `[[registry]]` entry, and for a location that is the registry itself, the
+    /// label is the API `host[:port]`, as with containerd.
+    #[test]
+    fn pull_sources_from_reference_a_plain_registry_is_its_authority() {
+        assert_eq!(
+            crio_labels("", "upstream.test/team/app:1"),
+            ["upstream.test"]
+        );
+        assert_eq!(
+            crio_labels(
+                "[[registry]]\nlocation = \"upstream.test\"\n",
+                "upstream.test/team/app:1"
+            ),
+            ["upstream.test"]
+        );
+        assert_eq!(
+            crio_labels("", "docker.io/library/alpine:3"),
+            ["registry-1.docker.io"]
+        );
+    }
+
+    /// containerd `ConfigureHosts` keeps every `[host]` table in order, so one host:port under
+    /// two schemes is asked twice (`dockerResolver.Resolve`); the second keeps its own label.
+    #[test]
+    fn configure_hosts_one_host_under_two_schemes_keeps_two_labels() {
+        let dir = tempfile::tempdir().unwrap();
+        let hosts = dir.path().join("upstream.test");
+        std::fs::create_dir(&hosts).unwrap();
+        std::fs::write(
+            hosts.join("hosts.toml"),
+            "server = \"https://upstream.test\"\n[host.\"https://mirror.local:5000\"]\n[host.\"http://mirror.local:5000\"]\n",
+        )
+        .unwrap();
+        let yaml = format!(
+            "node:\n  runtime: containerd\n  containerd:\n    config_path: {}\ntargets:\n  - image: upstream.test/team/app:1\n",
+            dir.path().display()
+        );
+        let config = crate::config::Config::from_yaml("t.yaml", &yaml, dir.path()).unwrap();
+        let plan = super::plan(&config.node, &config.targets[0]);
+        let labels: Vec<String> = plan.endpoints.iter().map(super::Endpoint::label).collect();
+        assert_eq!(
+            labels,
+            ["mirror.local:5000", "mirror.local:5000#2", "upstream.test"]
+        );
+    }
 }

@@ -81,12 +81,21 @@ impl<'a> EndpointRun<'a> {
         Some(url)
     }
 
-    /// containers/image's retry of an `insecure` source over plain HTTP after a failed ping.
+    /// containers/image's retry of an `insecure` source over plain HTTP after a failed ping
+    /// (`detectPropertiesHelper`: `ping("https")`, then `ping("http")` when `insecure`).
+    ///
+    /// What the HTTPS attempt recorded is retracted: the pull goes on over a plain connection,
+    /// so its handshake's facts (version, certificate expiry, anchor) and its address and proxy
+    /// would describe a TLS session the pull did not use. The phase timings stay: that time
+    /// was spent.
     pub(crate) fn use_plain_http(&mut self) {
         let _ = self.origin.set_scheme("http");
         self.ep.scheme = Scheme::Http;
         self.session = None;
         self.unreachable = None;
+        self.tls = None;
+        self.address = None;
+        self.via = None;
     }
 
     /// Opens the first connection: DNS, TCP (within the endpoint's `dial_timeout`), TLS (with
@@ -163,7 +172,10 @@ impl<'a> EndpointRun<'a> {
                         rec,
                     )
                     .await?;
+                    // Go's `ProxyFromEnvironment` picks the proxy by the request's scheme:
+                    // the retry's (HTTP_PROXY), not the abandoned HTTPS attempt's.
                     self.address = Some(again.address);
+                    self.via = again.via;
                     absolute_form = again.absolute_form;
                     again.io
                 }
@@ -198,5 +210,50 @@ mod tests {
         assert_eq!(split_authority("mirror"), ("mirror", None));
         assert_eq!(split_authority("[fd00::1]:5000"), ("fd00::1", Some(5000)));
         assert_eq!(split_authority("[fd00::1]"), ("fd00::1", None));
+    }
+
+    fn insecure_endpoint() -> Endpoint {
+        Endpoint {
+            scheme: Scheme::Https,
+            host: "mirror.local:5000".to_owned(),
+            path: "/v2".to_owned(),
+            capabilities: crate::node::Capabilities::ALL,
+            tls: std::sync::Arc::new(crate::config::TlsSettings {
+                insecure_skip_verify: true,
+                ..Default::default()
+            }),
+            headers: Vec::new(),
+            dial_timeout: None,
+            http_fallback: false,
+            upstream: true,
+            source: None,
+            repository: None,
+            credentials: false,
+            blocked: None,
+            name: None,
+        }
+    }
+
+    /// containers/image `detectPropertiesHelper`: after the HTTPS ping of an `insecure`
+    /// source fails, the HTTP ping is the one the pull uses; the report must not keep the
+    /// HTTPS attempt's handshake, address or proxy (issue #12).
+    #[test]
+    fn detect_properties_helper_plain_http_retry_retracts_the_https_attempt() {
+        let mut run = EndpointRun::new(insecure_endpoint(), "mirror.local:5000").unwrap();
+        run.tls = Some(TlsReport {
+            version: Some("TLSv1.3"),
+            earliest_not_after: Some(1_900_000_000),
+            anchor_subject: None,
+            anchor_not_after: None,
+        });
+        run.address = Some("127.0.0.1:5000".parse().unwrap());
+        run.unreachable = Some(Failure::new(Phase::Tls, Reason::TlsHandshake, "handshake"));
+        run.use_plain_http();
+        assert_eq!(run.origin.as_str(), "http://mirror.local:5000/");
+        assert_eq!(run.ep.scheme, Scheme::Http);
+        assert!(run.unreachable.is_none());
+        assert_eq!(run.tls, None, "the HTTPS attempt's TLS facts are reported");
+        assert_eq!(run.address, None);
+        assert!(run.via.is_none());
     }
 }

@@ -47,7 +47,8 @@ pub struct TlsReport {
 /// One endpoint the pull asked (a mirror, or the registry itself), in the order asked.
 #[derive(Clone, Debug, PartialEq, Eq)]
 pub struct EndpointResult {
-    /// `host[:port]` (with the API path when it is not `/v2`): the `endpoint` label.
+    /// `host[:port]` (with the API path when it is not `/v2`; for a CRI-O source, with its
+    /// location's namespace): the `endpoint` label.
     pub endpoint: String,
     /// Whether this is the registry itself rather than a mirror.
     pub upstream: bool,

@@ -11,7 +11,6 @@
 //! fakes, as in `mirrors.rs`: the last one that received a manifest request.
 
 use std::net::TcpListener;
-use std::path::Path;
 use std::process::Command;
 use std::time::Duration;
 
@@ -27,6 +26,8 @@ struct Verdict {
     reason: String,
     message: String,
     endpoint: String,
+    /// The JSON `endpoints`: each source asked, as labelled, and whether it answered.
+    endpoints: Vec<(String, bool)>,
 }
 
 /// One fixture's files: registries.conf, its drop-in directory, a docker config.
@@ -54,8 +55,16 @@ impl Files {
             .join("home/.config/containers/registries.conf.d")
     }
 
-    fn home(&self) -> &Path {
-        self.dir.path()
+    /// skopeo's `$HOME`: the directory whose `.config/containers/registries.conf.d` is
+    /// [`Files::dropins`].
+    fn home(&self) -> std::path::PathBuf {
+        self.dir.path().join("home")
+    }
+
+    /// Writes the drop-in `name` (a `*.conf` file) where both readers look for it.
+    fn dropin(self, name: &str, conf: &str) -> Files {
+        std::fs::write(self.dropins().join(name), conf).unwrap();
+        self
     }
 }
 
@@ -95,6 +104,12 @@ async fn pullprobe_crio(files: &Files, image: &str, creds: bool) -> Verdict {
         reason: s(&r["reason"]),
         message: s(&r["message"]),
         endpoint: s(&r["endpoint"]),
+        endpoints: r["endpoints"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| (s(&e["endpoint"]), e["ok"].as_bool().unwrap()))
+            .collect(),
     }
 }
 
@@ -256,20 +271,55 @@ async fn crio_verdicts_agree_with_skopeo() {
     })
     .await;
 
+    // A CRI-O source is labelled by its location (host[:port]/namespace): the answer is
+    // `{m2}/mirrored`, not the bare host.
+    let m2_mirrored = format!("{m2_l}/mirrored");
     agree(Case {
         name: "a mirror without the repository, then one under a rewritten path",
-        files: Files::new(&entry(&[m1_l.clone(), format!("{m2_l}/mirrored")], "")),
+        files: Files::new(&entry(&[m1_l.clone(), m2_mirrored.clone()], "")),
         image: "upstream.test/team/app:1".into(),
         creds: false,
-        fakes: all(),
-        want: Ok(&m2_l),
+        fakes: vec![
+            (m1_l.as_str(), &m1),
+            (m2_mirrored.as_str(), &m2),
+            (up_l.as_str(), &up),
+        ],
+        want: Ok(&m2_mirrored),
     })
     .await;
+
+    // `PullSourcesFromReference`: two sources on one host:port are two sources (issue #12);
+    // each keeps its own `endpoint` label instead of the later overwriting the earlier.
+    let m2_missing = format!("{m2_l}/missing");
+    let pp = agree(Case {
+        name: "two mirrors on one host under different namespaces",
+        files: Files::new(&entry(&[m2_missing.clone(), m2_mirrored.clone()], "")),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: vec![(m2_mirrored.as_str(), &m2), (up_l.as_str(), &up)],
+        want: Ok(&m2_mirrored),
+    })
+    .await;
+    assert_eq!(
+        pp.endpoints,
+        [(m2_missing.clone(), false), (m2_mirrored.clone(), true)]
+    );
+    let up_mirrored = format!("{up_l}/mirrored");
+    let pp = agree(Case {
+        name: "a mirror on the location's host",
+        files: Files::new(&entry(std::slice::from_ref(&up_mirrored), "")),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: vec![(up_l.as_str(), &up)],
+        want: Ok(&up_l),
+    })
+    .await;
+    assert_eq!(pp.endpoints, [(up_mirrored, false), (up_l.clone(), true)]);
 
     agree(Case {
         name: "a digest-only mirror is skipped for a tag",
         files: Files::new(&entry(
-            &[format!("{m2_l}/mirrored")],
+            std::slice::from_ref(&m2_mirrored),
             "mirror-by-digest-only = true\n",
         )),
         image: "upstream.test/team/app:1".into(),
@@ -415,7 +465,7 @@ async fn crio_retries_429_with_backoff_within_the_deadline() {
             files.conf().display(),
             files.dropins().display()
         );
-        let config = pullprobe::config::Config::from_yaml("t.yaml", &yaml, files.home()).unwrap();
+        let config = pullprobe::config::Config::from_yaml("t.yaml", &yaml, &files.home()).unwrap();
         let started = std::time::Instant::now();
         let r = pullprobe::probe::Prober::from_config(&config)
             .probe(&config.targets[0])
@@ -443,4 +493,134 @@ async fn crio_retries_429_with_backoff_within_the_deadline() {
     );
     assert_eq!(manifests, 1);
     assert!(took < Duration::from_secs(4), "{took:?}");
+}
+
+/// containers/image `detectPropertiesHelper`: an `insecure` source that speaks plain HTTP fails
+/// the HTTPS ping (its answer is not a TLS handshake) and is pinged again over HTTP; the pull
+/// uses that plain connection, so the report carries no TLS facts from the failed attempt.
+#[tokio::test]
+async fn detect_properties_helper_plain_http_source_reports_no_tls() {
+    init();
+    let reg = FakeRegistry::builder().repo("app", &["1"]).start().await;
+    let addr = label(&reg);
+    let files = Files::new(&format!(
+        "[[registry]]\nlocation = \"{addr}\"\ninsecure = true\n"
+    ));
+    let yaml = format!(
+        "timeout: 5s\nnode:\n  runtime: crio\n  crio:\n    registries_conf: {}\n    registries_conf_d: {}\ntargets:\n  - image: {addr}/app:1\n",
+        files.conf().display(),
+        files.dropins().display()
+    );
+    let config = pullprobe::config::Config::from_yaml("t.yaml", &yaml, &files.home()).unwrap();
+    let r = pullprobe::probe::Prober::from_config(&config)
+        .probe(&config.targets[0])
+        .await;
+    assert!(r.ok(), "{:?}", r.failure);
+    assert_eq!(r.tls, None, "the failed HTTPS ping's handshake is reported");
+    assert_eq!(r.address, Some(reg.addr));
+}
+
+/// containers/image `tryUpdatingCache` / `updateWithConfigurationFrom`: each `*.conf` of
+/// registries.conf.d is loaded after the main file, and a drop-in's `[[registry]]` replaces
+/// the main file's entry with the same prefix whole — its location and its mirrors; the main
+/// file's mirrors are not kept.
+///
+/// How skopeo is pointed at the drop-ins: `--registries-conf` sets only
+/// `SystemRegistriesConfPath` (as `CONTAINERS_REGISTRIES_CONF` would), and skopeo has no flag
+/// for `SystemRegistriesConfDirPath`; `newConfigWrapperWithHomeDir` then reads the system
+/// `/etc/containers/registries.conf.d` and the user `$HOME/.config/containers/registries.conf.d`,
+/// so the fixture's drop-in goes in the private HOME's, and pullprobe's `registries_conf_d` names
+/// that same directory. (Debian's system directory holds only `shortnames.conf` aliases, which
+/// a fully-qualified name never consults.)
+#[tokio::test(flavor = "multi_thread")]
+async fn sysregistriesv2_dropin_overrides_agree_with_skopeo() {
+    if require_tool("skopeo").is_none() {
+        return;
+    }
+    init();
+    let up = FakeRegistry::builder()
+        .repo("team/app", &["1"])
+        .start()
+        .await;
+    let m1 = FakeRegistry::builder().repo("other", &["1"]).start().await;
+    let m2 = FakeRegistry::builder()
+        .repo("mirrored/team/app", &["1"])
+        .start()
+        .await;
+    let (up_l, m1_l, m2_l) = (label(&up), label(&m1), label(&m2));
+    let m2_mirrored = format!("{m2_l}/mirrored");
+    let dead = refused();
+    let entry = |location: &str, mirror: Option<&str>| {
+        let mut s = format!(
+            "[[registry]]\nprefix = \"upstream.test\"\nlocation = \"{location}\"\ninsecure = true\n"
+        );
+        if let Some(m) = mirror {
+            s += &format!("[[registry.mirror]]\nlocation = \"{m}\"\ninsecure = true\n");
+        }
+        s
+    };
+    let fakes = || {
+        vec![
+            (m1_l.as_str(), &m1),
+            (m2_mirrored.as_str(), &m2),
+            (up_l.as_str(), &up),
+        ]
+    };
+
+    // The main file's mirror would serve; the drop-in's (without the repository) replaces it,
+    // so the primary location answers and the main file's mirror is never asked.
+    let pp = agree(Case {
+        name: "a drop-in replaces the main file's mirror",
+        files: Files::new(&entry(&up_l, Some(&m2_mirrored)))
+            .dropin("50-mirror.conf", &entry(&up_l, Some(&m1_l))),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: fakes(),
+        want: Ok(&up_l),
+    })
+    .await;
+    assert_eq!(
+        pp.endpoints,
+        [(m1_l.clone(), false), (up_l.clone(), true)],
+        "the drop-in's mirror, then the location"
+    );
+
+    // The other way round: the drop-in's mirror serves.
+    agree(Case {
+        name: "a drop-in's mirror serves",
+        files: Files::new(&entry(&up_l, Some(&m1_l)))
+            .dropin("50-mirror.conf", &entry(&up_l, Some(&m2_mirrored))),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: fakes(),
+        want: Ok(&m2_mirrored),
+    })
+    .await;
+
+    // The drop-in's entry is whole: its refused location and no mirror fail the pull, though
+    // the main file's mirror and location would serve.
+    let pp = agree(Case {
+        name: "a drop-in's entry replaces the location and drops the mirrors",
+        files: Files::new(&entry(&up_l, Some(&m2_mirrored)))
+            .dropin("50-mirror.conf", &entry(&dead, None)),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: fakes(),
+        want: Err("connect_refused"),
+    })
+    .await;
+    assert_eq!(pp.endpoints, [(dead.clone(), false)]);
+
+    // Drop-ins load in name order; the last one's entry stands.
+    agree(Case {
+        name: "of two drop-ins for one prefix, the later in name order wins",
+        files: Files::new(&entry(&dead, None))
+            .dropin("10-first.conf", &entry(&up_l, Some(&m1_l)))
+            .dropin("20-second.conf", &entry(&up_l, Some(&m2_mirrored))),
+        image: "upstream.test/team/app:1".into(),
+        creds: false,
+        fakes: fakes(),
+        want: Ok(&m2_mirrored),
+    })
+    .await;
 }

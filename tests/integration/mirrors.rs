@@ -435,3 +435,123 @@ async fn a_fetch_failure_after_resolving_is_the_resolving_endpoints() {
     assert_eq!(pp.chain[1].0, reg_l);
     assert!(pp.message.contains("404"), "{}", pp.message);
 }
+
+/// containerd `config.ConfigureHosts` / `hostFileConfig.Header`: a host's `[header]` table is
+/// set on every request to that host (`RegistryHost.Header`, copied in `request.do`), a list
+/// value as repeated headers; other hosts do not get it. Both clients, on one fixture.
+#[tokio::test(flavor = "multi_thread")]
+async fn config_hosts_header_is_sent_on_the_mirrors_requests_as_ctr_sends_it() {
+    if !have_ctr() {
+        return;
+    }
+    init();
+    let up = FakeRegistry::builder().repo("app", &["1"]).start().await;
+    let m = FakeRegistry::builder().repo("app", &["1"]).start().await;
+    let (up_l, m_l) = (label(&up), label(&m));
+    let hosts = HostsDir::new();
+    hosts.hosts_toml(
+        "header.test",
+        &format!(
+            "server = \"http://{up_l}\"\n[host.\"http://{m_l}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  [host.\"http://{m_l}\".header]\n    x-mirror-token = \"t0ken\"\n    x-mirror-tier = [\"gold\", \"eu\"]\n"
+        ),
+    );
+    let sent_everywhere = |f: &FakeRegistry, who: &str| {
+        let seen = f.requests();
+        assert!(!seen.is_empty(), "{who}: the mirror was not asked");
+        for r in &seen {
+            let values = |name: &str| -> Vec<String> {
+                r.headers
+                    .get_all(name)
+                    .iter()
+                    .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+                    .collect()
+            };
+            let (token, tier) = (values("x-mirror-token"), values("x-mirror-tier"));
+            assert_eq!(token, ["t0ken"], "{who}: {} {}", r.method, r.path_and_query);
+            assert_eq!(
+                tier,
+                ["gold", "eu"],
+                "{who}: {} {}",
+                r.method,
+                r.path_and_query
+            );
+        }
+    };
+    for (_, f) in [("m", &m), ("up", &up)] {
+        f.forget_requests();
+    }
+    let ctr = ctr_fetch_async(
+        "header.test/app:1",
+        &CtrOpts::default().hosts_dir(hosts.path()),
+    )
+    .await;
+    assert!(ctr.ok, "{ctr}");
+    sent_everywhere(&m, "ctr");
+    assert!(up.requests().is_empty(), "ctr asked the registry");
+    m.forget_requests();
+    let pp = pullprobe_with_hosts(hosts.path(), "header.test/app:1").await;
+    assert!(pp.ok, "{}: {}", pp.reason, pp.message);
+    assert_eq!(pp.endpoint, m_l);
+    sent_everywhere(&m, "pullprobe");
+    assert!(up.requests().is_empty(), "pullprobe asked the registry");
+
+    // The header belongs to its host: when the mirror lacks the tag, the registry that
+    // answers next gets none of it.
+    let hosts = HostsDir::new();
+    hosts.hosts_toml(
+        "header.test",
+        &format!(
+            "server = \"http://{up_l}\"\n[host.\"http://{m_l}\"]\n  [host.\"http://{m_l}\".header]\n    x-mirror-token = \"t0ken\"\n"
+        ),
+    );
+    up.forget_requests();
+    let pp = pullprobe_with_hosts(hosts.path(), "header.test/app:2").await;
+    assert!(!pp.ok);
+    assert!(!up.requests().is_empty());
+    assert!(
+        up.requests()
+            .iter()
+            .all(|r| !r.headers.contains_key("x-mirror-token")),
+        "{:?}",
+        up.requests()
+    );
+}
+
+/// containerd `config.ConfigureHosts`: a host's `dial_timeout` bounds its `net.Dialer`, and
+/// `dockerResolver.Resolve` moves on to the next host when a host's request fails. A mirror
+/// whose connects are never answered fails at `connect` with `connect_timeout` after about
+/// `dial_timeout`, and the registry answers within the probe's deadline. (ctr 1.6.20 does not
+/// know `dial_timeout`, so this fixture has no ctr run; see docs/containerd-differential.md.)
+#[tokio::test]
+async fn config_hosts_dial_timeout_bounds_the_mirrors_connect_and_the_chain_moves_on() {
+    use crate::support::hostile::Blackhole;
+    init();
+    let up = FakeRegistry::builder().repo("app", &["1"]).start().await;
+    let up_l = label(&up);
+    let hole = Blackhole::start().await;
+    let hole_l = format!("127.0.0.1:{}", hole.addr.port());
+    let hosts = HostsDir::new();
+    hosts.hosts_toml(
+        "dial.test",
+        &format!(
+            "server = \"http://{up_l}\"\n[host.\"http://{hole_l}\"]\n  capabilities = [\"pull\", \"resolve\"]\n  dial_timeout = \"1s\"\n"
+        ),
+    );
+    let started = std::time::Instant::now();
+    let pp = pullprobe_with_hosts(hosts.path(), "dial.test/app:1").await;
+    let took = started.elapsed();
+    assert!(pp.ok, "{}: {}", pp.reason, pp.message);
+    assert_eq!(pp.endpoint, up_l);
+    assert_eq!(
+        pp.chain,
+        [
+            (hole_l, "connect_timeout".to_owned()),
+            (up_l, "ok".to_owned())
+        ]
+    );
+    // 1 s of dial_timeout, not the probe's 8 s deadline; the rest is the process starting.
+    assert!(
+        took >= std::time::Duration::from_millis(900) && took < std::time::Duration::from_secs(5),
+        "{took:?}"
+    );
+}

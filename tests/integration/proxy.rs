@@ -401,6 +401,63 @@ mod through_the_engine {
         assert!(!f.message.contains("wrong-Secret2"), "{}", f.message);
     }
 
+    /// containerd's HTTP fallback (`docker.NewHTTPFallback`: an `http://` host with TLS
+    /// settings is tried over HTTPS first) sends the retried request through the proxy Go's
+    /// `ProxyFromEnvironment` picks for `http://`, HTTP_PROXY; a 407 there names that proxy,
+    /// not the HTTPS_PROXY the abandoned HTTPS attempt tunnelled through (issue #12).
+    #[tokio::test]
+    async fn http_fallback_names_the_http_proxy_not_the_abandoned_https_one() {
+        use crate::support::containerd::HostsDir;
+        pullprobe::install_crypto_provider();
+        init();
+        let dir = tempfile::tempdir().unwrap();
+        let reg = FakeRegistry::builder().repo("app", &["1"]).start().await;
+        let host = format!("registry.test:{}", reg.addr.port());
+        let tunnel = ConnectProxy::start()
+            .map_host("registry.test", std::net::Ipv4Addr::LOCALHOST)
+            .await;
+        let forward = ConnectProxy::start()
+            .map_host("registry.test", std::net::Ipv4Addr::LOCALHOST)
+            .require_basic("proxy-user", "proxy-Secret1")
+            .await;
+        let hosts = HostsDir::new();
+        hosts.hosts_toml(
+            &host,
+            &format!("[host.\"http://{host}\"]\n  skip_verify = true\n"),
+        );
+        let dropin = dir.path().join("http-proxy.conf");
+        std::fs::write(
+            &dropin,
+            format!(
+                "[Service]\nEnvironment=\"HTTPS_PROXY={}\" \"HTTP_PROXY={}\"\n",
+                tunnel.url(),
+                forward.url()
+            ),
+        )
+        .unwrap();
+        let yaml = format!(
+            "timeout: 5s\nnode:\n  runtime: containerd\n  containerd:\n    config_path: {}\n    proxy_env_file: {}\ntargets:\n  - image: {host}/app:1\n",
+            hosts.path().display(),
+            dropin.display()
+        );
+        let config = Config::from_yaml("test.yaml", &yaml, dir.path()).unwrap();
+        let r = Prober::from_config(&config).probe(&config.targets[0]).await;
+        // The HTTPS attempt went through the tunnel, the plain retry through HTTP_PROXY.
+        assert!(
+            tunnel.seen().iter().any(|s| s.method == "CONNECT"),
+            "{:?}",
+            tunnel.seen()
+        );
+        assert!(!forward.seen().is_empty());
+        let f = r.failure.expect("407");
+        assert_eq!(f.reason, Reason::AuthFailed, "{}", f.message);
+        assert!(f.message.contains("(from HTTP_PROXY)"), "{}", f.message);
+        assert!(f.message.contains(&forward.url()), "{}", f.message);
+        assert!(!f.message.contains(&tunnel.url()), "{}", f.message);
+        // Nor is the abandoned handshake reported.
+        assert_eq!(r.tls, None);
+    }
+
     /// Failures on the way to the proxy are the proxy's, and the message says so.
     #[tokio::test]
     async fn the_way_to_the_proxy_is_named_in_failures() {

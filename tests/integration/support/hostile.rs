@@ -320,3 +320,38 @@ async fn read_request(stream: &mut TcpStream, buf: &mut Vec<u8>) -> Option<RawRe
         headers,
     })
 }
+
+/// A loopback address whose connects neither succeed nor fail: a listener with a backlog of
+/// one that never accepts, its queue filled, so the kernel drops every further SYN and the
+/// client waits until its own timeout (as with a firewalled or vanished mirror).
+pub struct Blackhole {
+    pub addr: SocketAddr,
+    _listener: TcpListener,
+    _queued: Vec<std::net::TcpStream>,
+}
+
+impl Blackhole {
+    pub async fn start() -> Blackhole {
+        let socket = tokio::net::TcpSocket::new_v4().unwrap();
+        socket.bind((Ipv4Addr::LOCALHOST, 0).into()).unwrap();
+        let listener = socket.listen(0).unwrap();
+        let addr = listener.local_addr().unwrap();
+        let queued = tokio::task::spawn_blocking(move || {
+            let mut queued = Vec::new();
+            for _ in 0..8 {
+                match std::net::TcpStream::connect_timeout(&addr, Duration::from_millis(200)) {
+                    Ok(s) => queued.push(s),
+                    Err(_) => return queued,
+                }
+            }
+            panic!("the accept queue of {addr} never filled");
+        })
+        .await
+        .unwrap();
+        Blackhole {
+            addr,
+            _listener: listener,
+            _queued: queued,
+        }
+    }
+}

@@ -160,6 +160,8 @@ pub struct RecordedRequest {
     pub authorization: Option<String>,
     pub host: Option<String>,
     pub accept: Option<String>,
+    /// Every header as received.
+    pub headers: http::HeaderMap,
 }
 
 /// Builder for [`FakeRegistry`]; see the module docs for the behaviour.
@@ -503,6 +505,7 @@ impl State {
             authorization: header(AUTHORIZATION),
             host: header(HOST),
             accept: header(ACCEPT),
+            headers: req.headers().clone(),
         });
     }
 
