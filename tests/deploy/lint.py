@@ -73,6 +73,7 @@ REQUIRED_ALERTS = {
     "PullProbeDNSFailure",
     "PullProbeAuthFailure",
     "PullProbeImageNotFound",
+    "PullProbeNodeConfigInvalid",
     "PullProbeRateLimitLow",
     "PullProbeRateLimitExhausted",
     "PullProbeTLSCertExpiringSoon",
