@@ -337,6 +337,10 @@ pub struct Failure {
     /// other failures, and for DNS failures that did not come from asking (an unusable host
     /// in a node file, the probe's deadline between two steps).
     pub resolver: Option<Box<DnsResolver>>,
+    /// What to do, when this failure's fix is not its reason's: a failure on the way to a
+    /// proxy is fixed at the proxy or in the variable that names it, not at the registry.
+    /// Replaces every other remedy ([`Failure::remedy`]).
+    pub fix: Option<String>,
 }
 
 impl Failure {
@@ -346,6 +350,7 @@ impl Failure {
             reason,
             message: message.into(),
             resolver: None,
+            fix: None,
         }
     }
 
@@ -356,9 +361,20 @@ impl Failure {
         self
     }
 
-    /// What to do about it: for a DNS failure with its [`DnsResolver`], a remedy that names
-    /// the nameservers asked and where they were configured; otherwise [`Reason::remedy`].
+    /// The same failure, with its own remedy ([`Failure::fix`]).
+    #[must_use]
+    pub fn with_fix(mut self, fix: String) -> Self {
+        self.fix = Some(fix);
+        self
+    }
+
+    /// What to do about it: [`Failure::fix`] when set; for a DNS failure with its
+    /// [`DnsResolver`], a remedy that names the nameservers asked and where they were
+    /// configured; otherwise [`Reason::remedy`].
     pub fn remedy(&self) -> Option<Cow<'static, str>> {
+        if let Some(fix) = &self.fix {
+            return Some(Cow::Owned(fix.clone()));
+        }
         if let Some(remedy) = self.resolver.as_ref().and_then(|r| r.remedy(self.reason)) {
             return Some(Cow::Owned(remedy));
         }
