@@ -242,10 +242,10 @@ impl Reason {
                 "query the nameservers the message names with `dig` from the node, and check their upstream resolvers (systemd-resolved, the VPC resolver, DNSSEC validation failures)"
             }
             Reason::DnsTimeout => {
-                "check that the nameservers the message names are reachable from the node (UDP and TCP port 53) and not overloaded"
+                "check that the nameservers the message names are reachable from the node over UDP and TCP on their port (53 unless the message gives another) and not overloaded"
             }
             Reason::DnsError => {
-                "the message says which: fix a host name that is not usable in the file that names it; otherwise each nameserver the message names must run a resolver reachable on port 53"
+                "the message says which: fix a host name that is not usable in the file that names it; otherwise each nameserver the message names must run a resolver reachable on its port (53 unless the message gives another)"
             }
             Reason::ConnectRefused => {
                 "check the registry port in the image name, that the registry (or the load balancer in front of it) is running, and any proxy in between"
