@@ -20,6 +20,10 @@ use serde::Serialize;
 #[derive(Clone, Copy, Debug, PartialEq, Eq, Hash, PartialOrd, Ord, Serialize)]
 #[serde(rename_all = "snake_case")]
 pub enum Phase {
+    /// Reading the node's container-runtime configuration for the registry (containerd's
+    /// hosts.toml and the CA and client files it names, CRI-O's registries.conf and certs.d).
+    /// A file the runtime cannot use fails the pull before any request, so nothing is timed.
+    Node,
     /// Resolving the registry host name.
     Dns,
     /// Opening a TCP connection to a resolved address.
@@ -36,7 +40,18 @@ pub enum Phase {
 
 impl Phase {
     /// Every phase, in execution order.
-    pub const ALL: [Phase; 5] = [
+    pub const ALL: [Phase; 6] = [
+        Phase::Node,
+        Phase::Dns,
+        Phase::Connect,
+        Phase::Tls,
+        Phase::Auth,
+        Phase::Manifest,
+    ];
+
+    /// The phases that talk to the network and are timed (`pullprobe_phase_duration_seconds`,
+    /// the columns of the `--check` table): all but [`Phase::Node`].
+    pub const TIMED: [Phase; 5] = [
         Phase::Dns,
         Phase::Connect,
         Phase::Tls,
@@ -47,6 +62,7 @@ impl Phase {
     /// The label value.
     pub const fn as_str(self) -> &'static str {
         match self {
+            Phase::Node => "node",
             Phase::Dns => "dns",
             Phase::Connect => "connect",
             Phase::Tls => "tls",
@@ -67,6 +83,7 @@ impl fmt::Display for Phase {
 #[serde(rename_all = "snake_case")]
 pub enum Reason {
     Ok,
+    NodeConfigInvalid,
     DnsNxdomain,
     DnsNoRecords,
     DnsServfail,
@@ -93,8 +110,9 @@ pub enum Reason {
 
 impl Reason {
     /// Every reason, so that callers can enumerate the closed set.
-    pub const ALL: [Reason; 23] = [
+    pub const ALL: [Reason; 24] = [
         Reason::Ok,
+        Reason::NodeConfigInvalid,
         Reason::DnsNxdomain,
         Reason::DnsNoRecords,
         Reason::DnsServfail,
@@ -123,6 +141,7 @@ impl Reason {
     pub const fn as_str(self) -> &'static str {
         match self {
             Reason::Ok => "ok",
+            Reason::NodeConfigInvalid => "node_config_invalid",
             Reason::DnsNxdomain => "dns_nxdomain",
             Reason::DnsNoRecords => "dns_no_records",
             Reason::DnsServfail => "dns_servfail",
@@ -152,6 +171,9 @@ impl Reason {
     pub const fn meaning(self) -> &'static str {
         match self {
             Reason::Ok => "the image can be resolved: every step of the pull path answered",
+            Reason::NodeConfigInvalid => {
+                "the node's container-runtime configuration for this registry names a file the runtime cannot use (a CA or client certificate file that is missing, unreadable or not a certificate, a key that does not belong to its certificate), so the runtime fails the pull before it asks any registry"
+            }
             Reason::DnsNxdomain => "the DNS server says the registry host name does not exist",
             Reason::DnsNoRecords => {
                 "the host name exists but has no A or AAAA record, so there is no address to connect to"
@@ -207,6 +229,9 @@ impl Reason {
     pub const fn remedy(self) -> Option<&'static str> {
         Some(match self {
             Reason::Ok => return None,
+            Reason::NodeConfigInvalid => {
+                "fix the file the message names on the node, or the entry that names it (containerd: the `ca`/`client` line of /etc/containerd/certs.d/<host>/hosts.toml; CRI-O: registries.conf or /etc/containers/certs.d/<host>/); the registry and its certificate are not at fault, and pulls on this node fail until the file is fixed"
+            }
             Reason::DnsNxdomain => {
                 "check the host name in the message for typos; for a private registry, check that its DNS zone is served by the nameservers the message names, or that the hosts file lists the name exactly as written (search domains do not apply there)"
             }
@@ -217,10 +242,10 @@ impl Reason {
                 "query the nameservers the message names with `dig` from the node, and check their upstream resolvers (systemd-resolved, the VPC resolver, DNSSEC validation failures)"
             }
             Reason::DnsTimeout => {
-                "check that the nameservers the message names are reachable from the node (UDP and TCP port 53) and not overloaded"
+                "check that the nameservers the message names are reachable from the node over UDP and TCP on their port (53 unless the message gives another) and not overloaded"
             }
             Reason::DnsError => {
-                "the message says which: fix a host name that is not usable in the file that names it; otherwise each nameserver the message names must run a resolver reachable on port 53"
+                "the message says which: fix a host name that is not usable in the file that names it; otherwise each nameserver the message names must run a resolver reachable on its port (53 unless the message gives another)"
             }
             Reason::ConnectRefused => {
                 "check the registry port in the image name, that the registry (or the load balancer in front of it) is running, and any proxy in between"
@@ -312,6 +337,10 @@ pub struct Failure {
     /// other failures, and for DNS failures that did not come from asking (an unusable host
     /// in a node file, the probe's deadline between two steps).
     pub resolver: Option<Box<DnsResolver>>,
+    /// What to do, when this failure's fix is not its reason's: a failure on the way to a
+    /// proxy is fixed at the proxy or in the variable that names it, not at the registry.
+    /// Replaces every other remedy ([`Failure::remedy`]).
+    pub fix: Option<String>,
 }
 
 impl Failure {
@@ -321,6 +350,7 @@ impl Failure {
             reason,
             message: message.into(),
             resolver: None,
+            fix: None,
         }
     }
 
@@ -331,9 +361,20 @@ impl Failure {
         self
     }
 
-    /// What to do about it: for a DNS failure with its [`DnsResolver`], a remedy that names
-    /// the nameservers asked and where they were configured; otherwise [`Reason::remedy`].
+    /// The same failure, with its own remedy ([`Failure::fix`]).
+    #[must_use]
+    pub fn with_fix(mut self, fix: String) -> Self {
+        self.fix = Some(fix);
+        self
+    }
+
+    /// What to do about it: [`Failure::fix`] when set; for a DNS failure with its
+    /// [`DnsResolver`], a remedy that names the nameservers asked and where they were
+    /// configured; otherwise [`Reason::remedy`].
     pub fn remedy(&self) -> Option<Cow<'static, str>> {
+        if let Some(fix) = &self.fix {
+            return Some(Cow::Owned(fix.clone()));
+        }
         if let Some(remedy) = self.resolver.as_ref().and_then(|r| r.remedy(self.reason)) {
             return Some(Cow::Owned(remedy));
         }
@@ -506,6 +547,7 @@ mod tests {
             strings,
             [
                 "ok",
+                "node_config_invalid",
                 "dns_nxdomain",
                 "dns_no_records",
                 "dns_servfail",

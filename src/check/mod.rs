@@ -356,7 +356,7 @@ fn write_table(out: &mut String, reports: &[ProbeReport], first: &str) {
     ];
     for r in reports {
         let mut row = vec![r.target.clone(), r.registry.clone()];
-        for phase in Phase::ALL {
+        for phase in Phase::TIMED {
             let cell = match (r.phase_duration(phase), r.phase()) {
                 (Some(d), Some(p)) if p == phase => format!("{} FAIL", millis(d)),
                 (Some(d), _) => millis(d),
@@ -481,6 +481,22 @@ fn and_list(items: &[&str]) -> String {
     }
 }
 
+/// "port 53", "ports 53 and 5353": the ports of the nameservers asked (dns.nameservers may give
+/// another than 53), each once, in the order asked.
+fn nameserver_ports(resolver: &DnsResolver) -> String {
+    let mut ports: Vec<String> = Vec::new();
+    for p in resolver.nameservers.iter().map(|a| a.port().to_string()) {
+        if !ports.contains(&p) {
+            ports.push(p);
+        }
+    }
+    let ports: Vec<&str> = ports.iter().map(String::as_str).collect();
+    match ports.as_slice() {
+        [one] => format!("port {one}"),
+        many => format!("ports {}", and_list(many)),
+    }
+}
+
 /// One line when every public registry among the targets failed at DNS the same way, which
 /// says something about the node's resolver rather than about any registry: the targets whose
 /// registry is one of [`crate::outcome::PUBLIC_REGISTRY_HOSTS`] all failed in the `dns` phase,
@@ -519,6 +535,7 @@ pub fn dns_summary(reports: &[ProbeReport]) -> Option<String> {
         return None;
     }
     let asked = resolver.describe();
+    let ports = nameserver_ports(resolver);
     let hosts = and_list(&hosts);
     // Through a proxy the node does not resolve registry names itself (Go's transport sends
     // the name to the proxy), so these lookups mean no proxy applies to these registries.
@@ -534,7 +551,7 @@ pub fn dns_summary(reports: &[ProbeReport]) -> Option<String> {
             "{asked} answered SERVFAIL or REFUSED for all of them ({hosts}): this node's resolver cannot resolve public names (no working upstream, or it refuses this node) — {no_public_names}"
         ),
         Reason::DnsTimeout => format!(
-            "{asked} did not answer in time for any of them ({hosts}): the resolver is down or unreachable from this node (UDP and TCP port 53 blocked?)"
+            "{asked} did not answer in time for any of them ({hosts}): the resolver is down or unreachable from this node (UDP and TCP {ports} blocked?)"
         ),
         _ => format!(
             "{asked} could not be used for any of them ({hosts}): the resolver is down, unreachable from this node, or not a DNS server"
@@ -633,6 +650,32 @@ mod tests {
             )
         );
         assert_readable(&summary);
+    }
+
+    /// The port named is the nameservers' own (dns.nameservers may give one), not always 53.
+    #[test]
+    fn a_timeout_summary_names_the_nameservers_port() {
+        let reports: Vec<_> = PUBLIC_REGISTRY_HOSTS
+            .iter()
+            .map(|h| dns_failure(h, Reason::DnsTimeout, "127.0.0.1:5353"))
+            .collect();
+        let summary = dns_summary(&reports).unwrap();
+        assert!(
+            summary.ends_with("(UDP and TCP port 5353 blocked?)"),
+            "{summary}"
+        );
+        assert!(!summary.contains("port 53 "), "{summary}");
+        let two = DnsResolver {
+            host: "gcr.io".to_owned(),
+            nameservers: vec![
+                "10.0.0.10:53".parse().unwrap(),
+                "10.0.0.11:5353".parse().unwrap(),
+                "10.0.0.12:53".parse().unwrap(),
+            ],
+            source: NameserverSource::Config,
+            hosts_file: PathBuf::from("/etc/hosts"),
+        };
+        assert_eq!(nameserver_ports(&two), "ports 53 and 5353");
     }
 
     #[test]

@@ -571,6 +571,17 @@ fn client_pair(cert: &Path, key: Option<&Path>) -> Result<ClientCertificate, Str
             cert.display()
         ));
     }
+    // Go's `X509KeyPair` parses the leaf (`x509.ParseCertificate`, which refuses trailing
+    // data): a block that decodes but is not a certificate fails here, on the node, not in a
+    // handshake later.
+    if !matches!(x509_parser::parse_x509_certificate(&chain[0]), Ok(([], _))) {
+        return Err(format!(
+            "failed to load X509 key pair: the first certificate block of {} is not an X.509 \
+             certificate (`openssl x509 -in {} -noout -subject` shows whether it holds one)",
+            cert.display(),
+            cert.display()
+        ));
+    }
     let key_der = PrivateKeyDer::from_pem_slice(&key_pem).map_err(|_| {
         format!("failed to load X509 key pair: {key_name} holds no PEM private key")
     })?;

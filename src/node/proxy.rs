@@ -62,7 +62,7 @@ impl fmt::Display for EnvSource {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
         match self {
             EnvSource::Process => f.write_str("pullprobe's environment"),
-            EnvSource::File(p) => write!(f, "{}", p.display()),
+            EnvSource::File(p) => write!(f, "containerd's environment ({})", p.display()),
         }
     }
 }
@@ -123,20 +123,22 @@ pub enum ProxyError {
     CgiHttpProxy { from: EnvSource },
     /// The proxy URL's port is not one Go can dial (`net.Dial`: "invalid port").
     #[error(
-        "the proxy {proxy} (from {variable}) has the port {port:?}, which Go cannot dial (invalid port): fix the port in {variable}"
+        "the proxy {proxy} (from {origin}) has the port {port:?}, which Go cannot dial (invalid port): fix the port in {origin}"
     )]
     InvalidPort {
         proxy: String,
-        variable: &'static str,
+        /// The variable and where it was set ([`ProxyUrl::origin`]).
+        origin: String,
         port: String,
     },
     /// A proxy URL of a scheme with no default port and no port of its own: Go dials port 0.
     #[error(
-        "the proxy {proxy} (from {variable}) has no port and Go knows no default port for {scheme}:// (it dials port 0 and fails): add a port, or use http://, https://, socks5:// or socks5h://"
+        "the proxy {proxy} (from {origin}) has no port and Go knows no default port for {scheme}:// (it dials port 0 and fails): add a port in {origin}, or use http://, https://, socks5:// or socks5h://"
     )]
     NoPort {
         proxy: String,
-        variable: &'static str,
+        /// The variable and where it was set ([`ProxyUrl::origin`]).
+        origin: String,
         scheme: String,
     },
 }
@@ -184,6 +186,8 @@ pub struct ProxyUrl {
     port: String,
     /// The variable it came from, e.g. `HTTPS_PROXY` or `https_proxy`.
     variable: &'static str,
+    /// Where that variable was set.
+    source: EnvSource,
 }
 
 impl ProxyUrl {
@@ -222,7 +226,7 @@ impl ProxyUrl {
                 "socks5" | "socks5h" => Ok(1080),
                 _ => Err(ProxyError::NoPort {
                     proxy: self.to_string(),
-                    variable: self.variable,
+                    origin: self.origin(),
                     scheme: self.scheme.clone(),
                 }),
             };
@@ -231,7 +235,7 @@ impl ProxyUrl {
             .parse::<u16>()
             .map_err(|_| ProxyError::InvalidPort {
                 proxy: self.to_string(),
-                variable: self.variable,
+                origin: self.origin(),
                 port: self.port.clone(),
             })
     }
@@ -239,6 +243,17 @@ impl ProxyUrl {
     /// The variable this URL came from (`HTTPS_PROXY`, `http_proxy`, …), for messages.
     pub fn variable(&self) -> &'static str {
         self.variable
+    }
+
+    /// Where the variable was set: containerd's environment file, or pullprobe's own.
+    pub fn source(&self) -> &EnvSource {
+        &self.source
+    }
+
+    /// The variable and where it was set, for messages: "HTTPS_PROXY in containerd's
+    /// environment (/etc/systemd/system/containerd.service.d/http-proxy.conf)".
+    pub fn origin(&self) -> String {
+        format!("{} in {}", self.variable, self.source)
     }
 
     /// Whether the URL has user info (`user[:password]@`); Go then sends credentials.
@@ -462,7 +477,8 @@ impl ProxyEnv {
         let mut parse = |var: &Option<Var>| -> Option<ProxyUrl> {
             let var = var.as_ref()?;
             match parse_proxy(&var.value, var.name) {
-                Ok((url, notes)) => {
+                Ok((mut url, notes)) => {
+                    url.source = source.clone();
                     for message in notes {
                         warnings.push(Warning {
                             path: path.clone(),
@@ -655,6 +671,7 @@ fn parse_proxy(value: &str, variable: &'static str) -> Result<(ProxyUrl, Vec<Str
         hostname,
         port,
         variable,
+        source: EnvSource::Process,
     };
     match proxy.kind() {
         ProxyKind::Other => notes.push(format!(

@@ -13,7 +13,7 @@ use super::dns::Dns;
 use super::http::Io;
 use super::{Recorder, StepError, proxy, tcp, tls};
 use crate::config::TlsSettings;
-use crate::node::proxy::{ProxyEnv, ProxyKind, ProxyUrl};
+use crate::node::proxy::{EnvSource, ProxyEnv, ProxyKind, ProxyUrl};
 use crate::outcome::{Failure, Phase, Reason};
 
 /// An open transport to a URL's origin.
@@ -28,16 +28,57 @@ pub(crate) struct Dialed {
     pub via: Option<ProxyUrl>,
 }
 
-/// "proxy http://p:3128 (HTTPS_PROXY): …": what a failure on the way to the proxy says.
-fn via(p: &ProxyUrl, e: StepError) -> StepError {
-    StepError {
-        message: format!(
-            "on the way to the proxy {p} (from {}, as containerd's environment says): {}",
-            p.variable(),
-            e.message
+/// A failure on the way to the proxy `p` (port `port`): its DNS, TCP or TLS. Every request of
+/// the pull goes through the proxy, so the registry was not reached: the message names the
+/// proxy and where it was set, and the remedy is about the proxy, not the registry.
+fn via(p: &ProxyUrl, port: u16, e: StepError, phase: Phase) -> Failure {
+    // The handshake's words call its peer "the registry"; here the peer is the proxy.
+    let detail = if phase == Phase::Tls {
+        e.message.replace("the registry", "the proxy")
+    } else {
+        e.message
+    };
+    let message = format!(
+        "on the way to the proxy {p} (from {}), so the registry was not reached: {detail}",
+        p.origin(),
+    );
+    let f = Failure::new(phase, e.reason, message).with_resolver(e.resolver);
+    let host = p.host();
+    let var = p.variable();
+    let what = match (phase, e.reason) {
+        (Phase::Dns, _) => format!(
+            "the node resolves the proxy's name {host} itself before any pull: {}",
+            f.remedy().unwrap_or_default()
         ),
-        ..e
-    }
+        (Phase::Connect, Reason::ConnectRefused) => format!(
+            "nothing accepts connections on {host} port {port}: check that the proxy runs and listens on that port"
+        ),
+        (Phase::Connect, Reason::ConnectTimeout | Reason::Timeout) => format!(
+            "the proxy {host} port {port} does not answer: check that it is up and that the firewalls between the node and it let the port through"
+        ),
+        (Phase::Connect, Reason::ConnectUnreachable) => format!(
+            "the node has no route to the proxy {host}: check the node's routes and default gateway"
+        ),
+        (Phase::Connect, _) => format!(
+            "check the node's network path to the proxy {host} port {port}; the message has the operating system's error"
+        ),
+        (_, Reason::TlsUntrusted | Reason::TlsExpired | Reason::TlsNameMismatch) => format!(
+            "{var} names an https:// proxy, so the node checks the proxy's certificate before any request: it must be valid, cover {host}, and be signed by a CA the node trusts (containerd checks it with the TLS settings of the registry's hosts.toml, `ca`)"
+        ),
+        _ => format!(
+            "{var} names an https:// proxy, so the node speaks TLS to it first: check that {host} port {port} serves TLS; for a proxy that speaks plain HTTP, write http:// in {var}"
+        ),
+    };
+    let correct = match p.source() {
+        EnvSource::File(_) => format!(
+            "or, if it is the wrong proxy, correct {} and restart containerd",
+            p.origin()
+        ),
+        EnvSource::Process => format!(
+            "or, if it is the wrong proxy, correct {var}; pullprobe read it from its own environment, so point node.containerd.proxy_env_file at containerd's proxy drop-in to follow what containerd uses"
+        ),
+    };
+    f.with_fix(format!("{what}; {correct}"))
 }
 
 /// Resolves `host` (an IP literal needs no DNS) in the `dns` phase, by `deadline`.
@@ -99,20 +140,26 @@ pub(crate) async fn dial(
         .map_err(|e| Failure::new(Phase::Connect, e.reason(), e.to_string()))?;
     let addrs = addresses(dns, p.host(), deadline, rec)
         .await
-        .map_err(|e| via(&p, e).at(Phase::Dns))?;
+        .map_err(|e| via(&p, proxy_port, e, Phase::Dns))?;
     rec.enter(Phase::Connect);
     let addrs = tcp::sort_addresses(addrs, proxy_port).await;
     let (stream, address) = tcp::connect(&addrs, proxy_port, dial_deadline)
         .await
-        .map_err(|e| via(&p, e).at(Phase::Connect))?;
+        .map_err(|e| via(&p, proxy_port, e, Phase::Connect))?;
     let stream: Box<dyn Io> = if p.kind() == ProxyKind::Https {
         rec.enter(Phase::Tls);
-        let trust =
-            tls::trust_for(tls).map_err(|e| Failure::new(Phase::Tls, Reason::TlsUntrusted, e))?;
+        let trust = tls::trust_for(tls).map_err(|e| {
+            via(
+                &p,
+                proxy_port,
+                StepError::new(Reason::TlsUntrusted, e),
+                Phase::Tls,
+            )
+        })?;
         let (s, _report) = trust
             .handshake(stream, p.host())
             .await
-            .map_err(|(e, _)| via(&p, e).at(Phase::Tls))?;
+            .map_err(|(e, _)| via(&p, proxy_port, e, Phase::Tls))?;
         rec.enter(Phase::Connect);
         Box::new(s)
     } else {
@@ -125,6 +172,7 @@ pub(crate) async fn dial(
             format!("{host}: no address to ask the proxy for"),
         )
     })?;
+    // The exchange's messages name the proxy and where it was set themselves.
     let in_proxy = |e: StepError| {
         // 407 is the proxy asking for credentials: the auth phase.
         let phase = if e.reason == Reason::AuthFailed {
@@ -132,11 +180,7 @@ pub(crate) async fn dial(
         } else {
             Phase::Connect
         };
-        StepError::new(
-            e.reason,
-            format!("the proxy {p} (from {}): {}", p.variable(), e.message),
-        )
-        .at(phase)
+        e.at(phase)
     };
     let io: Box<dyn Io> = match (p.kind(), url.scheme()) {
         (ProxyKind::Socks5 | ProxyKind::Socks5h, _) => Box::new(

@@ -363,8 +363,10 @@ impl Prober {
         let image = &target.image;
         let plan = self.plan(target);
         w.warnings = plan.warnings;
+        // A file the runtime cannot use (containerd's `ConfigureHosts` fails, CRI-O's
+        // registries.conf or certs.d): the pull fails on the node, before any registry is asked.
         if let Some(e) = plan.error {
-            return Err(Failure::new(Phase::Tls, Reason::TlsUntrusted, e));
+            return Err(Failure::new(Phase::Node, Reason::NodeConfigInvalid, e));
         }
         w.endpoints = plan.endpoints.iter().map(Endpoint::label).collect();
         let flow = plan.flow;

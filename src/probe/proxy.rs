@@ -138,9 +138,10 @@ impl<S: AsyncWrite + Unpin> AsyncWrite for Tunnel<S> {
     }
 }
 
-/// The proxy as messages name it: its URL without password and the variable it came from.
+/// The proxy as messages name it: its URL without password, the variable it came from and
+/// where that was set.
 fn named(proxy: &ProxyUrl) -> String {
-    format!("the proxy {proxy} (from {})", proxy.variable())
+    format!("the proxy {proxy} (from {})", proxy.origin())
 }
 
 fn credentials_note(proxy: &ProxyUrl) -> String {
@@ -429,7 +430,10 @@ where
     let (host, port) = split_target(target).ok_or_else(|| {
         StepError::new(
             Reason::ProtocolError,
-            format!("{target} is not a host:port a SOCKS proxy can be asked for"),
+            format!(
+                "{}: {target} is not a host:port a SOCKS proxy can be asked for",
+                named(proxy)
+            ),
         )
     })?;
     let fail = |reason: Reason, what: String| {
@@ -710,7 +714,7 @@ mod tests {
         assert_eq!(e.reason, Reason::AuthFailed);
         assert_eq!(
             e.message,
-            "the proxy http://bob:***@127.0.0.1:3128 (from HTTPS_PROXY) answered CONNECT registry.test:443 with 407 Proxy Authentication Required (Proxy-Authenticate: Basic realm=\"corp\"): it rejected the credentials in HTTPS_PROXY (user \"bob\"); containerd reports \"Proxy Authentication Required\""
+            "the proxy http://bob:***@127.0.0.1:3128 (from HTTPS_PROXY in pullprobe's environment) answered CONNECT registry.test:443 with 407 Proxy Authentication Required (Proxy-Authenticate: Basic realm=\"corp\"): it rejected the credentials in HTTPS_PROXY (user \"bob\"); containerd reports \"Proxy Authentication Required\""
         );
         let (r, _) = connect_via(reply, "http://127.0.0.1:3128").await;
         let e = r.err().unwrap();

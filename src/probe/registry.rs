@@ -1173,7 +1173,7 @@ impl<'x, 'a> Attempt<'x, 'a> {
             StatusCode::PROXY_AUTHENTICATION_REQUIRED => {
                 let proxy = self.eps[self.cur].via.as_ref().map_or_else(
                     || "a proxy".to_owned(),
-                    |p| format!("the proxy {p} (from {})", p.variable()),
+                    |p| format!("the proxy {p} (from {})", p.origin()),
                 );
                 let sent = if self.eps[self.cur]
                     .via

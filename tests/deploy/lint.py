@@ -73,6 +73,7 @@ REQUIRED_ALERTS = {
     "PullProbeDNSFailure",
     "PullProbeAuthFailure",
     "PullProbeImageNotFound",
+    "PullProbeNodeConfigInvalid",
     "PullProbeRateLimitLow",
     "PullProbeRateLimitExhausted",
     "PullProbeTLSCertExpiringSoon",
@@ -85,13 +86,14 @@ RUNBOOK_URL = "https://github.com/pullprobe/pullprobe/blob/main/docs/runbook.md#
 
 # The values of the agent's closed label sets; a selector on them must use real values.
 REASONS = {
-    "ok", "dns_nxdomain", "dns_no_records", "dns_servfail", "dns_timeout", "dns_error",
+    "ok", "node_config_invalid",
+    "dns_nxdomain", "dns_no_records", "dns_servfail", "dns_timeout", "dns_error",
     "connect_refused", "connect_timeout", "connect_unreachable", "connect_error",
     "tls_untrusted", "tls_expired", "tls_name_mismatch", "tls_handshake",
-    "auth_required", "auth_failed", "name_unknown", "manifest_unknown", "rate_limited",
-    "server_error", "protocol_error", "timeout",
+    "auth_required", "auth_failed", "name_unknown", "manifest_unknown", "platform_missing",
+    "rate_limited", "server_error", "protocol_error", "timeout",
 }
-PHASES = {"none", "dns", "connect", "tls", "auth", "manifest"}
+PHASES = {"none", "node", "dns", "connect", "tls", "auth", "manifest"}
 
 PROMQL_KEYWORDS = {
     "and", "or", "unless", "by", "without", "on", "ignoring", "group_left", "group_right",

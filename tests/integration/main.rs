@@ -7,7 +7,9 @@
 //! engine in `agent_e2e`; the TLS verdicts where Go's crypto/x509 and webpki differ in `tls_go`;
 //! and containerd's own client on the fakes, pinning the behaviour pullprobe must agree with,
 //! in `containerd`; pullprobe against it on the same fixtures in `differential`, and on the
-//! node's mirror chains (hosts.toml) in `mirrors`.
+//! node's mirror chains (hosts.toml) in `mirrors`, and on hosts.toml files that fail the
+//! pull on the node itself (a missing `ca`, a `client` that is not a certificate) in
+//! `node_errors`.
 
 mod agent_e2e;
 mod alerts_e2e;
@@ -24,6 +26,7 @@ mod messages_config;
 mod messages_dns;
 mod mirrors;
 mod node_credentials;
+mod node_errors;
 mod pods;
 mod proxy;
 mod secure_metrics;

@@ -480,12 +480,83 @@ mod through_the_engine {
             "{}",
             f.message
         );
+        let dropin = dir.path().join("http-proxy.conf");
+        assert_eq!(
+            f.message,
+            format!(
+                "on the way to the proxy http://{dead} (from HTTPS_PROXY in containerd's environment ({})), so the registry was not reached: {dead}: Connection refused",
+                dropin.display()
+            )
+        );
+        assert_eq!(
+            f.remedy().unwrap(),
+            format!(
+                "nothing accepts connections on 127.0.0.1 port {}: check that the proxy runs and listens on that port; or, if it is the wrong proxy, correct HTTPS_PROXY in containerd's environment ({}) and restart containerd",
+                dead.port(),
+                dropin.display()
+            )
+        );
+
+        // The proxy's name does not resolve: a DNS failure about the proxy, not the registry.
+        let r = probe(
+            dir.path(),
+            "HTTPS_PROXY=http://proxy.invalid:3128",
+            "image: registry.test:5000/app:1",
+            "",
+        )
+        .await;
+        let f = r.failure.expect("no address for the proxy");
+        assert_eq!(f.phase, Phase::Dns, "{}", f.message);
         assert!(
-            f.message.contains("on the way to the proxy"),
+            f.message.starts_with(&format!(
+                "on the way to the proxy http://proxy.invalid:3128 (from HTTPS_PROXY in containerd's environment ({})), so the registry was not reached: ",
+                dropin.display()
+            )),
             "{}",
             f.message
         );
-        assert!(f.message.contains("HTTPS_PROXY"), "{}", f.message);
+        let remedy = f.remedy().unwrap();
+        assert!(
+            remedy.starts_with(
+                "the node resolves the proxy's name proxy.invalid itself before any pull: "
+            ) && remedy.ends_with(&format!(
+                "correct HTTPS_PROXY in containerd's environment ({}) and restart containerd",
+                dropin.display()
+            )) && !remedy.contains("registry.test"),
+            "{remedy}"
+        );
+
+        // https:// names a proxy that speaks plain HTTP: the TLS handshake with the proxy fails.
+        let plain = super::echo_server(b"HTTP/1.1 400 Bad Request\r\n\r\n").await;
+        let https = format!("https://{plain}");
+        let r = probe(
+            dir.path(),
+            &format!("HTTPS_PROXY={https}"),
+            "image: registry.test:5000/app:1",
+            "",
+        )
+        .await;
+        let f = r.failure.expect("no TLS from the proxy");
+        assert_eq!(f.phase, Phase::Tls, "{}", f.message);
+        assert!(
+            f.message.starts_with(&format!(
+                "on the way to the proxy {https} (from HTTPS_PROXY in containerd's environment"
+            )),
+            "{}",
+            f.message
+        );
+        assert!(
+            f.message.ends_with(
+                "so the registry was not reached: 127.0.0.1: the proxy sent a malformed or unexpected TLS message (is it speaking TLS on this port?)"
+            ),
+            "{}",
+            f.message
+        );
+        let remedy = f.remedy().unwrap();
+        assert!(
+            remedy.contains("for a proxy that speaks plain HTTP, write http:// in HTTPS_PROXY"),
+            "{remedy}"
+        );
 
         let forbidding = ConnectProxy::start()
             .mode(ProxyMode::Status(403, "Forbidden by policy"))

@@ -318,6 +318,45 @@ fn an_unusable_ca_file_fails_the_pull_naming_it() {
     );
 }
 
+// `updateTLSConfigFromHost` / Go `tls.X509KeyPair`: a `client` entry whose certificate file
+// holds a block that decodes but is not a certificate fails the pull, naming the file.
+#[test]
+fn a_client_entry_that_is_not_a_certificate_fails_the_pull_naming_it() {
+    let root = tempfile::tempdir().expect("tmp");
+    let key = rcgen::KeyPair::generate().expect("key");
+    write(root.path(), "reg/client.key", &key.serialize_pem());
+    // Base64 that decodes, but to no certificate.
+    write(
+        root.path(),
+        "reg/client.cert",
+        "-----BEGIN CERTIFICATE-----\nbm90IGEgY2VydGlmaWNhdGU=\n-----END CERTIFICATE-----\n",
+    );
+    write(
+        root.path(),
+        "reg/hosts.toml",
+        "[host.\"https://m\"]\nclient = [[\"client.cert\", \"client.key\"]]\n",
+    );
+    let e = plan_for(root.path(), "reg").error.expect("an error");
+    let cert = root.path().join("reg/client.cert");
+    assert!(
+        e.contains(&format!(
+            "the first certificate block of {} is not an X.509 certificate",
+            cert.display()
+        )) && e.contains("hosts.toml"),
+        "{e}"
+    );
+    // A real certificate with that key loads.
+    let params = rcgen::CertificateParams::new(vec!["client".to_owned()]).expect("params");
+    write(
+        root.path(),
+        "reg/client.cert",
+        &params.self_signed(&key).expect("cert").pem(),
+    );
+    let plan = plan_for(root.path(), "reg");
+    assert!(plan.error.is_none(), "{:?}", plan.error);
+    assert_eq!(plan.endpoints[0].tls.client_certificates.len(), 1);
+}
+
 #[test]
 fn go_path_clean_and_durations() {
     assert_eq!(go_path_clean("/us//v2/"), "/us/v2");
