@@ -451,7 +451,7 @@ mod through_the_engine {
         assert!(!forward.seen().is_empty());
         let f = r.failure.expect("407");
         assert_eq!(f.reason, Reason::AuthFailed, "{}", f.message);
-        assert!(f.message.contains("(from HTTP_PROXY)"), "{}", f.message);
+        assert!(f.message.contains("(from HTTP_PROXY in "), "{}", f.message);
         assert!(f.message.contains(&forward.url()), "{}", f.message);
         assert!(!f.message.contains(&tunnel.url()), "{}", f.message);
         // Nor is the abandoned handshake reported.
