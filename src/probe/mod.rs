@@ -132,6 +132,8 @@ struct Walk {
     rec: Recorder,
     report_tls: Option<TlsReport>,
     address: Option<std::net::SocketAddr>,
+    /// Each endpoint of the last attempt: its label, TLS report and address.
+    asked: Vec<(String, Option<TlsReport>, Option<std::net::SocketAddr>)>,
     manifest: registry::ManifestOutcome,
     /// The labels of the planned endpoints, in order.
     endpoints: Vec<String>,
@@ -202,6 +204,20 @@ impl Walk {
         if let Some(ep) = eps.iter().find(|e| e.ep.label() == label) {
             self.report_tls = ep.tls.clone();
             self.address = ep.address;
+        }
+        self.asked = eps
+            .iter()
+            .map(|e| (e.ep.label(), e.tls.clone(), e.address))
+            .collect();
+    }
+
+    /// The TLS report and address become those of `endpoint`, the one whose answer is the
+    /// verdict. When every endpoint fails, containerd's resolver returns the first error
+    /// (`dockerResolver.Resolve`'s `firstErr`), which need not be the last endpoint asked.
+    fn take_facts_of(&mut self, endpoint: &str) {
+        if let Some((_, tls, address)) = self.asked.iter().find(|(l, _, _)| l == endpoint) {
+            self.report_tls = tls.clone();
+            self.address = *address;
         }
     }
 }
@@ -279,6 +295,7 @@ impl Prober {
             }
         };
         let endpoint = walk.verdict_endpoint(failure.as_ref());
+        walk.take_facts_of(&endpoint);
         let report = ProbeReport {
             target: target.name.clone(),
             image: target.image.to_string(),
