@@ -71,6 +71,9 @@ pub struct Cli {
         long = "config.watch-interval",
         value_name = "DURATION",
         default_value = "5s",
+        // `-5s` reaches the parser, which says it is negative (not clap's "unexpected
+        // argument '-5'").
+        allow_hyphen_values = true,
         value_parser = parse_watch_interval
     )]
     pub config_watch_interval: Duration,
@@ -80,6 +83,7 @@ pub struct Cli {
         long = "probe.concurrency",
         value_name = "N",
         default_value_t = 16,
+        allow_negative_numbers = true,
         value_parser = parse_concurrency
     )]
     pub probe_concurrency: usize,

@@ -582,7 +582,11 @@ fn read_config_file(path: &Path) -> Result<ConfigDoc, Vec<ConfigIssue>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         issue(
             "(file)",
-            format!("cannot read {}: {e}", path.display()),
+            format!(
+                "cannot read {}: {}",
+                path.display(),
+                crate::config::io_words(&e)
+            ),
             "make the file readable by pullprobe",
         )
     })?;
@@ -591,7 +595,7 @@ fn read_config_file(path: &Path) -> Result<ConfigDoc, Vec<ConfigIssue>> {
         serde_json::from_str(&text).map_err(|e| {
             issue(
                 "(json)",
-                e.to_string(),
+                crate::config::json_words(&e, text.as_bytes()),
                 "fix the JSON at the position shown; the fields are kubelet's \
                  CredentialProviderConfig (apiVersion, kind, providers)",
             )

@@ -235,9 +235,72 @@ async fn flags_of_the_other_mode_are_usage_errors() {
             vec!["--config.watch-interval", "bogus"],
             "`bogus` is not a duration (a number with a unit: s, m or h); write it like 5s, 1m or 1h30m, or 0s to turn the check off",
         ),
+        (
+            // As its own argument: the parser sees it, not clap's "unexpected argument '-5'".
+            vec!["--config.watch-interval", "-5s"],
+            "'--config.watch-interval <DURATION>': `-5s` is negative; a duration is a positive number with a unit",
+        ),
+        (
+            vec!["--check", "--probe.concurrency", "-1"],
+            "'--probe.concurrency <N>': \"-1\" is not a whole number from 1 to 1024",
+        ),
     ] {
         let out = run(args.iter().map(OsString::from).collect()).await;
         assert_eq!(out.code, 2, "{args:?}: {}", out.stderr);
         assert!(out.stderr.contains(want), "{args:?}: {}", out.stderr);
+    }
+}
+
+/// A kubelet CredentialProviderConfig with a wrong type or cut short: the key, the position and
+/// what is wrong in words, never serde's `invalid type: string "yes", expected a sequence`.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_credential_provider_config_type_errors_are_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::create_dir(dir.path().join("bin")).unwrap();
+    let head = r#"{"apiVersion":"kubelet.config.k8s.io/v1","kind":"CredentialProviderConfig","providers":[{"name":"#;
+    let yaml_head = "apiVersion: kubelet.config.k8s.io/v1\nkind: CredentialProviderConfig\nproviders:\n  - name: ecr\n";
+    for (file, text, want) in [
+        (
+            "cp.json",
+            format!(r#"{head}"ecr","matchImages":"yes"}}]}}"#),
+            r#"(json): at line 1, column 121 (at the key "matchImages"): must be a list, not the text "yes""#,
+        ),
+        (
+            "cp.json",
+            head.to_owned(),
+            "(json): the JSON ends before it is complete at line 1, column 96 (at the key \"name\"): the file is cut short",
+        ),
+        (
+            "cp.yaml",
+            format!("{yaml_head}    matchImages: \"yes\"\n"),
+            "(yaml): line 5, column 18: matchImages: must be a list",
+        ),
+        (
+            "cp.yaml",
+            format!("{yaml_head}    bogus: 1\n"),
+            "(yaml): line 5, column 5: \"bogus\" is not a key pullprobe knows here",
+        ),
+    ] {
+        let provider = write(dir.path(), file, &text);
+        let config = write(
+            dir.path(),
+            "c.yaml",
+            &format!(
+                "node:\n  kubelet:\n    credential_provider_config: {}\n    credential_provider_bin_dir: {}\ntargets:\n  - image: nginx\n",
+                provider.display(),
+                dir.path().join("bin").display()
+            ),
+        );
+        let out = run(check_args(&config, &[])).await;
+        assert_eq!(out.code, 2, "{}", out.stderr);
+        assert!(out.stderr.contains(want), "{text}\n{}", out.stderr);
+        for library in [
+            "invalid type",
+            "expected a sequence",
+            "EOF while",
+            "unknown field",
+        ] {
+            assert!(!out.stderr.contains(library), "{}", out.stderr);
+        }
     }
 }
