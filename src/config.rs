@@ -630,7 +630,7 @@ fn describe_yaml_error(e: &serde_saphyr::Error) -> (Option<(u64, u64)>, String, 
         E::SerdeUnknownField {
             field, expected, ..
         } => (
-            format!("{} is not a key pullprobe knows here", quote(field)),
+            format!("{} is not a known key here", quote(field)),
             if expected.is_empty() {
                 "remove it".to_owned()
             } else {
@@ -678,17 +678,7 @@ fn describe_yaml_error(e: &serde_saphyr::Error) -> (Option<(u64, u64)>, String, 
             // sentence about YAML, with its position taken out and control characters escaped.
             use serde_saphyr::MessageFormatter as _;
             let text = serde_saphyr::UserMessageFormatter.format_message(inner);
-            let text = unescape_debug(&text);
-            let text: String = text
-                .chars()
-                .map(|c| {
-                    if is_printable(c) {
-                        c.to_string()
-                    } else {
-                        format!("<U+{:04X}>", u32::from(c))
-                    }
-                })
-                .collect();
+            let text = visible(&unescape_debug(&text));
             (
                 format!("is not valid YAML: {text}"),
                 "fix the YAML syntax there: indent with spaces (not tabs), put a space after \
@@ -730,9 +720,9 @@ impl Value {
     }
 }
 
-/// A value for a message: at most 60 characters, control characters escaped.
+/// A value for a message: at most 60 characters, control characters shown as `<U+000A>`.
 fn shorten(text: &str) -> String {
-    let escaped: String = text.chars().flat_map(char::escape_debug).collect();
+    let escaped = visible(text);
     if escaped.chars().count() > 60 {
         let head: String = escaped.chars().take(57).collect();
         format!("{head}...")
@@ -1457,7 +1447,7 @@ impl Config {
                     let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
                     let detail = e.to_string();
                     let detail = detail
-                        .strip_prefix(&format!("invalid image reference {text:?}: "))
+                        .strip_prefix(&format!("invalid image reference {}: ", quote(text)))
                         .unwrap_or(&detail)
                         .to_owned();
                     let fix = match did_you_mean_among(text, &names) {
@@ -1682,7 +1672,7 @@ impl Resolver<'_> {
                         Some(a) => addrs.push(a),
                         None => self.issue(
                             format!("dns.nameservers[{i}]"),
-                            format!("{s:?} is not an IP address or IP:port"),
+                            format!("{s} is not an IP address or IP:port", s = quote(s)),
                             "write 10.0.0.10, 127.0.0.1:5353 or [fd00::10]:53 (host names cannot be used for nameservers)",
                         ),
                     }
@@ -1795,16 +1785,19 @@ impl Resolver<'_> {
                 self.issue(
                     format!("{key}.name"),
                     format!(
-                        "{:?} contains the control or invisible character {}, which would break the --check table and text logs",
-                        name,
-                        c.escape_unicode()
+                        "{} contains the control or invisible character U+{:04X}, which would break the --check table and text logs",
+                        quote(&name),
+                        u32::from(c)
                     ),
                     "use printable characters only: letters, digits, spaces and punctuation, like `name: team-a registry`",
                 );
             } else if !names.insert(name.clone()) {
                 self.issue(
                     format!("{key}.name"),
-                    format!("the name {name:?} is used by an earlier target"),
+                    format!(
+                        "the name {name} is used by an earlier target",
+                        name = quote(&name)
+                    ),
                     "give each target a unique name (it becomes the `target` metric label)",
                 );
             }
@@ -1924,8 +1917,8 @@ impl Resolver<'_> {
             Some(other) => self.issue(
                 "node.runtime",
                 match did_you_mean_among(other, &["containerd", "crio", "none"]) {
-                    Some(meant) => format!("{other:?} is not a runtime pullprobe follows; did you mean `{meant}`?"),
-                    None => format!("{other:?} is not a runtime pullprobe follows"),
+                    Some(meant) => format!("{other} is not a runtime pullprobe follows; did you mean `{meant}`?", other = quote(other)),
+                    None => format!("{other} is not a runtime pullprobe follows", other = quote(other)),
                 },
                 "use containerd, crio or none, or remove node.runtime to detect it from the node's files",
             ),
@@ -2186,9 +2179,13 @@ fn is_printable(c: char) -> bool {
 /// control and invisible characters (see [`is_printable`]) are shown as `<U+000A>`. Unlike
 /// `{:?}`, it never writes Rust escapes (`\"`, `\n`, `\u{1b}`).
 pub(crate) fn quote(s: &str) -> String {
+    format!("\"{}\"", visible(s))
+}
+
+/// `s` with control and invisible characters (see [`is_printable`]) written as `<U+000A>`.
+fn visible(s: &str) -> String {
     use std::fmt::Write as _;
-    let mut out = String::with_capacity(s.len() + 2);
-    out.push('"');
+    let mut out = String::with_capacity(s.len());
     for c in s.chars() {
         if is_printable(c) {
             out.push(c);
@@ -2196,7 +2193,6 @@ pub(crate) fn quote(s: &str) -> String {
             let _ = write!(out, "<U+{:04X}>", u32::from(c));
         }
     }
-    out.push('"');
     out
 }
 
@@ -2236,10 +2232,10 @@ pub(crate) fn serde_words(msg: &str) -> String {
     if let Some((name, rest)) = msg.strip_prefix("unknown field ").and_then(ticked) {
         let known = names(&rest);
         return if known.is_empty() {
-            format!("{} is not a key pullprobe knows here", quote(&name))
+            format!("{} is not a known key here", quote(&name))
         } else {
             format!(
-                "{} is not a key pullprobe knows here; the keys are {known}",
+                "{} is not a known key here; the keys are {known}",
                 quote(&name)
             )
         };
@@ -2341,13 +2337,9 @@ fn unescape_debug(s: &str) -> String {
             Some(other) => other,
             None => '\\',
         };
-        if is_printable(decoded) {
-            out.push(decoded);
-        } else {
-            out.push_str(&format!("<U+{:04X}>", u32::from(decoded)));
-        }
+        out.push(decoded);
     }
-    out
+    visible(&out)
 }
 
 /// A `serde_json` error in words: where it is (line and column, and the key just before it
@@ -2408,7 +2400,22 @@ pub(crate) fn key_before(text: &[u8], line: usize, column: usize) -> Option<Stri
         }
         end += l.len();
     }
-    let before = &text[..end.min(text.len())];
+    let end = end.min(text.len());
+    // A position at a key itself (YAML reports a flow mapping's entry by its key).
+    let at = text[end.saturating_sub(1)..].trim_start_matches(['"', ' ']);
+    if let Some((word, _)) = at.split_once(':')
+        && !word.is_empty()
+        && word
+            .trim_end_matches('"')
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && text[..end.saturating_sub(1)]
+            .trim_end()
+            .ends_with(['{', ',', '\n', '-'])
+    {
+        return Some(word.trim_end_matches('"').to_owned());
+    }
+    let before = &text[..end];
     // JSON: the last `"name"` followed by `:`.
     let mut rest = before;
     while let Some(colon) = rest.rfind(':') {
@@ -3260,7 +3267,7 @@ mod tests {
             ),
             (
                 "unknown field `bogus`, expected one of `name`, `value`",
-                "\"bogus\" is not a key pullprobe knows here; the keys are name, value",
+                "\"bogus\" is not a known key here; the keys are name, value",
             ),
             (
                 "unknown variant `x`, expected `a` or `b`",
@@ -3306,5 +3313,25 @@ mod tests {
             json_words(&e, text.as_bytes()),
             "at line 2, column 14 (at the key \"n\"): must be a whole number, not the text \"seven\""
         );
+    }
+
+    #[test]
+    fn user_text_in_config_messages_has_no_rust_escapes() {
+        let err = load(
+            "targets:\n  - name: \"a\\\"b\"\n    image: nginx\n  - name: \"a\\\"b\"\n    image: alpine\n  - name: \"x\\ty\"\n    image: busybox\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("the name \"a\"b\" is used by an earlier target"),
+            "{err}"
+        );
+        assert!(
+            err.contains("\"x<U+0009>y\" contains the control or invisible character U+0009"),
+            "{err}"
+        );
+        for escape in ["\\\"", "\\t", "\\u{"] {
+            assert!(!err.contains(escape), "{escape} in {err}");
+        }
     }
 }

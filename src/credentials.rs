@@ -91,8 +91,11 @@ impl Credential {
     /// A non-secret description for messages, e.g. `user "robot"`.
     pub fn describe(&self) -> String {
         match (self.username.is_empty(), self.password.expose().is_empty()) {
-            (false, false) => format!("user {:?}", self.username),
-            (false, true) => format!("user {:?} with an empty password", self.username),
+            (false, false) => format!("user {}", crate::config::quote(&self.username)),
+            (false, true) => format!(
+                "user {} with an empty password",
+                crate::config::quote(&self.username)
+            ),
             (true, false) => "a password without a username".to_owned(),
             (true, true) => "an empty username and password".to_owned(),
         }
@@ -145,7 +148,11 @@ impl KeyringMatch<'_> {
     /// `credentials from plugin ecr-credential-provider, key "*.dkr.ecr.*.amazonaws.com"` or
     /// `credentials from /var/lib/kubelet/config.json, key "quay.io"`: never a secret.
     pub fn origin(&self) -> String {
-        format!("credentials from {}, key {:?}", self.source, self.key)
+        format!(
+            "credentials from {}, key {}",
+            self.source,
+            crate::config::quote(self.key)
+        )
     }
 }
 
@@ -171,23 +178,26 @@ pub fn ignored_note(m: &KeyringMatch<'_>) -> Option<String> {
             "an empty username and password"
         };
         format!(
-            "the entry {key:?} holds only {}, which kubelet does not use; the node pulls \
+            "the entry {} holds only {}, which kubelet does not use; the node pulls \
              without credentials (kubelet sends {sent})",
+            crate::config::quote(key),
             token_list(m.ignored, true)
         )
     } else if has_password {
         format!(
-            "kubelet does not use the {} of the entry {key:?}; the node pulls as user {:?} with \
+            "kubelet does not use the {} of the entry {}; the node pulls as user {} with \
              the entry's password",
             token_list(m.ignored, false),
-            c.username
+            crate::config::quote(key),
+            crate::config::quote(&c.username)
         )
     } else {
         format!(
-            "the entry {key:?} holds only {}, which kubelet does not use; the node pulls as \
-             user {:?} with an empty password",
+            "the entry {} holds only {}, which kubelet does not use; the node pulls as \
+             user {} with an empty password",
+            crate::config::quote(key),
             token_list(m.ignored, true),
-            c.username
+            crate::config::quote(&c.username)
         )
     })
 }
@@ -250,7 +260,7 @@ pub enum CredentialsError {
     },
     #[error("{} is not a docker config.json / .dockerconfigjson document: {detail}", path.display())]
     Format { path: PathBuf, detail: String },
-    #[error("{}: auths[{key:?}]: {detail}", path.display())]
+    #[error("{}: auths[{key}]: {detail}", path.display(), key = crate::config::quote(.key))]
     Entry {
         path: PathBuf,
         key: String,

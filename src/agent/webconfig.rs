@@ -203,7 +203,10 @@ fn tls_version(
         other => Err(err(
             path,
             key,
-            format!("{other:?} is not supported"),
+            format!(
+                "{other} is not supported",
+                other = crate::config::quote(other)
+            ),
             "use TLS12 or TLS13 (older versions are insecure)",
         )),
     }
@@ -324,7 +327,10 @@ fn server_tls(
             return Err(err(
                 path,
                 "tls_server_config.client_auth_type",
-                format!("{other:?} is not supported"),
+                format!(
+                    "{other} is not supported",
+                    other = crate::config::quote(other)
+                ),
                 "use NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert",
             ));
         }

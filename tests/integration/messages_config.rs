@@ -278,7 +278,7 @@ async fn messages_credential_provider_config_type_errors_are_in_words() {
         (
             "cp.yaml",
             format!("{yaml_head}    bogus: 1\n"),
-            "(yaml): line 5, column 5: \"bogus\" is not a key pullprobe knows here",
+            "(yaml): line 5, column 5: \"bogus\" is not a known key here",
         ),
     ] {
         let provider = write(dir.path(), file, &text);
