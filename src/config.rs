@@ -2073,7 +2073,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, (String, St
 }
 
 /// A PEM syntax error in words, with the line it is on.
-fn pem_problem(shown: &str, text: &str, e: &rustls_pki_types::pem::Error) -> String {
+pub(crate) fn pem_problem(shown: &str, text: &str, e: &rustls_pki_types::pem::Error) -> String {
     use rustls_pki_types::pem::Error as E;
     let lines: Vec<&str> = text.lines().collect();
     let line_where =

@@ -252,7 +252,7 @@ struct IndexKey {
 /// Why a credentials file could not be used. Messages name the file and the key, never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("cannot read {}: {}", path.display(), crate::probe::os_text(source))]
+    #[error("cannot read {}: {}", path.display(), crate::config::io_words(source))]
     Read {
         path: PathBuf,
         #[source]

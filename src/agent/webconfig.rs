@@ -97,6 +97,42 @@ fn err(path: &Path, key: &str, problem: impl std::fmt::Display, fix: &str) -> St
     )
 }
 
+/// The PEM items of `file` (named by `key` in the web config at `path`) that `parse` reads, or
+/// the problem in words: an I/O error without `(os error N)`, a PEM error by its line.
+fn read_pem<T>(
+    path: &Path,
+    key: &str,
+    file: &Path,
+    fix: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, rustls_pki_types::pem::Error>,
+) -> Result<T, String> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        err(
+            path,
+            key,
+            format!(
+                "cannot read {}: {}",
+                file.display(),
+                crate::config::io_words(&e)
+            ),
+            fix,
+        )
+    })?;
+    parse(&bytes).map_err(|e| {
+        let problem = match e {
+            rustls_pki_types::pem::Error::NoItemsFound => {
+                format!("{} holds no PEM block of this kind", file.display())
+            }
+            e => crate::config::pem_problem(
+                &file.display().to_string(),
+                &String::from_utf8_lossy(&bytes),
+                &e,
+            ),
+        };
+        err(path, key, problem, fix)
+    })
+}
+
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_owned()
@@ -115,7 +151,7 @@ impl WebConfig {
             err(
                 path,
                 "(file)",
-                format!("cannot read the file: {e}"),
+                format!("cannot read the file: {}", crate::config::io_words(&e)),
                 "pass a readable YAML file to --web.config.file",
             )
         })?;
@@ -228,16 +264,13 @@ fn server_tls(
     };
     let (cert, key) = (resolve(base, &cert), resolve(base, &key));
     files.extend([cert.clone(), key.clone()]);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-        .and_then(Iterator::collect)
-        .map_err(|e| {
-            err(
-                path,
-                "tls_server_config.cert_file",
-                format!("{}: {e}", cert.display()),
-                "give a PEM certificate (chain)",
-            )
-        })?;
+    let chain: Vec<CertificateDer<'static>> = read_pem(
+        path,
+        "tls_server_config.cert_file",
+        &cert,
+        "give a PEM certificate (chain)",
+        |b| CertificateDer::pem_slice_iter(b).collect(),
+    )?;
     if chain.is_empty() {
         return Err(err(
             path,
@@ -246,14 +279,13 @@ fn server_tls(
             "give a PEM certificate (chain)",
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| {
-        err(
-            path,
-            "tls_server_config.key_file",
-            format!("{}: {e}", key.display()),
-            "give the PEM private key of the certificate",
-        )
-    })?;
+    let key = read_pem(
+        path,
+        "tls_server_config.key_file",
+        &key,
+        "give the PEM private key of the certificate",
+        PrivateKeyDer::from_pem_slice,
+    )?;
 
     let min = t
         .min_version
@@ -296,16 +328,13 @@ fn server_tls(
             let ca = resolve(base, &ca);
             files.push(ca.clone());
             let mut roots = rustls::RootCertStore::empty();
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca)
-                .and_then(Iterator::collect)
-                .map_err(|e| {
-                    err(
-                        path,
-                        "tls_server_config.client_ca_file",
-                        format!("{}: {e}", ca.display()),
-                        "give a PEM CA file",
-                    )
-                })?;
+            let certs: Vec<CertificateDer<'static>> = read_pem(
+                path,
+                "tls_server_config.client_ca_file",
+                &ca,
+                "give a PEM CA file",
+                |b| CertificateDer::pem_slice_iter(b).collect(),
+            )?;
             roots.add_parsable_certificates(certs);
             let verifier = WebPkiClientVerifier::builder(Arc::new(roots));
             let verifier = if auth_type == "VerifyClientCertIfGiven" {

@@ -402,7 +402,7 @@ fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, ClusterError> {
         ClusterError::Config(format!(
             "cannot read the kubeconfig {}: {}",
             path.display(),
-            crate::probe::os_text(&e)
+            crate::config::io_words(&e)
         ))
     })?;
     Kubeconfig::from_yaml(&text).map_err(|_| {

@@ -330,7 +330,11 @@ impl Plugins {
             Err(e) => {
                 return Err(fail(
                     "--image-credential-provider-bin-dir",
-                    format!("cannot inspect {}: {e}", bin_dir.display()),
+                    format!(
+                        "cannot inspect {}: {}",
+                        bin_dir.display(),
+                        crate::config::io_words(&e)
+                    ),
                     "make the directory readable by pullprobe",
                 ));
             }
@@ -521,7 +525,11 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, (String, &'static str)> {
     }
     let meta = std::fs::metadata(path).map_err(|e| {
         (
-            format!("cannot access {}: {e}", path.display()),
+            format!(
+                "cannot access {}: {}",
+                path.display(),
+                crate::config::io_words(&e)
+            ),
             "pass the file or directory kubelet's --image-credential-provider-config names, \
              mounted from the host",
         )
@@ -531,7 +539,11 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, (String, &'static str)> {
     }
     let entries = std::fs::read_dir(path).map_err(|e| {
         (
-            format!("cannot read the directory {}: {e}", path.display()),
+            format!(
+                "cannot read the directory {}: {}",
+                path.display(),
+                crate::config::io_words(&e)
+            ),
             "make the directory readable by pullprobe",
         )
     })?;
@@ -1008,8 +1020,9 @@ fn binary_problem(bin: &Path) -> Option<String> {
             bin.display()
         )),
         Err(e) => Some(format!(
-            "cannot inspect the plugin binary {}: {e}",
-            bin.display()
+            "cannot inspect the plugin binary {}: {}",
+            bin.display(),
+            crate::config::io_words(&e)
         )),
         Ok(m) if m.is_dir() => Some(format!("{} is a directory", bin.display())),
         Ok(m) if m.permissions().mode() & 0o111 == 0 => Some(format!(
@@ -1268,7 +1281,11 @@ impl Provider {
             } else {
                 (
                     PluginFailureReason::CannotRun,
-                    format!("cannot run {}: {e}", bin.display()),
+                    format!(
+                        "cannot run {}: {}",
+                        bin.display(),
+                        crate::config::io_words(&e)
+                    ),
                 )
             }
         })?;
@@ -1298,7 +1315,7 @@ impl Provider {
             Ok(Err(e)) => {
                 return Err((
                     PluginFailureReason::CannotRun,
-                    format!("could not be waited for: {e}"),
+                    format!("could not be waited for: {}", crate::config::io_words(&e)),
                 ));
             }
             Ok(Ok(output)) => output,

@@ -304,3 +304,97 @@ async fn messages_credential_provider_config_type_errors_are_in_words() {
         }
     }
 }
+
+/// Every file pullprobe reads (config, CA bundle, docker config.json, kubeconfig, web config
+/// certificate) that cannot be read is named with the problem in words, without the standard
+/// library's `(os error 2)`.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_unreadable_files_say_why_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let gone = dir.path().join("gone");
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "docker_config: {gone}/config.json\ntargets:\n  - image: nginx\n    tls:\n      ca_file: {gone}/ca.pem\n  - image: alpine\n    docker_config: {dir}\n",
+            gone = gone.display(),
+            dir = dir.path().display()
+        ),
+    );
+    let out = run(check_args(&config, &[])).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for want in [
+        format!(
+            "docker_config: cannot read {}/config.json: no such file",
+            gone.display()
+        ),
+        format!(
+            "targets[0].tls.ca_file: cannot read {}/ca.pem: no such file",
+            gone.display()
+        ),
+        format!(
+            "targets[1].docker_config: cannot read {}: it is a directory",
+            dir.path().display()
+        ),
+    ] {
+        assert!(out.stderr.contains(&want), "{want}\n{}", out.stderr);
+    }
+    let missing = run(vec![
+        "--check".into(),
+        "--config.file".into(),
+        gone.clone().into(),
+    ])
+    .await;
+    assert_eq!(missing.code, 2, "{}", missing.stderr);
+    assert!(
+        missing
+            .stderr
+            .contains("(file): cannot read the file: no such file"),
+        "{}",
+        missing.stderr
+    );
+    let kube = run(vec![
+        "--check".into(),
+        "--kubeconfig".into(),
+        gone.join("kubeconfig").into(),
+        "--pod".into(),
+        "ns/pod".into(),
+    ])
+    .await;
+    assert!(
+        kube.stderr.contains(&format!(
+            "cannot read the kubeconfig {}: no such file",
+            gone.join("kubeconfig").display()
+        )),
+        "{}",
+        kube.stderr
+    );
+    let web = write(
+        dir.path(),
+        "web.yaml",
+        &format!(
+            "tls_server_config:\n  cert_file: {g}/c.pem\n  key_file: {g}/k.pem\n",
+            g = gone.display()
+        ),
+    );
+    let valid = write(dir.path(), "ok.yaml", "targets:\n  - image: nginx\n");
+    let agent = run(vec![
+        "--config.file".into(),
+        valid.into(),
+        "--web.config.file".into(),
+        web.into(),
+    ])
+    .await;
+    assert!(
+        agent.stderr.contains(&format!(
+            "tls_server_config.cert_file: cannot read {}/c.pem: no such file",
+            gone.display()
+        )),
+        "{}",
+        agent.stderr
+    );
+    for o in [&out, &missing, &kube, &agent] {
+        assert!(!o.stderr.contains("os error"), "{}", o.stderr);
+        assert!(!o.stderr.contains("Os {"), "{}", o.stderr);
+    }
+}
