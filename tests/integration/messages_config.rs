@@ -398,3 +398,43 @@ async fn messages_unreadable_files_say_why_in_words() {
         assert!(!o.stderr.contains("Os {"), "{}", o.stderr);
     }
 }
+
+/// The agent's web config reads its certificate as the config reads a CA file: a block with
+/// characters that are not base64 is named by its line, not `base64 decode error:
+/// InvalidCharacter(33)`.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_web_config_certificate_with_bad_base64_names_the_line() {
+    let dir = tempfile::tempdir().unwrap();
+    let cert = write(
+        dir.path(),
+        "c.pem",
+        "-----BEGIN CERTIFICATE-----\nMIIB!!!AAAA\n-----END CERTIFICATE-----\n",
+    );
+    let web = write(
+        dir.path(),
+        "web.yaml",
+        &format!(
+            "tls_server_config:\n  cert_file: {c}\n  key_file: {c}\n",
+            c = cert.display()
+        ),
+    );
+    let valid = write(dir.path(), "ok.yaml", "targets:\n  - image: nginx\n");
+    let out = run(vec![
+        "--config.file".into(),
+        valid.into(),
+        "--web.config.file".into(),
+        web.into(),
+    ])
+    .await;
+    let want = format!(
+        "tls_server_config.cert_file: {} is not a valid PEM file: line 2 of a certificate block has characters that are not base64",
+        cert.display()
+    );
+    assert!(out.stderr.contains(&want), "{}", out.stderr);
+    assert!(!out.stderr.contains("InvalidCharacter"), "{}", out.stderr);
+    assert!(
+        !out.stderr.contains("base64 decode error"),
+        "{}",
+        out.stderr
+    );
+}
