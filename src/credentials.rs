@@ -227,6 +227,9 @@ pub struct Keyring {
     entries: Vec<Entry>,
     /// kubelet's index: normalised keys in reverse byte order, each with its entries.
     index: Vec<IndexKey>,
+    /// The docker credential helpers the document names (`credsStore "desktop"`,
+    /// `credHelpers for "gcr.io"`), which kubelet never runs: for messages only.
+    helpers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -370,6 +373,7 @@ impl Keyring {
             _ => return Err(format_err("the top level must be a JSON object")),
         };
         let has_auths = top.iter().any(|(k, _)| go_field_eq(k, "auths"));
+        let helpers = helpers_named(&top);
         let auths = if shape == Shape::Dockercfg {
             // `DockerConfig` is the map itself.
             let mut merged = Members::default();
@@ -404,6 +408,11 @@ impl Keyring {
                 }
             }
             merged
+        } else if !helpers.is_empty() {
+            return Err(format_err(&format!(
+                "it has no \"auths\" object; {}",
+                helpers_not_run(&helpers)
+            )));
         } else if top
             .iter()
             .all(|(_, v)| matches!(v, Json::Object(_) | Json::Null))
@@ -432,7 +441,9 @@ impl Keyring {
                 source: source.clone(),
             });
         }
-        Ok(Self::indexed(entries))
+        let mut keyring = Self::indexed(entries);
+        keyring.helpers = helpers;
+        Ok(keyring)
     }
 
     /// A keyring of `(key, credential)` pairs from one source, in the given order — what
@@ -494,7 +505,11 @@ impl Keyring {
             }
         }
         index.sort_by(|a, b| b.key.cmp(&a.key));
-        Keyring { entries, index }
+        Keyring {
+            entries,
+            index,
+            helpers: Vec::new(),
+        }
     }
 
     /// Every entry kubelet would try for `image`, in kubelet's order (empty if none match).
@@ -540,6 +555,47 @@ impl Keyring {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The docker credential helpers the file names (`credsStore "desktop"`, `credHelpers for
+    /// "gcr.io"`); kubelet (and so pullprobe) never runs them.
+    pub fn helpers(&self) -> &[String] {
+        &self.helpers
+    }
+}
+
+/// What a document's `credsStore` and `credHelpers` name, for messages: kubelet's
+/// `DockerConfigJSON` has no such fields, so it never runs a docker credential helper.
+fn helpers_named(top: &[(String, Json)]) -> Vec<String> {
+    let mut helpers = Vec::new();
+    for (name, value) in top {
+        if go_field_eq(name, "credsstore") {
+            if let Json::String(s) = value {
+                helpers.push(format!("credsStore {}", crate::config::quote(s)));
+            }
+        } else if go_field_eq(name, "credhelpers")
+            && let Json::Object(members) = value
+            && !members.is_empty()
+        {
+            let hosts: Vec<String> = members
+                .iter()
+                .map(|(k, _)| crate::config::quote(k))
+                .collect();
+            helpers.push(format!("credHelpers for {}", hosts.join(", ")));
+        }
+    }
+    helpers
+}
+
+/// The sentence for a file whose credentials live only in docker credential helpers.
+pub(crate) fn helpers_not_run(helpers: &[String]) -> String {
+    format!(
+        "it names {}, but kubelet never runs docker credential helpers (it ignores credsStore \
+         and credHelpers), and neither does pullprobe: only \"auths\" entries count. Put the \
+         registry's credentials in \"auths\" (e.g. `docker login` with credsStore removed from \
+         the file, or a kubernetes.io/dockerconfigjson pull secret), or install a kubelet \
+         credential provider plugin for the registry",
+        helpers.join(" and ")
+    )
 }
 
 /// Which document shapes a reader accepts.
@@ -1585,7 +1641,15 @@ mod tests {
                 r#"{"auths": {"r.io": "supersecret"}}"#,
                 "must be an object of string fields",
             ),
-            (r#"{"credsStore": "supersecret"}"#, "missing \"auths\""),
+            (
+                r#"{"credsStore": "desktop"}"#,
+                "it has no \"auths\" object; it names credsStore \"desktop\", but kubelet never runs docker credential helpers",
+            ),
+            (
+                r#"{"credHelpers": {"gcr.io": "gcloud"}}"#,
+                "credHelpers for \"gcr.io\", but kubelet never runs",
+            ),
+            (r#"{"supersecret": 1}"#, "missing \"auths\""),
         ];
         for (doc, want) in cases {
             let err = Keyring::from_slice(Path::new("/etc/x.json"), doc.as_bytes())

@@ -438,3 +438,28 @@ async fn messages_web_config_certificate_with_bad_base64_names_the_line() {
         out.stderr
     );
 }
+
+/// A docker config.json whose credentials live in a credential helper (`credsStore`, no
+/// `auths`): the message says kubelet and pullprobe never run helpers, and what to do instead.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_docker_config_with_only_a_credential_helper_says_it_is_not_run() {
+    let dir = tempfile::tempdir().unwrap();
+    let docker = write(dir.path(), "config.json", r#"{"credsStore": "desktop"}"#);
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "targets:\n  - image: nginx\n    docker_config: {}\n",
+            docker.display()
+        ),
+    );
+    let out = run(check_args(&config, &[])).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    for want in [
+        "line 3: targets[0].docker_config: ",
+        "it has no \"auths\" object; it names credsStore \"desktop\", but kubelet never runs docker credential helpers (it ignores credsStore and credHelpers), and neither does pullprobe",
+        "Put the registry's credentials in \"auths\"",
+    ] {
+        assert!(out.stderr.contains(want), "{want}\n{}", out.stderr);
+    }
+}
