@@ -2343,11 +2343,13 @@ fn unescape_debug(s: &str) -> String {
 }
 
 /// A `serde_json` error in words: where it is (line and column, and the key just before it
-/// when there is one) and what is wrong, never serde_json's own sentence.
-pub(crate) fn json_words(e: &serde_json::Error, text: &[u8]) -> String {
+/// when `text` is given and there is one) and what is wrong, never serde_json's own sentence.
+/// Pass `None` for a document that holds secrets: a value cut at the error could be mistaken
+/// for a key.
+pub(crate) fn json_words(e: &serde_json::Error, text: Option<&[u8]>) -> String {
     use serde_json::error::Category;
     let (line, column) = (e.line(), e.column());
-    let key = key_before(text, line, column);
+    let key = text.and_then(|t| key_before(t, line, column));
     let at = match &key {
         Some(k) => format!("line {line}, column {column} (at the key {})", quote(k)),
         None => format!("line {line}, column {column}"),
@@ -2362,7 +2364,18 @@ pub(crate) fn json_words(e: &serde_json::Error, text: &[u8]) -> String {
                 .rsplit_once(" at line ")
                 .map_or(text.as_str(), |(w, _)| w);
             let what = match what {
-                "expected value" => "a value was expected".to_owned(),
+                "expected value" | "expected ident" => {
+                    "a value was expected (\"text\", a number, true, false, null, {…} or […])"
+                        .to_owned()
+                }
+                "invalid escape" | "unexpected end of hex escape" => {
+                    "a string has a backslash escape JSON does not have".to_owned()
+                }
+                "invalid unicode code point" | "lone leading surrogate in hex escape" => {
+                    "a \\u escape in a string is not a character".to_owned()
+                }
+                "invalid number" | "number out of range" => "a number is malformed".to_owned(),
+                "recursion limit exceeded" => "objects and lists nest too deeply".to_owned(),
                 "trailing characters" => "there is more text after the JSON document".to_owned(),
                 "key must be a string" => "a key is not in double quotes".to_owned(),
                 "trailing comma" => "there is a comma before a closing `}` or `]`".to_owned(),
@@ -2375,7 +2388,7 @@ pub(crate) fn json_words(e: &serde_json::Error, text: &[u8]) -> String {
                 }
                 w => w.to_owned(),
             };
-            format!("is not valid JSON at {at}: {what}")
+            format!("the JSON is not valid at {at}: {what}")
         }
         Category::Data => {
             let text = e.to_string();
@@ -3285,7 +3298,7 @@ mod tests {
     fn json_errors_name_the_position_and_key_in_words() {
         let words = |text: &str| {
             let e = serde_json::from_str::<serde_json::Value>(text).unwrap_err();
-            json_words(&e, text.as_bytes())
+            json_words(&e, Some(text.as_bytes()))
         };
         assert_eq!(
             words(r#"{"auths":{"#),
@@ -3293,7 +3306,7 @@ mod tests {
         );
         let got = words("{\"a\": 1,}");
         assert!(
-            got.starts_with("is not valid JSON at line 1, column 9"),
+            got.starts_with("the JSON is not valid at line 1, column 9"),
             "{got}"
         );
         assert!(!got.contains("trailing comma"), "{got}");
@@ -3310,7 +3323,7 @@ mod tests {
         let text = "{\n  \"n\": \"seven\"\n}";
         let e = serde_json::from_str::<T>(text).unwrap_err();
         assert_eq!(
-            json_words(&e, text.as_bytes()),
+            json_words(&e, Some(text.as_bytes())),
             "at line 2, column 14 (at the key \"n\"): must be a whole number, not the text \"seven\""
         );
     }

@@ -364,7 +364,8 @@ impl Keyring {
         // so serde_json's messages are only about syntax and positions, never values.
         let root = parse_json(bytes).map_err(|e| CredentialsError::Format {
             path: path.to_owned(),
-            detail: format!("invalid JSON at line {} column {}", e.line(), e.column()),
+            // No key hint: a value cut short could be a password.
+            detail: crate::config::json_words(&e, None),
         })?;
         let top = match (root, shape) {
             (Json::Object(top), _) => top,
@@ -1612,7 +1613,22 @@ mod tests {
     #[test]
     fn malformed_files_give_errors_without_secrets() {
         let cases = [
-            ("not json", "invalid JSON"),
+            (
+                "not json",
+                "the JSON is not valid at line 1, column 2: a value was expected",
+            ),
+            (
+                r#"{"au"#,
+                "the JSON ends before it is complete at line 1, column 4: the file is cut short",
+            ),
+            (
+                r#"{"auths": {"r.io": {"password": "a:supersecret"#,
+                "the JSON ends before it is complete",
+            ),
+            (
+                r#"{"auths": {"r.io": {"auth": "abc"}},}"#,
+                "there is a comma before a closing",
+            ),
             ("[1,2]", "top level must be a JSON object"),
             (r#""supersecret""#, "top level must be a JSON object"),
             (r#"{"auths": 3}"#, "\"auths\" must be an object"),

@@ -226,7 +226,8 @@ impl NodeDockerConfig {
     }
 
     /// One sentence per skipped file, saying which file kubelet uses instead, e.g.
-    /// "kubelet skips /var/lib/kubelet/config.json (… invalid JSON at line 3 column 1) and
+    /// "kubelet skips /var/lib/kubelet/config.json (… the JSON is not valid at line 3, column
+    /// 1: …) and
     /// uses /root/.docker/config.json instead".
     pub fn warnings(&self) -> Vec<String> {
         let instead = match &self.found {
@@ -495,7 +496,11 @@ mod tests {
             ]
         );
         let warnings = found.warnings();
-        assert!(warnings[0].contains("invalid JSON"), "{}", warnings[0]);
+        assert!(
+            warnings[0].contains("the JSON is not valid at line"),
+            "{}",
+            warnings[0]
+        );
         assert!(
             warnings[0].ends_with(&format!(
                 "and uses {} instead",

@@ -610,7 +610,7 @@ fn read_config_file(path: &Path) -> Result<ConfigDoc, Vec<ConfigIssue>> {
         serde_json::from_str(&text).map_err(|e| {
             issue(
                 "(json)",
-                crate::config::json_words(&e, text.as_bytes()),
+                crate::config::json_words(&e, Some(text.as_bytes())),
                 "fix the JSON at the position shown; the fields are kubelet's \
                  CredentialProviderConfig (apiVersion, kind, providers)",
             )

@@ -463,3 +463,33 @@ async fn messages_docker_config_with_only_a_credential_helper_says_it_is_not_run
         assert!(out.stderr.contains(want), "{want}\n{}", out.stderr);
     }
 }
+
+/// A docker config.json cut short: named, said in words, without serde_json's `EOF while
+/// parsing an object at line 1 column 5` and without any of the file's text.
+#[tokio::test(flavor = "multi_thread")]
+async fn messages_truncated_docker_config_is_named_in_words() {
+    let dir = tempfile::tempdir().unwrap();
+    let docker = write(
+        dir.path(),
+        "config.json",
+        r#"{"auths": {"r.io": {"password": "a:hunter2"#,
+    );
+    let config = write(
+        dir.path(),
+        "c.yaml",
+        &format!(
+            "targets:\n  - image: nginx\n    docker_config: {}\n",
+            docker.display()
+        ),
+    );
+    let out = run(check_args(&config, &[])).await;
+    assert_eq!(out.code, 2, "{}", out.stderr);
+    let want = format!(
+        "line 3: targets[0].docker_config: {} is not a docker config.json / .dockerconfigjson document: the JSON ends before it is complete at line 1, column 42: the file is cut short",
+        docker.display()
+    );
+    assert!(out.stderr.contains(&want), "{}", out.stderr);
+    for library in ["EOF while parsing", "hunter2"] {
+        assert!(!out.stderr.contains(library), "{}", out.stderr);
+    }
+}
