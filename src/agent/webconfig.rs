@@ -155,11 +155,11 @@ impl WebConfig {
                 "pass a readable YAML file to --web.config.file",
             )
         })?;
-        let raw: RawWebConfig = serde_saphyr::from_str(&text).map_err(|e| {
+        let raw: RawWebConfig = crate::config::from_yaml_str(&text).map_err(|e| {
             err(
                 path,
                 "(yaml)",
-                e.to_string().trim(),
+                e.trim(),
                 "use the exporter-toolkit keys tls_server_config, http_server_config, basic_auth_users",
             )
         })?;
@@ -512,6 +512,32 @@ mod tests {
     }
 
     #[test]
+    fn yaml_type_errors_are_said_in_words_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            (
+                "tls_server_config: yes\n",
+                "(yaml): line 1, column 20: tls_server_config: must be a mapping of keys",
+            ),
+            (
+                "tls_server_config:\n  min_version: [1]\n",
+                "(yaml): line 2, column 16: min_version: must be text",
+            ),
+            (
+                "bogus: 1\n",
+                "(yaml): line 1, column 1: \"bogus\" is not a known key here",
+            ),
+        ] {
+            let p = write(dir.path(), "web.yml", text);
+            let e = WebConfig::load(&p).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+            for library in ["invalid type", "expected", "unknown field"] {
+                assert!(!e.contains(library), "{text}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn basic_auth_checks_bcrypt_and_caches() {
         let dir = tempfile::tempdir().unwrap();
         let hash = bcrypt::hash("s3cret", 4).unwrap();
@@ -577,7 +603,18 @@ mod tests {
                 "tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: Maybe\n",
                 "tls_server_config.cert_file",
             ),
-            ("basic_auth_user:\n  x: y\n", "unknown field"),
+            (
+                "basic_auth_user:\n  x: y\n",
+                "\"basic_auth_user\" is not a known key here",
+            ),
+            (
+                "basic_auth_users: plaintext-password\n",
+                "basic_auth_users: must be a mapping",
+            ),
+            (
+                "basic_auth_users:\n  prom: [plaintext-password]\n",
+                "prom: must be text",
+            ),
         ];
         for (text, want) in cases {
             let p = write(dir.path(), "web.yml", text);
