@@ -273,7 +273,14 @@ impl fmt::Display for ConfigError {
             n => write!(f, " ({n} problems):")?,
         }
         for i in &self.issues {
-            write!(f, "\n  {}: {}\n    fix: {}", i.key, i.problem, i.fix)?;
+            // A key path holds the file's own keys, which may hold any character.
+            write!(
+                f,
+                "\n  {}: {}\n    fix: {}",
+                visible(&i.key),
+                i.problem,
+                i.fix
+            )?;
         }
         Ok(())
     }
@@ -3346,5 +3353,17 @@ mod tests {
         for escape in ["\\\"", "\\t", "\\u{"] {
             assert!(!err.contains(escape), "{escape} in {err}");
         }
+    }
+
+    #[test]
+    fn a_key_with_control_characters_is_shown_by_code() {
+        let err = load("\"ti\\u001bme\\nx\": 1\ntargets:\n  - image: nginx\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 1: ti<U+001B>me<U+000A>x: unknown key"),
+            "{err}"
+        );
+        assert!(!err.contains('\u{1b}'), "{err}");
     }
 }
