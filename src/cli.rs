@@ -71,6 +71,9 @@ pub struct Cli {
         long = "config.watch-interval",
         value_name = "DURATION",
         default_value = "5s",
+        // `-5s` reaches the parser, which says it is negative (not clap's "unexpected
+        // argument '-5'").
+        allow_hyphen_values = true,
         value_parser = parse_watch_interval
     )]
     pub config_watch_interval: Duration,
@@ -80,6 +83,7 @@ pub struct Cli {
         long = "probe.concurrency",
         value_name = "N",
         default_value_t = 16,
+        allow_negative_numbers = true,
         value_parser = parse_concurrency
     )]
     pub probe_concurrency: usize,
@@ -258,8 +262,9 @@ fn parse_log_level(s: &str) -> Result<String, String> {
         Ok(lower)
     } else {
         Err(format!(
-            "{s:?} is not a log level; use one of {}",
-            LOG_LEVELS.join(", ")
+            "{s} is not a log level; use one of {}",
+            LOG_LEVELS.join(", "),
+            s = crate::config::quote(s)
         ))
     }
 }
@@ -268,7 +273,10 @@ fn parse_log_level(s: &str) -> Result<String, String> {
 fn parse_concurrency(s: &str) -> Result<usize, String> {
     match s.parse::<usize>() {
         Ok(n) if (1..=1024).contains(&n) => Ok(n),
-        _ => Err(format!("{s:?} is not a whole number from 1 to 1024")),
+        _ => Err(format!(
+            "{s} is not a whole number from 1 to 1024",
+            s = crate::config::quote(s)
+        )),
     }
 }
 
@@ -302,26 +310,42 @@ impl ListenAddress {
         let forms =
             "write host:port or :port, e.g. :9865, 127.0.0.1:9865, [::1]:9865 or localhost:9865";
         let (host, port) = if let Some(rest) = s.strip_prefix('[') {
-            let (h, p) = rest
-                .split_once("]:")
-                .ok_or_else(|| format!("{s:?} has no port after the IPv6 address; {forms}"))?;
-            h.parse::<std::net::Ipv6Addr>()
-                .map_err(|_| format!("{h:?} is not an IPv6 address; {forms}"))?;
+            let (h, p) = rest.split_once("]:").ok_or_else(|| {
+                format!(
+                    "{s} has no port after the IPv6 address; {forms}",
+                    s = crate::config::quote(s)
+                )
+            })?;
+            h.parse::<std::net::Ipv6Addr>().map_err(|_| {
+                format!(
+                    "{h} is not an IPv6 address; {forms}",
+                    h = crate::config::quote(h)
+                )
+            })?;
             (h, p)
         } else {
             let (h, p) = s
                 .rsplit_once(':')
-                .ok_or_else(|| format!("{s:?} has no port; {forms}"))?;
+                .ok_or_else(|| format!("{s} has no port; {forms}", s = crate::config::quote(s)))?;
             if h.contains(':') {
-                return Err(format!("write the IPv6 address {h:?} in brackets; {forms}"));
+                return Err(format!(
+                    "write the IPv6 address {h} in brackets; {forms}",
+                    h = crate::config::quote(h)
+                ));
             }
             (h, p)
         };
-        let port = port
-            .parse::<u16>()
-            .map_err(|_| format!("{port:?} is not a port number (0-65535); {forms}"))?;
+        let port = port.parse::<u16>().map_err(|_| {
+            format!(
+                "{port} is not a port number (0-65535); {forms}",
+                port = crate::config::quote(port)
+            )
+        })?;
         if host.contains(|c: char| c.is_whitespace() || c == '/') {
-            return Err(format!("{host:?} is not a host name or address; {forms}"));
+            return Err(format!(
+                "{host} is not a host name or address; {forms}",
+                host = crate::config::quote(host)
+            ));
         }
         Ok(ListenAddress {
             host: host.to_owned(),
@@ -359,12 +383,14 @@ impl std::fmt::Display for ListenAddress {
 fn parse_telemetry_path(s: &str) -> Result<String, String> {
     if !s.starts_with('/') || s.contains(['?', '#', ' ']) {
         return Err(format!(
-            "{s:?} is not an absolute URL path; write one like /metrics"
+            "{s} is not an absolute URL path; write one like /metrics",
+            s = crate::config::quote(s)
         ));
     }
     if s == "/" || s.starts_with("/-/") {
         return Err(format!(
-            "{s:?} is taken by the agent's own pages (/ and /-/…); choose another, e.g. /metrics"
+            "{s} is taken by the agent's own pages (/ and /-/…); choose another, e.g. /metrics",
+            s = crate::config::quote(s)
         ));
     }
     Ok(s.to_owned())

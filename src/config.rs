@@ -273,7 +273,14 @@ impl fmt::Display for ConfigError {
             n => write!(f, " ({n} problems):")?,
         }
         for i in &self.issues {
-            write!(f, "\n  {}: {}\n    fix: {}", i.key, i.problem, i.fix)?;
+            // A key path holds the file's own keys, which may hold any character.
+            write!(
+                f,
+                "\n  {}: {}\n    fix: {}",
+                visible(&i.key),
+                i.problem,
+                i.fix
+            )?;
         }
         Ok(())
     }
@@ -507,7 +514,16 @@ pub(crate) fn from_yaml_str<T: serde::de::DeserializeOwned>(text: &str) -> Resul
         .map_err(|e| {
             let (line, problem, _) = describe_yaml_error(&e);
             match line {
-                Some((line, column)) => format!("line {line}, column {column}: {problem}"),
+                Some((line, column)) => match usize::try_from(line)
+                    .ok()
+                    .zip(usize::try_from(column).ok())
+                    .and_then(|(l, c)| key_before(text.as_bytes(), l, c))
+                    // A problem that names its key ("the key name is missing") needs no other.
+                    .filter(|_| problem.starts_with("must be") || problem.starts_with("has "))
+                {
+                    Some(key) => format!("line {line}, column {column}: {key}: {problem}"),
+                    None => format!("line {line}, column {column}: {problem}"),
+                },
                 None => problem,
             }
         })
@@ -597,9 +613,69 @@ fn describe_yaml_error(e: &serde_saphyr::Error) -> (Option<(u64, u64)>, String, 
             "define the anchor with `&name` before its first use, or write the value out"
                 .to_owned(),
         ),
+        E::SerdeInvalidType {
+            unexpected,
+            expected,
+            ..
+        }
+        | E::SerdeInvalidValue {
+            unexpected,
+            expected,
+            ..
+        } => (
+            format!(
+                "must be {}, not {}",
+                expected_words(expected),
+                value_words(unexpected)
+            ),
+            "write the value the key takes, as in the example of the file's format".to_owned(),
+        ),
+        E::SerdeInvalidLength { len, expected, .. } => (
+            format!("has {len} items; it must have {}", unescape_debug(expected)),
+            "give the number of items the key takes".to_owned(),
+        ),
+        E::SerdeUnknownField {
+            field, expected, ..
+        } => (
+            format!("{} is not a known key here", quote(field)),
+            if expected.is_empty() {
+                "remove it".to_owned()
+            } else {
+                format!(
+                    "remove it or correct its spelling; the keys here are {}",
+                    expected.join(", ")
+                )
+            },
+        ),
+        E::SerdeUnknownVariant {
+            variant, expected, ..
+        } => (
+            format!("{} is not one of {}", quote(variant), expected.join(", ")),
+            format!("write one of {}", expected.join(", ")),
+        ),
+        E::SerdeMissingField { field, .. } => (
+            format!("the key {field} is missing"),
+            format!("add `{field}:` with its value"),
+        ),
+        E::Unexpected { expected, .. } => (
+            match *expected {
+                "sequence start" => "must be a list".to_owned(),
+                "mapping start" | "empty mapping start" => "must be a mapping of keys".to_owned(),
+                "string scalar" | "str expected" | "missing string" => "must be text".to_owned(),
+                "bool expected" | "missing bool" => "must be true or false".to_owned(),
+                "scalar" | "single YAML node" => "must be a single value".to_owned(),
+                e if e.contains("number") || e.contains("integer") => "must be a number".to_owned(),
+                _ => "is not the kind of value this key takes".to_owned(),
+            },
+            "write the value the key takes, as in the example of the file's format".to_owned(),
+        ),
+        E::Message { msg, .. } => (
+            serde_words(msg),
+            "write the value the key takes, as in the example of the file's format".to_owned(),
+        ),
         E::DuplicateMappingKey { key, .. } => (
             match key {
-                Some(k) => format!("the key {k:?} is given twice in one mapping"),
+                Some(k) => format!("the key {} is given twice in one mapping", quote(k)),
                 None => "a key is given twice in one mapping".to_owned(),
             },
             "keep one of them".to_owned(),
@@ -609,7 +685,7 @@ fn describe_yaml_error(e: &serde_saphyr::Error) -> (Option<(u64, u64)>, String, 
             // sentence about YAML, with its position taken out and control characters escaped.
             use serde_saphyr::MessageFormatter as _;
             let text = serde_saphyr::UserMessageFormatter.format_message(inner);
-            let text: String = text.chars().flat_map(char::escape_debug).collect();
+            let text = visible(&unescape_debug(&text));
             (
                 format!("is not valid YAML: {text}"),
                 "fix the YAML syntax there: indent with spaces (not tabs), put a space after \
@@ -651,9 +727,9 @@ impl Value {
     }
 }
 
-/// A value for a message: at most 60 characters, control characters escaped.
+/// A value for a message: at most 60 characters, control characters shown as `<U+000A>`.
 fn shorten(text: &str) -> String {
-    let escaped: String = text.chars().flat_map(char::escape_debug).collect();
+    let escaped = visible(text);
     if escaped.chars().count() > 60 {
         let head: String = escaped.chars().take(57).collect();
         format!("{head}...")
@@ -1378,7 +1454,7 @@ impl Config {
                     let names: Vec<&str> = self.targets.iter().map(|t| t.name.as_str()).collect();
                     let detail = e.to_string();
                     let detail = detail
-                        .strip_prefix(&format!("invalid image reference {text:?}: "))
+                        .strip_prefix(&format!("invalid image reference {}: ", quote(text)))
                         .unwrap_or(&detail)
                         .to_owned();
                     let fix = match did_you_mean_among(text, &names) {
@@ -1603,7 +1679,7 @@ impl Resolver<'_> {
                         Some(a) => addrs.push(a),
                         None => self.issue(
                             format!("dns.nameservers[{i}]"),
-                            format!("{s:?} is not an IP address or IP:port"),
+                            format!("{s} is not an IP address or IP:port", s = quote(s)),
                             "write 10.0.0.10, 127.0.0.1:5353 or [fd00::10]:53 (host names cannot be used for nameservers)",
                         ),
                     }
@@ -1716,16 +1792,19 @@ impl Resolver<'_> {
                 self.issue(
                     format!("{key}.name"),
                     format!(
-                        "{:?} contains the control or invisible character {}, which would break the --check table and text logs",
-                        name,
-                        c.escape_unicode()
+                        "{} contains the control or invisible character U+{:04X}, which would break the --check table and text logs",
+                        quote(&name),
+                        u32::from(c)
                     ),
                     "use printable characters only: letters, digits, spaces and punctuation, like `name: team-a registry`",
                 );
             } else if !names.insert(name.clone()) {
                 self.issue(
                     format!("{key}.name"),
-                    format!("the name {name:?} is used by an earlier target"),
+                    format!(
+                        "the name {name} is used by an earlier target",
+                        name = quote(&name)
+                    ),
                     "give each target a unique name (it becomes the `target` metric label)",
                 );
             }
@@ -1845,8 +1924,8 @@ impl Resolver<'_> {
             Some(other) => self.issue(
                 "node.runtime",
                 match did_you_mean_among(other, &["containerd", "crio", "none"]) {
-                    Some(meant) => format!("{other:?} is not a runtime pullprobe follows; did you mean `{meant}`?"),
-                    None => format!("{other:?} is not a runtime pullprobe follows"),
+                    Some(meant) => format!("{other} is not a runtime pullprobe follows; did you mean `{meant}`?", other = quote(other)),
+                    None => format!("{other} is not a runtime pullprobe follows", other = quote(other)),
                 },
                 "use containerd, crio or none, or remove node.runtime to detect it from the node's files",
             ),
@@ -2001,7 +2080,7 @@ fn read_ca_file(path: &Path) -> Result<Vec<CertificateDer<'static>>, (String, St
 }
 
 /// A PEM syntax error in words, with the line it is on.
-fn pem_problem(shown: &str, text: &str, e: &rustls_pki_types::pem::Error) -> String {
+pub(crate) fn pem_problem(shown: &str, text: &str, e: &rustls_pki_types::pem::Error) -> String {
     use rustls_pki_types::pem::Error as E;
     let lines: Vec<&str> = text.lines().collect();
     let line_where =
@@ -2101,6 +2180,285 @@ fn is_printable(c: char) -> bool {
                 | '\u{2060}'..='\u{2069}'
                 | '\u{feff}'
         )
+}
+
+/// `s` in double quotes, for a message a person reads: quotes and backslashes stay as written,
+/// control and invisible characters (see [`is_printable`]) are shown as `<U+000A>`. Unlike
+/// `{:?}`, it never writes Rust escapes (`\"`, `\n`, `\u{1b}`).
+pub(crate) fn quote(s: &str) -> String {
+    format!("\"{}\"", visible(s))
+}
+
+/// `s` with control and invisible characters (see [`is_printable`]) written as `<U+000A>`.
+fn visible(s: &str) -> String {
+    use std::fmt::Write as _;
+    let mut out = String::with_capacity(s.len());
+    for c in s.chars() {
+        if is_printable(c) {
+            out.push(c);
+        } else {
+            let _ = write!(out, "<U+{:04X}>", u32::from(c));
+        }
+    }
+    out
+}
+
+/// A serde data error (`invalid type: string "yes", expected a sequence`, `unknown field …`,
+/// `missing field …`) in plain words that complete "KEY: …"; other text is passed through
+/// with Rust escapes undone (it is then a message pullprobe's own types wrote).
+pub(crate) fn serde_words(msg: &str) -> String {
+    let ticked = |s: &str| -> Option<(String, String)> {
+        let s = s.strip_prefix('`')?;
+        let end = s.find('`')?;
+        Some((s[..end].to_owned(), s[end + 1..].to_owned()))
+    };
+    let names = |rest: &str| -> String {
+        rest.split('`')
+            .skip(1)
+            .step_by(2)
+            .collect::<Vec<_>>()
+            .join(", ")
+    };
+    let pair = |rest: &str| -> Option<(String, String)> {
+        let (unexpected, expected) = rest.rsplit_once(", expected ")?;
+        Some((value_words(unexpected), expected_words(expected)))
+    };
+    if let Some((unexpected, expected)) = msg
+        .strip_prefix("invalid type: ")
+        .or_else(|| msg.strip_prefix("invalid value: "))
+        .and_then(pair)
+    {
+        return format!("must be {expected}, not {unexpected}");
+    }
+    if let Some((len, expected)) = msg
+        .strip_prefix("invalid length ")
+        .and_then(|r| r.split_once(", expected "))
+    {
+        return format!("has {len} items; it must have {expected}");
+    }
+    if let Some((name, rest)) = msg.strip_prefix("unknown field ").and_then(ticked) {
+        let known = names(&rest);
+        return if known.is_empty() {
+            format!("{} is not a known key here", quote(&name))
+        } else {
+            format!(
+                "{} is not a known key here; the keys are {known}",
+                quote(&name)
+            )
+        };
+    }
+    if let Some((name, rest)) = msg.strip_prefix("unknown variant ").and_then(ticked) {
+        return format!("{} is not one of {}", quote(&name), names(&rest));
+    }
+    if let Some((name, _)) = msg.strip_prefix("missing field ").and_then(ticked) {
+        return format!("the key {name} is missing");
+    }
+    if let Some((name, _)) = msg.strip_prefix("duplicate field ").and_then(ticked) {
+        return format!("the key {name} is given twice");
+    }
+    unescape_debug(msg)
+}
+
+/// What a serde visitor expected, in plain words.
+fn expected_words(expected: &str) -> String {
+    let e = expected.trim();
+    let e = e
+        .strip_prefix("a ")
+        .or_else(|| e.strip_prefix("an "))
+        .unwrap_or(e);
+    if e.starts_with("sequence") || e.starts_with("tuple") {
+        "a list".to_owned()
+    } else if e.starts_with("map") || e.starts_with("struct ") {
+        "a mapping of keys".to_owned()
+    } else if e.starts_with("bool") {
+        "true or false".to_owned()
+    } else if e.starts_with("string") || e.starts_with("borrowed string") {
+        format!("text{}", &e[e.find(' ').map_or(e.len(), |i| i)..])
+    } else if matches!(
+        e,
+        "u8" | "u16" | "u32" | "u64" | "i8" | "i16" | "i32" | "i64" | "usize" | "isize"
+    ) {
+        "a whole number".to_owned()
+    } else if matches!(e, "f32" | "f64") {
+        "a number".to_owned()
+    } else {
+        unescape_debug(expected.trim())
+    }
+}
+
+/// A value as serde's `Unexpected` shows it (`string "yes"`, `integer `5``, `map`), in plain
+/// words.
+fn value_words(shown: &str) -> String {
+    let tick = |s: &str| s.trim_matches('`').to_owned();
+    if let Some(s) = shown.strip_prefix("string ") {
+        let inner = s
+            .strip_prefix('"')
+            .and_then(|s| s.strip_suffix('"'))
+            .unwrap_or(s);
+        format!("the text {}", quote(&unescape_debug(inner)))
+    } else if let Some(n) = shown
+        .strip_prefix("integer ")
+        .or_else(|| shown.strip_prefix("floating point "))
+    {
+        format!("the number {}", tick(n))
+    } else if let Some(b) = shown.strip_prefix("boolean ") {
+        tick(b)
+    } else if let Some(c) = shown.strip_prefix("character ") {
+        format!("the character {}", quote(&tick(c)))
+    } else {
+        match shown {
+            "sequence" => "a list".to_owned(),
+            "map" => "a mapping".to_owned(),
+            "unit value" | "null" | "Option value" => "empty (null)".to_owned(),
+            other => unescape_debug(other),
+        }
+    }
+}
+
+/// Undoes the escapes of Rust's `{:?}` (`\"`, `\\`, `\n`, `\u{1b}`) and quotes what they
+/// stood for with [`quote`]'s `<U+…>` form, so that no Rust escape reaches a person.
+fn unescape_debug(s: &str) -> String {
+    if !s.contains('\\') {
+        return s.to_owned();
+    }
+    let mut out = String::with_capacity(s.len());
+    let mut chars = s.chars().peekable();
+    while let Some(c) = chars.next() {
+        if c != '\\' {
+            out.push(c);
+            continue;
+        }
+        let decoded = match chars.next() {
+            Some('n') => '\n',
+            Some('t') => '\t',
+            Some('r') => '\r',
+            Some('0') => '\0',
+            Some('u') if chars.peek() == Some(&'{') => {
+                chars.next();
+                let hex: String = chars.by_ref().take_while(|c| *c != '}').collect();
+                u32::from_str_radix(&hex, 16)
+                    .ok()
+                    .and_then(char::from_u32)
+                    .unwrap_or('\u{fffd}')
+            }
+            Some(other) => other,
+            None => '\\',
+        };
+        out.push(decoded);
+    }
+    visible(&out)
+}
+
+/// A `serde_json` error in words: where it is (line and column, and the key just before it
+/// when `text` is given and there is one) and what is wrong, never serde_json's own sentence.
+/// Pass `None` for a document that holds secrets: a value cut at the error could be mistaken
+/// for a key.
+pub(crate) fn json_words(e: &serde_json::Error, text: Option<&[u8]>) -> String {
+    use serde_json::error::Category;
+    let (line, column) = (e.line(), e.column());
+    let key = text.and_then(|t| key_before(t, line, column));
+    let at = match &key {
+        Some(k) => format!("line {line}, column {column} (at the key {})", quote(k)),
+        None => format!("line {line}, column {column}"),
+    };
+    match e.classify() {
+        Category::Eof => format!(
+            "the JSON ends before it is complete at {at}: the file is cut short or a `}}`, `]` or `\"` is missing"
+        ),
+        Category::Syntax => {
+            let text = e.to_string();
+            let what = text
+                .rsplit_once(" at line ")
+                .map_or(text.as_str(), |(w, _)| w);
+            let what = match what {
+                "expected value" | "expected ident" => {
+                    "a value was expected (\"text\", a number, true, false, null, {…} or […])"
+                        .to_owned()
+                }
+                "invalid escape" | "unexpected end of hex escape" => {
+                    "a string has a backslash escape JSON does not have".to_owned()
+                }
+                "invalid unicode code point" | "lone leading surrogate in hex escape" => {
+                    "a \\u escape in a string is not a character".to_owned()
+                }
+                "invalid number" | "number out of range" => "a number is malformed".to_owned(),
+                "recursion limit exceeded" => "objects and lists nest too deeply".to_owned(),
+                "trailing characters" => "there is more text after the JSON document".to_owned(),
+                "key must be a string" => "a key is not in double quotes".to_owned(),
+                "trailing comma" => "there is a comma before a closing `}` or `]`".to_owned(),
+                "control character (\\u0000-\\u001F) found while parsing a string" => {
+                    "a string holds a control character (a raw newline or tab; write \\n or \\t)"
+                        .to_owned()
+                }
+                w if w.starts_with("expected") => {
+                    format!("{} was expected", w.trim_start_matches("expected "))
+                }
+                w => w.to_owned(),
+            };
+            format!("the JSON is not valid at {at}: {what}")
+        }
+        Category::Data => {
+            let text = e.to_string();
+            let what = text
+                .rsplit_once(" at line ")
+                .map_or(text.as_str(), |(w, _)| w);
+            format!("at {at}: {}", serde_words(what))
+        }
+        Category::Io => "could not be read".to_owned(),
+    }
+}
+
+/// The last `"key":` (JSON) or `key:` (YAML) at or before `line`/`column` (1-based) of
+/// `text`: the key an error at that position is about, for messages.
+pub(crate) fn key_before(text: &[u8], line: usize, column: usize) -> Option<String> {
+    let text = String::from_utf8_lossy(text);
+    let mut end = 0;
+    for (i, l) in text.split_inclusive('\n').enumerate() {
+        if i + 1 == line {
+            end += l.char_indices().nth(column).map_or(l.len(), |(b, _)| b);
+            break;
+        }
+        end += l.len();
+    }
+    let end = end.min(text.len());
+    // A position at a key itself (YAML reports a flow mapping's entry by its key).
+    let at = text[end.saturating_sub(1)..].trim_start_matches(['"', ' ']);
+    if let Some((word, _)) = at.split_once(':')
+        && !word.is_empty()
+        && word
+            .trim_end_matches('"')
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+        && text[..end.saturating_sub(1)]
+            .trim_end()
+            .ends_with(['{', ',', '\n', '-'])
+    {
+        return Some(word.trim_end_matches('"').to_owned());
+    }
+    let before = &text[..end];
+    // JSON: the last `"name"` followed by `:`.
+    let mut rest = before;
+    while let Some(colon) = rest.rfind(':') {
+        let head = rest[..colon].trim_end();
+        if let Some(h) = head.strip_suffix('"')
+            && let Some(open) = h.rfind('"')
+        {
+            return Some(h[open + 1..].to_owned());
+        }
+        let word: String = head
+            .chars()
+            .rev()
+            .take_while(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '-' | '.'))
+            .collect::<Vec<_>>()
+            .into_iter()
+            .rev()
+            .collect();
+        if !word.is_empty() {
+            return Some(word);
+        }
+        rest = &rest[..colon];
+    }
+    None
 }
 
 /// An I/O error in words, without the `(os error 2)` suffix.
@@ -2892,5 +3250,120 @@ mod tests {
         assert_eq!(did_you_mean("colour", TOP.keys), None);
         assert_eq!(did_you_mean("dn", TOP.keys), Some("dns"));
         assert_eq!(did_you_mean("x", TOP.keys), None);
+    }
+
+    #[test]
+    fn quote_shows_control_characters_by_code_and_quotes_as_written() {
+        assert_eq!(quote("a\"b\\c"), "\"a\"b\\c\"");
+        assert_eq!(
+            quote("x\ny\u{1b}z\u{200b}"),
+            "\"x<U+000A>y<U+001B>z<U+200B>\""
+        );
+        assert_eq!(quote("é"), "\"é\"");
+    }
+
+    #[test]
+    fn serde_messages_are_put_in_plain_words() {
+        for (serde, want) in [
+            (
+                "invalid type: string \"yes\", expected a sequence",
+                "must be a list, not the text \"yes\"",
+            ),
+            (
+                "invalid type: string \"a\\\"b\\n\", expected a string (quote it)",
+                "must be text (quote it), not the text \"a\"b<U+000A>\"",
+            ),
+            (
+                "invalid type: integer `5`, expected a boolean",
+                "must be true or false, not the number 5",
+            ),
+            (
+                "invalid type: map, expected struct RawEnv",
+                "must be a mapping of keys, not a mapping",
+            ),
+            (
+                "invalid type: null, expected u32",
+                "must be a whole number, not empty (null)",
+            ),
+            (
+                "unknown field `bogus`, expected one of `name`, `value`",
+                "\"bogus\" is not a known key here; the keys are name, value",
+            ),
+            (
+                "unknown variant `x`, expected `a` or `b`",
+                "\"x\" is not one of a, b",
+            ),
+            ("missing field `name`", "the key name is missing"),
+        ] {
+            let got = serde_words(serde);
+            assert_eq!(got, want, "{serde}");
+            assert!(crate::outcome::library_text(&got).is_none(), "{got}");
+        }
+    }
+
+    #[test]
+    fn json_errors_name_the_position_and_key_in_words() {
+        let words = |text: &str| {
+            let e = serde_json::from_str::<serde_json::Value>(text).unwrap_err();
+            json_words(&e, Some(text.as_bytes()))
+        };
+        assert_eq!(
+            words(r#"{"auths":{"#),
+            "the JSON ends before it is complete at line 1, column 10 (at the key \"auths\"): the file is cut short or a `}`, `]` or `\"` is missing"
+        );
+        let got = words("{\"a\": 1,}");
+        assert!(
+            got.starts_with("the JSON is not valid at line 1, column 9"),
+            "{got}"
+        );
+        assert!(!got.contains("trailing comma"), "{got}");
+        let got = words("{\"a\": 1} x");
+        assert!(
+            got.ends_with("there is more text after the JSON document"),
+            "{got}"
+        );
+        #[derive(Debug, serde::Deserialize)]
+        #[allow(dead_code)]
+        struct T {
+            n: u32,
+        }
+        let text = "{\n  \"n\": \"seven\"\n}";
+        let e = serde_json::from_str::<T>(text).unwrap_err();
+        assert_eq!(
+            json_words(&e, Some(text.as_bytes())),
+            "at line 2, column 14 (at the key \"n\"): must be a whole number, not the text \"seven\""
+        );
+    }
+
+    #[test]
+    fn user_text_in_config_messages_has_no_rust_escapes() {
+        let err = load(
+            "targets:\n  - name: \"a\\\"b\"\n    image: nginx\n  - name: \"a\\\"b\"\n    image: alpine\n  - name: \"x\\ty\"\n    image: busybox\n",
+        )
+        .unwrap_err()
+        .to_string();
+        assert!(
+            err.contains("the name \"a\"b\" is used by an earlier target"),
+            "{err}"
+        );
+        assert!(
+            err.contains("\"x<U+0009>y\" contains the control or invisible character U+0009"),
+            "{err}"
+        );
+        for escape in ["\\\"", "\\t", "\\u{"] {
+            assert!(!err.contains(escape), "{escape} in {err}");
+        }
+    }
+
+    #[test]
+    fn a_key_with_control_characters_is_shown_by_code() {
+        let err = load("\"ti\\u001bme\\nx\": 1\ntargets:\n  - image: nginx\n")
+            .unwrap_err()
+            .to_string();
+        assert!(
+            err.contains("line 1: ti<U+001B>me<U+000A>x: unknown key"),
+            "{err}"
+        );
+        assert!(!err.contains('\u{1b}'), "{err}");
     }
 }

@@ -91,8 +91,11 @@ impl Credential {
     /// A non-secret description for messages, e.g. `user "robot"`.
     pub fn describe(&self) -> String {
         match (self.username.is_empty(), self.password.expose().is_empty()) {
-            (false, false) => format!("user {:?}", self.username),
-            (false, true) => format!("user {:?} with an empty password", self.username),
+            (false, false) => format!("user {}", crate::config::quote(&self.username)),
+            (false, true) => format!(
+                "user {} with an empty password",
+                crate::config::quote(&self.username)
+            ),
             (true, false) => "a password without a username".to_owned(),
             (true, true) => "an empty username and password".to_owned(),
         }
@@ -145,7 +148,11 @@ impl KeyringMatch<'_> {
     /// `credentials from plugin ecr-credential-provider, key "*.dkr.ecr.*.amazonaws.com"` or
     /// `credentials from /var/lib/kubelet/config.json, key "quay.io"`: never a secret.
     pub fn origin(&self) -> String {
-        format!("credentials from {}, key {:?}", self.source, self.key)
+        format!(
+            "credentials from {}, key {}",
+            self.source,
+            crate::config::quote(self.key)
+        )
     }
 }
 
@@ -171,23 +178,26 @@ pub fn ignored_note(m: &KeyringMatch<'_>) -> Option<String> {
             "an empty username and password"
         };
         format!(
-            "the entry {key:?} holds only {}, which kubelet does not use; the node pulls \
+            "the entry {} holds only {}, which kubelet does not use; the node pulls \
              without credentials (kubelet sends {sent})",
+            crate::config::quote(key),
             token_list(m.ignored, true)
         )
     } else if has_password {
         format!(
-            "kubelet does not use the {} of the entry {key:?}; the node pulls as user {:?} with \
+            "kubelet does not use the {} of the entry {}; the node pulls as user {} with \
              the entry's password",
             token_list(m.ignored, false),
-            c.username
+            crate::config::quote(key),
+            crate::config::quote(&c.username)
         )
     } else {
         format!(
-            "the entry {key:?} holds only {}, which kubelet does not use; the node pulls as \
-             user {:?} with an empty password",
+            "the entry {} holds only {}, which kubelet does not use; the node pulls as \
+             user {} with an empty password",
+            crate::config::quote(key),
             token_list(m.ignored, true),
-            c.username
+            crate::config::quote(&c.username)
         )
     })
 }
@@ -217,6 +227,9 @@ pub struct Keyring {
     entries: Vec<Entry>,
     /// kubelet's index: normalised keys in reverse byte order, each with its entries.
     index: Vec<IndexKey>,
+    /// The docker credential helpers the document names (`credsStore "desktop"`,
+    /// `credHelpers for "gcr.io"`), which kubelet never runs: for messages only.
+    helpers: Vec<String>,
 }
 
 #[derive(Clone, Debug, PartialEq, Eq)]
@@ -242,7 +255,7 @@ struct IndexKey {
 /// Why a credentials file could not be used. Messages name the file and the key, never a value.
 #[derive(Debug, thiserror::Error)]
 pub enum CredentialsError {
-    #[error("cannot read {}: {}", path.display(), crate::probe::os_text(source))]
+    #[error("cannot read {}: {}", path.display(), crate::config::io_words(source))]
     Read {
         path: PathBuf,
         #[source]
@@ -250,7 +263,7 @@ pub enum CredentialsError {
     },
     #[error("{} is not a docker config.json / .dockerconfigjson document: {detail}", path.display())]
     Format { path: PathBuf, detail: String },
-    #[error("{}: auths[{key:?}]: {detail}", path.display())]
+    #[error("{}: auths[{key}]: {detail}", path.display(), key = crate::config::quote(.key))]
     Entry {
         path: PathBuf,
         key: String,
@@ -351,7 +364,8 @@ impl Keyring {
         // so serde_json's messages are only about syntax and positions, never values.
         let root = parse_json(bytes).map_err(|e| CredentialsError::Format {
             path: path.to_owned(),
-            detail: format!("invalid JSON at line {} column {}", e.line(), e.column()),
+            // No key hint: a value cut short could be a password.
+            detail: crate::config::json_words(&e, None),
         })?;
         let top = match (root, shape) {
             (Json::Object(top), _) => top,
@@ -360,6 +374,7 @@ impl Keyring {
             _ => return Err(format_err("the top level must be a JSON object")),
         };
         let has_auths = top.iter().any(|(k, _)| go_field_eq(k, "auths"));
+        let helpers = helpers_named(&top);
         let auths = if shape == Shape::Dockercfg {
             // `DockerConfig` is the map itself.
             let mut merged = Members::default();
@@ -394,6 +409,11 @@ impl Keyring {
                 }
             }
             merged
+        } else if !helpers.is_empty() {
+            return Err(format_err(&format!(
+                "it has no \"auths\" object; {}",
+                helpers_not_run(&helpers)
+            )));
         } else if top
             .iter()
             .all(|(_, v)| matches!(v, Json::Object(_) | Json::Null))
@@ -422,7 +442,9 @@ impl Keyring {
                 source: source.clone(),
             });
         }
-        Ok(Self::indexed(entries))
+        let mut keyring = Self::indexed(entries);
+        keyring.helpers = helpers;
+        Ok(keyring)
     }
 
     /// A keyring of `(key, credential)` pairs from one source, in the given order — what
@@ -484,7 +506,11 @@ impl Keyring {
             }
         }
         index.sort_by(|a, b| b.key.cmp(&a.key));
-        Keyring { entries, index }
+        Keyring {
+            entries,
+            index,
+            helpers: Vec::new(),
+        }
     }
 
     /// Every entry kubelet would try for `image`, in kubelet's order (empty if none match).
@@ -530,6 +556,47 @@ impl Keyring {
     pub fn is_empty(&self) -> bool {
         self.entries.is_empty()
     }
+
+    /// The docker credential helpers the file names (`credsStore "desktop"`, `credHelpers for
+    /// "gcr.io"`); kubelet (and so pullprobe) never runs them.
+    pub fn helpers(&self) -> &[String] {
+        &self.helpers
+    }
+}
+
+/// What a document's `credsStore` and `credHelpers` name, for messages: kubelet's
+/// `DockerConfigJSON` has no such fields, so it never runs a docker credential helper.
+fn helpers_named(top: &[(String, Json)]) -> Vec<String> {
+    let mut helpers = Vec::new();
+    for (name, value) in top {
+        if go_field_eq(name, "credsstore") {
+            if let Json::String(s) = value {
+                helpers.push(format!("credsStore {}", crate::config::quote(s)));
+            }
+        } else if go_field_eq(name, "credhelpers")
+            && let Json::Object(members) = value
+            && !members.is_empty()
+        {
+            let hosts: Vec<String> = members
+                .iter()
+                .map(|(k, _)| crate::config::quote(k))
+                .collect();
+            helpers.push(format!("credHelpers for {}", hosts.join(", ")));
+        }
+    }
+    helpers
+}
+
+/// The sentence for a file whose credentials live only in docker credential helpers.
+pub(crate) fn helpers_not_run(helpers: &[String]) -> String {
+    format!(
+        "it names {}, but kubelet never runs docker credential helpers (it ignores credsStore \
+         and credHelpers), and neither does pullprobe: only \"auths\" entries count. Put the \
+         registry's credentials in \"auths\" (e.g. `docker login` with credsStore removed from \
+         the file, or a kubernetes.io/dockerconfigjson pull secret), or install a kubelet \
+         credential provider plugin for the registry",
+        helpers.join(" and ")
+    )
 }
 
 /// Which document shapes a reader accepts.
@@ -1546,7 +1613,22 @@ mod tests {
     #[test]
     fn malformed_files_give_errors_without_secrets() {
         let cases = [
-            ("not json", "invalid JSON"),
+            (
+                "not json",
+                "the JSON is not valid at line 1, column 2: a value was expected",
+            ),
+            (
+                r#"{"au"#,
+                "the JSON ends before it is complete at line 1, column 4: the file is cut short",
+            ),
+            (
+                r#"{"auths": {"r.io": {"password": "a:supersecret"#,
+                "the JSON ends before it is complete",
+            ),
+            (
+                r#"{"auths": {"r.io": {"auth": "abc"}},}"#,
+                "there is a comma before a closing",
+            ),
             ("[1,2]", "top level must be a JSON object"),
             (r#""supersecret""#, "top level must be a JSON object"),
             (r#"{"auths": 3}"#, "\"auths\" must be an object"),
@@ -1575,7 +1657,15 @@ mod tests {
                 r#"{"auths": {"r.io": "supersecret"}}"#,
                 "must be an object of string fields",
             ),
-            (r#"{"credsStore": "supersecret"}"#, "missing \"auths\""),
+            (
+                r#"{"credsStore": "desktop"}"#,
+                "it has no \"auths\" object; it names credsStore \"desktop\", but kubelet never runs docker credential helpers",
+            ),
+            (
+                r#"{"credHelpers": {"gcr.io": "gcloud"}}"#,
+                "credHelpers for \"gcr.io\", but kubelet never runs",
+            ),
+            (r#"{"supersecret": 1}"#, "missing \"auths\""),
         ];
         for (doc, want) in cases {
             let err = Keyring::from_slice(Path::new("/etc/x.json"), doc.as_bytes())

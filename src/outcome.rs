@@ -309,8 +309,9 @@ impl fmt::Display for Reason {
 }
 
 /// Renderings of Rust values that must never reach a person (`Debug` output of errors and
-/// options, the standard library's `(os error N)`).
-pub const LIBRARY_TEXT: [&str; 8] = [
+/// options, the standard library's `(os error N)`, the escapes of `{:?}` on a string or char:
+/// user text is shown with `config::quote` instead).
+pub const LIBRARY_TEXT: [&str; 11] = [
     "{ ",
     "Some(",
     "None)",
@@ -319,6 +320,9 @@ pub const LIBRARY_TEXT: [&str; 8] = [
     "Error {",
     "Custom {",
     "(os error",
+    "\\\"",
+    "\\'",
+    "\\u{",
 ];
 
 /// The first piece of library text in `message`, if any (see [`LIBRARY_TEXT`]).
@@ -775,6 +779,9 @@ mod library_text_tests {
             "Some(\"x\")",
             "Other(Custom)",
             "Connection refused (os error 111)",
+            "invalid image reference \"a\\\"b\"",
+            "the character '\\''",
+            "\"x\\u{1b}\"",
         ] {
             assert!(library_text(leak).is_some(), "{leak}");
         }

@@ -20,7 +20,7 @@ pub struct Platform {
 /// Why a `--platform` value could not be used.
 #[derive(Clone, Debug, PartialEq, Eq, thiserror::Error)]
 #[error(
-    "{input:?} is not a platform: {problem}; write os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm64/v8"
+    "{input} is not a platform: {problem}; write os/arch or os/arch/variant, e.g. linux/amd64 or linux/arm64/v8", input = crate::config::quote(.input)
 )]
 pub struct PlatformError {
     input: String,

@@ -59,11 +59,11 @@ pub struct ImageRef {
 #[derive(Debug, thiserror::Error, PartialEq, Eq)]
 pub enum ReferenceError {
     /// `ErrReferenceInvalidFormat`.
-    #[error("invalid image reference {input:?}: invalid reference format: {hint}")]
+    #[error("invalid image reference {input}: invalid reference format: {hint}", input = crate::config::quote(.input))]
     Format { input: String, hint: String },
     /// `ErrNameContainsUppercase`, or `ParseNormalizedNamed`'s check of the repository.
     #[error(
-        "invalid image reference {input:?}: repository name must be lowercase: {name:?}; {hint}"
+        "invalid image reference {input}: repository name must be lowercase: {name}; {hint}", input = crate::config::quote(.input), name = crate::config::quote(.name)
     )]
     Uppercase {
         input: String,
@@ -72,14 +72,14 @@ pub enum ReferenceError {
     },
     /// `ErrNameTooLong`.
     #[error(
-        "invalid image reference {input:?}: repository name must not be more than {NAME_MAX} characters \
-         (its path has {len}); shorten the repository path"
+        "invalid image reference {input}: repository name must not be more than {NAME_MAX} characters \
+         (its path has {len}); shorten the repository path", input = crate::config::quote(.input)
     )]
     NameTooLong { input: String, len: usize },
     /// go-digest `ErrDigestInvalidLength`.
     #[error(
-        "invalid image reference {input:?}: invalid checksum digest length: {algorithm} takes {want} \
-         hex digits, this digest has {got}; copy the whole digest"
+        "invalid image reference {input}: invalid checksum digest length: {algorithm} takes {want} \
+         hex digits, this digest has {got}; copy the whole digest", input = crate::config::quote(.input)
     )]
     DigestLength {
         input: String,
@@ -88,23 +88,23 @@ pub enum ReferenceError {
         got: usize,
     },
     /// go-digest `ErrDigestInvalidFormat`.
-    #[error("invalid image reference {input:?}: invalid checksum digest format: {hint}")]
+    #[error("invalid image reference {input}: invalid checksum digest format: {hint}", input = crate::config::quote(.input))]
     DigestFormat { input: String, hint: &'static str },
     /// go-digest `ErrDigestUnsupported`.
     #[error(
-        "invalid image reference {input:?}: unsupported digest algorithm {algorithm:?}; containerd and \
-         kubelet verify sha256, sha384 and sha512 digests"
+        "invalid image reference {input}: unsupported digest algorithm {algorithm}; containerd and \
+         kubelet verify sha256, sha384 and sha512 digests", input = crate::config::quote(.input), algorithm = crate::config::quote(.algorithm)
     )]
     DigestAlgorithm { input: String, algorithm: String },
     /// `ParseNormalizedNamed`'s refusal of an image ID.
     #[error(
-        "invalid image reference {input:?}: invalid repository name, cannot specify 64-byte hexadecimal \
+        "invalid image reference {input}: invalid repository name, cannot specify 64-byte hexadecimal \
          strings; an image ID is not a reference: name the repository and put the ID after \
-         '@sha256:'"
+         '@sha256:'", input = crate::config::quote(.input)
     )]
     Identifier { input: String },
     /// Not distribution's: the grammar allows any digits, but no port outside 1–65535 can be dialled.
-    #[error("invalid image reference {input:?}: registry port is not a number from 1 to 65535")]
+    #[error("invalid image reference {input}: registry port is not a number from 1 to 65535", input = crate::config::quote(.input))]
     Port { input: String },
 }
 
@@ -380,11 +380,13 @@ fn path_component(c: &str) -> Result<(), String> {
         (true, _) => Ok(()),
         (false, "") => Err("a path component is empty (a '/' at an end, or '//')".to_owned()),
         (false, c) if changes_when_lowercased(c) => Err(format!(
-            "path component {c:?} has uppercase letters; repository paths are lowercase"
+            "path component {c} has uppercase letters; repository paths are lowercase",
+            c = crate::config::quote(c)
         )),
         (false, c) => Err(format!(
-            "path component {c:?} must be lowercase letters and digits, separated by one '.', \
-             '_' or '__' or by dashes, and start and end with a letter or digit"
+            "path component {c} must be lowercase letters and digits, separated by one '.', \
+             '_' or '__' or by dashes, and start and end with a letter or digit",
+            c = crate::config::quote(c)
         )),
     }
 }
@@ -416,16 +418,22 @@ fn domain_syntax(d: &str) -> Result<(), String> {
     match (host_ok, port_ok) {
         (true, true) => Ok(()),
         (_, _) if !d.starts_with('[') && d.matches(':').count() > 1 => Err(format!(
-            "registry {d:?} looks like an IPv6 address without brackets; write [address]:port"
+            "registry {d} looks like an IPv6 address without brackets; write [address]:port",
+            d = crate::config::quote(d)
         )),
         (_, _) if d.starts_with('[') && !host_ok => Err(format!(
-            "registry {d:?}: an IPv6 literal is hex digits and ':' in brackets (no zone, no \
-             dotted IPv4 part)"
+            "registry {d}: an IPv6 literal is hex digits and ':' in brackets (no zone, no \
+             dotted IPv4 part)",
+            d = crate::config::quote(d)
         )),
-        (true, false) => Err(format!("registry {d:?}: the port must be digits")),
+        (true, false) => Err(format!(
+            "registry {d}: the port must be digits",
+            d = crate::config::quote(d)
+        )),
         (false, _) => Err(format!(
-            "registry {d:?} is not a host name: dot-separated labels of ASCII letters, digits \
-             and inner '-'"
+            "registry {d} is not a host name: dot-separated labels of ASCII letters, digits \
+             and inner '-'",
+            d = crate::config::quote(d)
         )),
     }
 }
@@ -436,10 +444,12 @@ fn tag_syntax(t: &str) -> Result<(), String> {
     match t.as_bytes() {
         [] => Err("a trailing ':' must be followed by a tag (or removed)".to_owned()),
         [first, ..] if !word(*first) => Err(format!(
-            "tag {t:?} must start with an ASCII letter, digit or '_'"
+            "tag {t} must start with an ASCII letter, digit or '_'",
+            t = crate::config::quote(t)
         )),
         b if b.iter().any(|&c| !word(c) && c != b'.' && c != b'-') => Err(format!(
-            "tag {t:?} may only contain ASCII letters, digits, '_', '.' and '-'"
+            "tag {t} may only contain ASCII letters, digits, '_', '.' and '-'",
+            t = crate::config::quote(t)
         )),
         b if b.len() > TAG_MAX => Err(format!(
             "the tag has {} characters; Docker allows at most {TAG_MAX}",
@@ -456,7 +466,10 @@ fn digest_syntax(d: &str) -> Result<(), String> {
         return Err(if d.is_empty() {
             "a trailing '@' must be followed by a digest (or removed)".to_owned()
         } else {
-            format!("digest {d:?} must be algorithm:hex, {example}")
+            format!(
+                "digest {d} must be algorithm:hex, {example}",
+                d = crate::config::quote(d)
+            )
         });
     };
     let part = |p: &str| {
@@ -465,18 +478,21 @@ fn digest_syntax(d: &str) -> Result<(), String> {
     };
     if !algorithm.split(['-', '_', '+', '.']).all(part) {
         return Err(format!(
-            "digest algorithm {algorithm:?} must be letters and digits, {example}"
+            "digest algorithm {algorithm} must be letters and digits, {example}",
+            algorithm = crate::config::quote(algorithm)
         ));
     }
     if !hex.bytes().all(|b| b.is_ascii_hexdigit()) {
         return Err(format!(
-            "digest {d:?} may only have hex digits after the ':' (and one '@' before it)"
+            "digest {d} may only have hex digits after the ':' (and one '@' before it)",
+            d = crate::config::quote(d)
         ));
     }
     if hex.len() < 32 {
         return Err(format!(
-            "digest {d:?} has {} hex digits; a digest has at least 32, {example}",
-            hex.len()
+            "digest {d} has {} hex digits; a digest has at least 32, {example}",
+            hex.len(),
+            d = crate::config::quote(d)
         ));
     }
     Ok(())
@@ -529,16 +545,21 @@ fn generic_hint(input: &str) -> Option<String> {
         .find_map(|s| lower.starts_with(s).then(|| &input[s.len()..]))
     {
         Some(format!(
-            "remove the scheme: image references have none (write {rest:?})"
+            "remove the scheme: image references have none (write {rest})",
+            rest = crate::config::quote(rest)
         ))
     } else if input.trim() != input {
         Some("remove the leading or trailing whitespace".to_owned())
     } else if let Some(c) = input.chars().find(|c| c.is_whitespace()) {
         Some(format!(
-            "it contains whitespace ({c:?}); references have none"
+            "it contains whitespace ({c}); references have none",
+            c = crate::config::quote(&c.to_string())
         ))
     } else if let Some(c) = input.chars().find(|c| !c.is_ascii()) {
-        Some(format!("{c:?} is not ASCII; references are ASCII only"))
+        Some(format!(
+            "{c} is not ASCII; references are ASCII only",
+            c = crate::config::quote(&c.to_string())
+        ))
     } else if input.matches('@').count() > 1 {
         Some("a reference has at most one '@' (before its digest)".to_owned())
     } else {
@@ -888,6 +909,28 @@ mod tests {
     }
 
     #[test]
+    fn quoted_input_has_no_rust_escapes() {
+        for input in ["ngi\"nx\n", "reg.io/a\\b", "nginx:\u{1b}[31m"] {
+            let e = ImageRef::parse(input).unwrap_err().to_string();
+            assert!(
+                e.starts_with(&format!(
+                    "invalid image reference {}: ",
+                    crate::config::quote(input)
+                )),
+                "{e}"
+            );
+            for escape in ["\\\"", "\\n", "\\u{"] {
+                assert!(!e.contains(escape), "{escape} in {e}");
+            }
+        }
+        let e = ImageRef::parse("ngi\"nx\n").unwrap_err().to_string();
+        assert!(
+            e.starts_with("invalid image reference \"ngi\"nx<U+000A>\": "),
+            "{e}"
+        );
+    }
+
+    #[test]
     fn errors_say_what_is_wrong_and_quote_the_input() {
         let long_tag = format!("nginx:{}", "t".repeat(129));
         let short = format!("nginx@sha256:{}", "a".repeat(40));
@@ -906,7 +949,7 @@ mod tests {
             ),
             ("nginx@", "a trailing '@' must be followed by a digest"),
             (" nginx", "remove the leading or trailing whitespace"),
-            ("nginx:bad tag", "it contains whitespace (' ')"),
+            ("nginx:bad tag", "it contains whitespace (\" \")"),
             (
                 "ghcr.io/Org/app",
                 "repository name must be lowercase: \"Org/app\"; write it in lowercase",
@@ -936,7 +979,10 @@ mod tests {
         for (input, text) in cases {
             let e = ImageRef::parse(input).unwrap_err().to_string();
             assert!(
-                e.starts_with(&format!("invalid image reference {input:?}: ")),
+                e.starts_with(&format!(
+                    "invalid image reference {}: ",
+                    crate::config::quote(input)
+                )),
                 "{e}"
             );
             assert!(e.contains(text), "{input:?}: {e}");

@@ -97,6 +97,42 @@ fn err(path: &Path, key: &str, problem: impl std::fmt::Display, fix: &str) -> St
     )
 }
 
+/// The PEM items of `file` (named by `key` in the web config at `path`) that `parse` reads, or
+/// the problem in words: an I/O error without `(os error N)`, a PEM error by its line.
+fn read_pem<T>(
+    path: &Path,
+    key: &str,
+    file: &Path,
+    fix: &str,
+    parse: impl FnOnce(&[u8]) -> Result<T, rustls_pki_types::pem::Error>,
+) -> Result<T, String> {
+    let bytes = std::fs::read(file).map_err(|e| {
+        err(
+            path,
+            key,
+            format!(
+                "cannot read {}: {}",
+                file.display(),
+                crate::config::io_words(&e)
+            ),
+            fix,
+        )
+    })?;
+    parse(&bytes).map_err(|e| {
+        let problem = match e {
+            rustls_pki_types::pem::Error::NoItemsFound => {
+                format!("{} holds no PEM block of this kind", file.display())
+            }
+            e => crate::config::pem_problem(
+                &file.display().to_string(),
+                &String::from_utf8_lossy(&bytes),
+                &e,
+            ),
+        };
+        err(path, key, problem, fix)
+    })
+}
+
 fn resolve(base: &Path, p: &Path) -> PathBuf {
     if p.is_absolute() {
         p.to_owned()
@@ -115,15 +151,15 @@ impl WebConfig {
             err(
                 path,
                 "(file)",
-                format!("cannot read the file: {e}"),
+                format!("cannot read the file: {}", crate::config::io_words(&e)),
                 "pass a readable YAML file to --web.config.file",
             )
         })?;
-        let raw: RawWebConfig = serde_saphyr::from_str(&text).map_err(|e| {
+        let raw: RawWebConfig = crate::config::from_yaml_str(&text).map_err(|e| {
             err(
                 path,
                 "(yaml)",
-                e.to_string().trim(),
+                e.trim(),
                 "use the exporter-toolkit keys tls_server_config, http_server_config, basic_auth_users",
             )
         })?;
@@ -203,7 +239,10 @@ fn tls_version(
         other => Err(err(
             path,
             key,
-            format!("{other:?} is not supported"),
+            format!(
+                "{other} is not supported",
+                other = crate::config::quote(other)
+            ),
             "use TLS12 or TLS13 (older versions are insecure)",
         )),
     }
@@ -225,16 +264,13 @@ fn server_tls(
     };
     let (cert, key) = (resolve(base, &cert), resolve(base, &key));
     files.extend([cert.clone(), key.clone()]);
-    let chain: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&cert)
-        .and_then(Iterator::collect)
-        .map_err(|e| {
-            err(
-                path,
-                "tls_server_config.cert_file",
-                format!("{}: {e}", cert.display()),
-                "give a PEM certificate (chain)",
-            )
-        })?;
+    let chain: Vec<CertificateDer<'static>> = read_pem(
+        path,
+        "tls_server_config.cert_file",
+        &cert,
+        "give a PEM certificate (chain)",
+        |b| CertificateDer::pem_slice_iter(b).collect(),
+    )?;
     if chain.is_empty() {
         return Err(err(
             path,
@@ -243,14 +279,13 @@ fn server_tls(
             "give a PEM certificate (chain)",
         ));
     }
-    let key = PrivateKeyDer::from_pem_file(&key).map_err(|e| {
-        err(
-            path,
-            "tls_server_config.key_file",
-            format!("{}: {e}", key.display()),
-            "give the PEM private key of the certificate",
-        )
-    })?;
+    let key = read_pem(
+        path,
+        "tls_server_config.key_file",
+        &key,
+        "give the PEM private key of the certificate",
+        PrivateKeyDer::from_pem_slice,
+    )?;
 
     let min = t
         .min_version
@@ -293,16 +328,13 @@ fn server_tls(
             let ca = resolve(base, &ca);
             files.push(ca.clone());
             let mut roots = rustls::RootCertStore::empty();
-            let certs: Vec<CertificateDer<'static>> = CertificateDer::pem_file_iter(&ca)
-                .and_then(Iterator::collect)
-                .map_err(|e| {
-                    err(
-                        path,
-                        "tls_server_config.client_ca_file",
-                        format!("{}: {e}", ca.display()),
-                        "give a PEM CA file",
-                    )
-                })?;
+            let certs: Vec<CertificateDer<'static>> = read_pem(
+                path,
+                "tls_server_config.client_ca_file",
+                &ca,
+                "give a PEM CA file",
+                |b| CertificateDer::pem_slice_iter(b).collect(),
+            )?;
             roots.add_parsable_certificates(certs);
             let verifier = WebPkiClientVerifier::builder(Arc::new(roots));
             let verifier = if auth_type == "VerifyClientCertIfGiven" {
@@ -324,7 +356,10 @@ fn server_tls(
             return Err(err(
                 path,
                 "tls_server_config.client_auth_type",
-                format!("{other:?} is not supported"),
+                format!(
+                    "{other} is not supported",
+                    other = crate::config::quote(other)
+                ),
                 "use NoClientCert, VerifyClientCertIfGiven or RequireAndVerifyClientCert",
             ));
         }
@@ -477,6 +512,32 @@ mod tests {
     }
 
     #[test]
+    fn yaml_type_errors_are_said_in_words_with_the_key() {
+        let dir = tempfile::tempdir().unwrap();
+        for (text, want) in [
+            (
+                "tls_server_config: yes\n",
+                "(yaml): line 1, column 20: tls_server_config: must be a mapping of keys",
+            ),
+            (
+                "tls_server_config:\n  min_version: [1]\n",
+                "(yaml): line 2, column 16: min_version: must be text",
+            ),
+            (
+                "bogus: 1\n",
+                "(yaml): line 1, column 1: \"bogus\" is not a known key here",
+            ),
+        ] {
+            let p = write(dir.path(), "web.yml", text);
+            let e = WebConfig::load(&p).unwrap_err();
+            assert!(e.contains(want), "{text}: {e}");
+            for library in ["invalid type", "expected", "unknown field"] {
+                assert!(!e.contains(library), "{text}: {e}");
+            }
+        }
+    }
+
+    #[test]
     fn basic_auth_checks_bcrypt_and_caches() {
         let dir = tempfile::tempdir().unwrap();
         let hash = bcrypt::hash("s3cret", 4).unwrap();
@@ -542,7 +603,18 @@ mod tests {
                 "tls_server_config:\n  cert_file: c\n  key_file: k\n  client_auth_type: Maybe\n",
                 "tls_server_config.cert_file",
             ),
-            ("basic_auth_user:\n  x: y\n", "unknown field"),
+            (
+                "basic_auth_user:\n  x: y\n",
+                "\"basic_auth_user\" is not a known key here",
+            ),
+            (
+                "basic_auth_users: plaintext-password\n",
+                "basic_auth_users: must be a mapping",
+            ),
+            (
+                "basic_auth_users:\n  prom: [plaintext-password]\n",
+                "prom: must be text",
+            ),
         ];
         for (text, want) in cases {
             let p = write(dir.path(), "web.yml", text);

@@ -402,7 +402,7 @@ fn read_kubeconfig(path: &Path) -> Result<Kubeconfig, ClusterError> {
         ClusterError::Config(format!(
             "cannot read the kubeconfig {}: {}",
             path.display(),
-            crate::probe::os_text(&e)
+            crate::config::io_words(&e)
         ))
     })?;
     Kubeconfig::from_yaml(&text).map_err(|_| {
@@ -421,10 +421,10 @@ fn kubeconfig_error(path: &Path, e: &KubeconfigError) -> ClusterError {
             "sets no current-context; choose one with `kubectl config use-context NAME`".to_owned()
         }
         KubeconfigError::LoadContext(name) => {
-            format!("names the context {name:?}, which it does not define")
+            format!("names the context {name}, which it does not define", name = crate::config::quote(name))
         }
         KubeconfigError::LoadClusterOfContext(name) => {
-            format!("names the cluster {name:?}, which it does not define")
+            format!("names the cluster {name}, which it does not define", name = crate::config::quote(name))
         }
         KubeconfigError::MissingClusterUrl => {
             "has a cluster without a server URL (clusters[].cluster.server)".to_owned()

@@ -226,14 +226,16 @@ impl NodeDockerConfig {
     }
 
     /// One sentence per skipped file, saying which file kubelet uses instead, e.g.
-    /// "kubelet skips /var/lib/kubelet/config.json (… invalid JSON at line 3 column 1) and
+    /// "kubelet skips /var/lib/kubelet/config.json (… the JSON is not valid at line 3, column
+    /// 1: …) and
     /// uses /root/.docker/config.json instead".
     pub fn warnings(&self) -> Vec<String> {
         let instead = match &self.found {
             Some((path, _)) => format!("uses {} instead", path.display()),
             None => "uses no node docker config".to_owned(),
         };
-        self.skipped
+        let mut warnings: Vec<String> = self
+            .skipped
             .iter()
             .map(|s| {
                 format!(
@@ -242,7 +244,17 @@ impl NodeDockerConfig {
                     s.error
                 )
             })
-            .collect()
+            .collect();
+        if let Some((path, keyring)) = &self.found
+            && !keyring.helpers().is_empty()
+        {
+            warnings.push(format!(
+                "the node docker config {}: {}",
+                path.display(),
+                crate::credentials::helpers_not_run(keyring.helpers())
+            ));
+        }
+        warnings
     }
 }
 
@@ -346,6 +358,26 @@ mod tests {
 
     // config.go DefaultDockerConfigJSONPaths / DefaultDockercfgPaths, with kubelet's preferred
     // path set to --root-dir (server.go RunKubelet).
+    #[test]
+    fn a_node_config_with_only_credential_helpers_says_kubelet_does_not_run_them() {
+        let dir = tempfile::tempdir().unwrap();
+        let s = search(dir.path());
+        write(
+            &dir.path().join("kubelet/config.json"),
+            r#"{"credsStore": "desktop", "credHelpers": {"gcr.io": "gcloud"}}"#,
+        );
+        let found = s.find();
+        assert!(found.keyring().unwrap().is_empty());
+        let warnings = found.warnings();
+        assert_eq!(warnings.len(), 1, "{warnings:?}");
+        let want = format!(
+            "the node docker config {}: it names credsStore \"desktop\" and credHelpers for \"gcr.io\", but kubelet never runs docker credential helpers (it ignores credsStore and credHelpers), and neither does pullprobe",
+            dir.path().join("kubelet/config.json").display()
+        );
+        assert!(warnings[0].starts_with(&want), "{}", warnings[0]);
+        assert!(warnings[0].contains("install a kubelet credential provider plugin"));
+    }
+
     #[test]
     fn search_paths_are_kubelets() {
         let s = NodeDockerConfigSearch {
@@ -464,7 +496,11 @@ mod tests {
             ]
         );
         let warnings = found.warnings();
-        assert!(warnings[0].contains("invalid JSON"), "{}", warnings[0]);
+        assert!(
+            warnings[0].contains("the JSON is not valid at line"),
+            "{}",
+            warnings[0]
+        );
         assert!(
             warnings[0].ends_with(&format!(
                 "and uses {} instead",

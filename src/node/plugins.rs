@@ -261,7 +261,7 @@ impl PluginOutcome {
             .iter()
             .filter(|a| a.keyring.lookup_all(image).is_empty())
             .map(|a| {
-                let keys: Vec<String> = a.keyring.keys().map(|k| format!("{k:?}")).collect();
+                let keys: Vec<String> = a.keyring.keys().map(crate::config::quote).collect();
                 if keys.is_empty() {
                     format!(
                         "credential provider plugin {} answered with no credentials",
@@ -330,7 +330,11 @@ impl Plugins {
             Err(e) => {
                 return Err(fail(
                     "--image-credential-provider-bin-dir",
-                    format!("cannot inspect {}: {e}", bin_dir.display()),
+                    format!(
+                        "cannot inspect {}: {}",
+                        bin_dir.display(),
+                        crate::config::io_words(&e)
+                    ),
                     "make the directory readable by pullprobe",
                 ));
             }
@@ -392,8 +396,8 @@ impl Plugins {
                     issues.push(ConfigIssue {
                         key: format!("{key}.name"),
                         problem: format!(
-                            "the provider name {:?} is already used by {first}",
-                            config.name
+                            "the provider name {} is already used by {first}",
+                            crate::config::quote(&config.name)
                         ),
                         fix: "give every provider a different name (it is the executable's \
                               file name)"
@@ -417,7 +421,7 @@ impl Plugins {
             let bin = bin_dir.join(&p.name);
             if let Some(problem) = binary_problem(&bin) {
                 warnings.push(ConfigIssue {
-                    key: format!("providers[{:?}]", p.name),
+                    key: format!("providers[{}]", crate::config::quote(&p.name)),
                     problem: format!("{problem} (kubelet does not start with this config)"),
                     fix: format!(
                         "install the plugin as {} or correct the provider's name",
@@ -427,7 +431,10 @@ impl Plugins {
             }
             if p.token_attributes.is_some() {
                 warnings.push(ConfigIssue {
-                    key: format!("providers[{:?}].tokenAttributes", p.name),
+                    key: format!(
+                        "providers[{}].tokenAttributes",
+                        crate::config::quote(&p.name)
+                    ),
                     problem: "the provider runs in service-account-token mode: kubelet passes \
                               it a token of the pod being started, which pullprobe cannot get, \
                               so pullprobe does not run it"
@@ -518,7 +525,11 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, (String, &'static str)> {
     }
     let meta = std::fs::metadata(path).map_err(|e| {
         (
-            format!("cannot access {}: {e}", path.display()),
+            format!(
+                "cannot access {}: {}",
+                path.display(),
+                crate::config::io_words(&e)
+            ),
             "pass the file or directory kubelet's --image-credential-provider-config names, \
              mounted from the host",
         )
@@ -528,7 +539,11 @@ fn config_files(path: &Path) -> Result<Vec<PathBuf>, (String, &'static str)> {
     }
     let entries = std::fs::read_dir(path).map_err(|e| {
         (
-            format!("cannot read the directory {}: {e}", path.display()),
+            format!(
+                "cannot read the directory {}: {}",
+                path.display(),
+                crate::config::io_words(&e)
+            ),
             "make the directory readable by pullprobe",
         )
     })?;
@@ -582,7 +597,11 @@ fn read_config_file(path: &Path) -> Result<ConfigDoc, Vec<ConfigIssue>> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         issue(
             "(file)",
-            format!("cannot read {}: {e}", path.display()),
+            format!(
+                "cannot read {}: {}",
+                path.display(),
+                crate::config::io_words(&e)
+            ),
             "make the file readable by pullprobe",
         )
     })?;
@@ -591,7 +610,7 @@ fn read_config_file(path: &Path) -> Result<ConfigDoc, Vec<ConfigIssue>> {
         serde_json::from_str(&text).map_err(|e| {
             issue(
                 "(json)",
-                e.to_string(),
+                crate::config::json_words(&e, Some(text.as_bytes())),
                 "fix the JSON at the position shown; the fields are kubelet's \
                  CredentialProviderConfig (apiVersion, kind, providers)",
             )
@@ -628,14 +647,20 @@ fn read_config_file(path: &Path) -> Result<ConfigDoc, Vec<ConfigIssue>> {
     if !CONFIG_API_VERSIONS.contains(&api_version.as_str()) {
         return Err(issue(
             "apiVersion",
-            format!("{api_version:?} is not a version kubelet reads this file as"),
+            format!(
+                "{api_version} is not a version kubelet reads this file as",
+                api_version = crate::config::quote(&api_version)
+            ),
             &format!("use one of {}", CONFIG_API_VERSIONS.join(", ")),
         ));
     }
     if kind != CONFIG_KIND {
         return Err(issue(
             "kind",
-            format!("{kind:?} is not {CONFIG_KIND} (kubelet rejects the file)"),
+            format!(
+                "{kind} is not {CONFIG_KIND} (kubelet rejects the file)",
+                kind = crate::config::quote(&kind)
+            ),
             &format!("use {example}"),
         ));
     }
@@ -689,13 +714,28 @@ fn validate_provider(
         push("name", "is missing".to_owned(), name_fix);
     }
     if name.contains('/') {
-        push("name", format!("{name:?} contains '/'"), name_fix);
+        push(
+            "name",
+            format!("{name} contains '/'", name = crate::config::quote(&name)),
+            name_fix,
+        );
     }
     if name.contains(' ') {
-        push("name", format!("{name:?} contains a space"), name_fix);
+        push(
+            "name",
+            format!(
+                "{name} contains a space",
+                name = crate::config::quote(&name)
+            ),
+            name_fix,
+        );
     }
     if name == "." || name == ".." {
-        push("name", format!("cannot be {name:?}"), name_fix);
+        push(
+            "name",
+            format!("cannot be {name}", name = crate::config::quote(&name)),
+            name_fix,
+        );
     }
 
     let api_version = raw.api_version.map(|s| s.0).unwrap_or_default();
@@ -708,7 +748,10 @@ fn validate_provider(
     } else if !PROVIDER_API_VERSIONS.contains(&api_version.as_str()) {
         push(
             "apiVersion",
-            format!("{api_version:?} is not supported"),
+            format!(
+                "{api_version} is not supported",
+                api_version = crate::config::quote(&api_version)
+            ),
             &version_fix,
         );
     }
@@ -730,7 +773,10 @@ fn validate_provider(
         if !is_schemeless_url(m) {
             push(
                 &format!("matchImages[{j}]"),
-                format!("{m:?} is not a valid image pattern (Go's url.Parse rejects it)"),
+                format!(
+                    "{m} is not a valid image pattern (Go's url.Parse rejects it)",
+                    m = crate::config::quote(m)
+                ),
                 "write host[:port][/path] with '*' globs in host labels only, e.g. \
                  \"*.azurecr.io\" or \"registry.example.com:5000/team\"",
             );
@@ -751,7 +797,10 @@ fn validate_provider(
             None => {
                 push(
                     "defaultCacheDuration",
-                    format!("{text:?} is not a duration (kubelet cannot decode the file)"),
+                    format!(
+                        "{text} is not a duration (kubelet cannot decode the file)",
+                        text = crate::config::quote(&text)
+                    ),
                     duration_fix,
                 );
                 Duration::ZERO
@@ -759,7 +808,10 @@ fn validate_provider(
             Some(n) if n < 0 => {
                 push(
                     "defaultCacheDuration",
-                    format!("{text:?} is negative: it must be 0 or more"),
+                    format!(
+                        "{text} is negative: it must be 0 or more",
+                        text = crate::config::quote(&text)
+                    ),
                     duration_fix,
                 );
                 Duration::ZERO
@@ -840,14 +892,17 @@ fn validate_provider(
                 if let Some(problem) = qualified_name_problem(&k.to_lowercase()) {
                     push(
                         &format!("tokenAttributes.{field}"),
-                        format!("{k:?} is not a valid annotation key: {problem}"),
+                        format!(
+                            "{k} is not a valid annotation key: {problem}",
+                            k = crate::config::quote(k)
+                        ),
                         "use a key like example.com/role-arn",
                     );
                 }
                 if !seen.insert(k) {
                     push(
                         &format!("tokenAttributes.{field}"),
-                        format!("{k:?} is listed twice"),
+                        format!("{k} is listed twice", k = crate::config::quote(k)),
                         "list each key once",
                     );
                 }
@@ -857,7 +912,14 @@ fn validate_provider(
         if !both.is_empty() {
             push(
                 "tokenAttributes",
-                format!("annotation keys {both:?} are both required and optional"),
+                format!(
+                    "annotation keys {both} are both required and optional",
+                    both = both
+                        .iter()
+                        .map(|k| crate::config::quote(k))
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ),
                 "list each key in one of the two lists",
             );
         }
@@ -871,7 +933,10 @@ fn validate_provider(
         } else if !TOKEN_CACHE_TYPES.contains(&cache_type.as_str()) {
             push(
                 "tokenAttributes.cacheType",
-                format!("{cache_type:?} is not supported"),
+                format!(
+                    "{cache_type} is not supported",
+                    cache_type = crate::config::quote(&cache_type)
+                ),
                 &format!("set one of {}", TOKEN_CACHE_TYPES.join(", ")),
             );
         }
@@ -955,8 +1020,9 @@ fn binary_problem(bin: &Path) -> Option<String> {
             bin.display()
         )),
         Err(e) => Some(format!(
-            "cannot inspect the plugin binary {}: {e}",
-            bin.display()
+            "cannot inspect the plugin binary {}: {}",
+            bin.display(),
+            crate::config::io_words(&e)
         )),
         Ok(m) if m.is_dir() => Some(format!("{} is a directory", bin.display())),
         Ok(m) if m.permissions().mode() & 0o111 == 0 => Some(format!(
@@ -1215,7 +1281,11 @@ impl Provider {
             } else {
                 (
                     PluginFailureReason::CannotRun,
-                    format!("cannot run {}: {e}", bin.display()),
+                    format!(
+                        "cannot run {}: {}",
+                        bin.display(),
+                        crate::config::io_words(&e)
+                    ),
                 )
             }
         })?;
@@ -1245,7 +1315,7 @@ impl Provider {
             Ok(Err(e)) => {
                 return Err((
                     PluginFailureReason::CannotRun,
-                    format!("could not be waited for: {e}"),
+                    format!("could not be waited for: {}", crate::config::io_words(&e)),
                 ));
             }
             Ok(Ok(output)) => output,
@@ -1326,7 +1396,7 @@ fn shown(s: &str) -> String {
         && s.bytes()
             .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'.' | b'/' | b'-' | b'_'));
     if plain {
-        format!("{s:?}")
+        crate::config::quote(s)
     } else {
         "an unexpected value".to_owned()
     }
@@ -1457,34 +1527,58 @@ fn parse_auth(value: Json) -> Result<Vec<(String, Credential)>, String> {
     let mut out = Vec::with_capacity(members.len());
     for (key, entry) in members {
         if !seen.insert(key.clone()) {
-            return Err(format!("auth[{key:?}] appears twice"));
+            return Err(format!(
+                "auth[{key}] appears twice",
+                key = crate::config::quote(&key)
+            ));
         }
         let fields = match entry {
             Json::Null => Vec::new(),
             Json::Object(f) => f,
-            _ => return Err(format!("auth[{key:?}] is not an object")),
+            _ => {
+                return Err(format!(
+                    "auth[{key}] is not an object",
+                    key = crate::config::quote(&key)
+                ));
+            }
         };
         let (mut username, mut password) = (String::new(), String::new());
         let mut seen_fields = HashSet::new();
         for (name, v) in fields {
             if !seen_fields.insert(name.clone()) {
-                return Err(format!("auth[{key:?}].{} appears twice", shown(&name)));
+                return Err(format!(
+                    "auth[{key}].{} appears twice",
+                    shown(&name),
+                    key = crate::config::quote(&key)
+                ));
             }
             let slot = match name.as_str() {
                 "username" => &mut username,
                 "password" => &mut password,
                 _ => {
                     return Err(if shown(&name).starts_with('"') {
-                        format!("auth[{key:?}] has an unknown field {}", shown(&name))
+                        format!(
+                            "auth[{key}] has an unknown field {}",
+                            shown(&name),
+                            key = crate::config::quote(&key)
+                        )
                     } else {
-                        format!("auth[{key:?}] has an unknown field")
+                        format!(
+                            "auth[{key}] has an unknown field",
+                            key = crate::config::quote(&key)
+                        )
                     });
                 }
             };
             match v {
                 Json::String(s) => *slot = s,
                 Json::Null => {}
-                _ => return Err(format!("auth[{key:?}].{name} is not a string")),
+                _ => {
+                    return Err(format!(
+                        "auth[{key}].{name} is not a string",
+                        key = crate::config::quote(&key)
+                    ));
+                }
             }
         }
         out.push((
@@ -2180,7 +2274,7 @@ mod tests {
              "\"kubelet.config.k8s.io/v2\" is not a version kubelet reads"),
             ("apiVersion: kubelet.config.k8s.io/v1\nkind: KubeletConfiguration\n".to_owned(),
              "\"KubeletConfiguration\" is not CredentialProviderConfig"),
-            (format!("{head}providers: []\nextra: 1\n"), "unknown field `extra`"),
+            (format!("{head}providers: []\nextra: 1\n"), "line 4, column 1: \"extra\" is not a known key here"),
             (provider("name: ecr/x, matchImages: [r.io], defaultCacheDuration: 1h, apiVersion: credentialprovider.kubelet.k8s.io/v1"),
              "providers[0].name: \"ecr/x\" contains '/'"),
             (provider("name: 'a b', matchImages: [r.io], defaultCacheDuration: 1h, apiVersion: credentialprovider.kubelet.k8s.io/v1"),
@@ -2204,8 +2298,8 @@ mod tests {
              "\"1 day\" is not a duration"),
             // metav1.Duration only unmarshals a JSON string: a YAML number is an error.
             (provider("name: p, matchImages: [r.io], defaultCacheDuration: 0, apiVersion: credentialprovider.kubelet.k8s.io/v1"),
-             "expected a string (quote it)"),
-            (provider(&format!("{good}, cacheDuration: 1h")), "unknown field `cacheDuration`"),
+             "line 4, column 36: defaultCacheDuration: must be text (quote it), not the number 0"),
+            (provider(&format!("{good}, cacheDuration: 1h")), "\"cacheDuration\" is not a known key here"),
             (format!("{head}providers:\n  - {{{good}}}\n  - {{{good}}}\n"),
              "providers[1].name: the provider name \"p\" is already used by providers[0]"),
             // tokenAttributes rules

@@ -1138,6 +1138,7 @@ fn check_into_a_closed_pipe_exits_with_the_probe_status() {
         .unwrap();
     drop(child.stdout.take()); // the reader is gone before anything is written
     let out = child.wait_with_output().unwrap();
+    crate::support::Run::from_output(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(1), "{stderr}");
     assert!(!stderr.contains("panicked"), "{stderr}");

@@ -199,13 +199,7 @@ impl Fixture {
         let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
             .await
             .unwrap();
-        let stdout = String::from_utf8_lossy(&out.stdout).into_owned();
-        let run = Run {
-            code: out.status.code().unwrap_or(-1),
-            json: serde_json::from_str(&stdout).unwrap_or(Value::Null),
-            stdout,
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        };
+        let run = Run::from_output(&out);
         assert!(
             !run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD),
             "the password leaked:\n{}\n{}",
@@ -514,6 +508,7 @@ async fn a_pod_that_cannot_be_read_is_exit_2_in_words() {
     let out = tokio::task::spawn_blocking(move || cmd.output().unwrap())
         .await
         .unwrap();
+    crate::support::Run::from_output(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2));
     assert!(
@@ -542,6 +537,7 @@ async fn no_api_at_all_says_where_it_looked() {
         .env("HOME", dir.path())
         .output()
         .unwrap();
+    crate::support::Run::from_output(&out);
     let stderr = String::from_utf8_lossy(&out.stderr);
     assert_eq!(out.status.code(), Some(2), "{stderr}");
     assert!(stderr.contains("no Kubernetes API to ask"), "{stderr}");
